@@ -1,0 +1,183 @@
+"""Train the built-in CLIP on ShapesWorld.
+
+    python -m clipgpt_core.train_clip                      # the shipped recipe
+    python -m clipgpt_core.train_clip --steps 20 --out /tmp/clip   # a smoke run
+
+Recipe (seed 001's symmetric cross-entropy with a learned temperature, plus):
+  * every batch is made of scene pairs: a scene and a copy with one attribute changed (a
+    colour, shape, size, position, background, or two objects' colours swapped), each
+    captioned so that the changed attribute is stated -> hard negatives on both sides;
+  * one extra hard-negative caption per image (one stated fact made false) on the
+    image->text side;
+  * captions that happen to be true of other images in the batch count as positives
+    (multi-positive targets from ground truth), so the loss never punishes a true match;
+  * random rendering styles (antialiasing, star/triangle/cross proportions, noise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import world
+from .clip_model import ClipEncoder, create_clip
+
+
+@dataclass
+class TrainConfig:
+    out: str = "assets/shapes/clip"
+    model_name: str = "shapes-clip"
+    steps: int = 2800
+    pairs: int = 48              # batch = 2 * pairs images
+    text_negatives: int = 1      # extra false captions per image (image->text side)
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup: int = 150
+    weight_decay: float = 0.05
+    object_mix: tuple = (0.4, 0.35, 0.15, 0.1)  # share of scenes with 1..4 objects
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 50
+    save_every: int = 400
+    resume: str = ""             # a saved component directory to continue from
+
+
+def make_batch(rng: random.Random, cfg: TrainConfig):
+    """-> images (list of PIL), captions (B), negatives (B*K captions), truth (B, B) bool."""
+    scenes, descs = [], []
+    while len(scenes) < 2 * cfg.pairs:
+        n = rng.choices([1, 2, 3, 4], weights=cfg.object_mix)[0]
+        scene = world.sample_scene(rng, n_objects=n, split="train")
+        edit = world.edited_scene(scene, rng, split="train")
+        if edit is None:
+            continue
+        partner, attr = edit
+        for s in (scene, partner):
+            scenes.append(s)
+            descs.append(world.describe(s, rng, must_state={attr}))
+    images = [world.render(s, rng, world.RenderStyle.random(rng)) for s in scenes]
+    captions = [world.caption_text(d, rng) for d in descs]
+    negs = []
+    for d, s, cap in zip(descs, scenes, captions):
+        found = world.negatives(d, s, rng, n=cfg.text_negatives)
+        found += [None] * (cfg.text_negatives - len(found))
+        negs += [world.caption_text(x, rng) if x else cap for x in found]
+    truth = truth_matrix(descs, scenes)
+    neg_valid = [n != c for n, c in zip(negs, np.repeat(captions, cfg.text_negatives))]
+    return images, captions, negs, truth, neg_valid
+
+
+def truth_matrix(descs, scenes) -> np.ndarray:
+    """truth[i, j] = caption i is true of scene j (ground truth, not the model)."""
+    b = len(scenes)
+    truth = np.eye(b, dtype=bool)
+    n_objs = [len(s.objects) for s in scenes]
+    for i, d in enumerate(descs):
+        wanted = d.count if d.count else len(d.phrases)
+        for j in range(b):
+            if i != j and n_objs[j] == wanted and d.background in (None, scenes[j].background):
+                truth[i, j] = world.is_true(d, scenes[j])
+    return truth
+
+
+def images_to_tensor(images, mean, std) -> torch.Tensor:
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).float().div_(255)
+    x = x.permute(0, 3, 1, 2)  # (B, 3, 64, 64)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def clip_loss(clip: ClipEncoder, x, tokens, neg_tokens, truth, neg_valid):
+    model = clip.model
+    img = F.normalize(model.encode_image(x), dim=-1)                       # (B, D)
+    txt = F.normalize(model.encode_text(torch.cat([tokens, neg_tokens])), dim=-1)
+    b = img.shape[0]
+    scale = model.logit_scale.exp()
+    logits = scale * img @ txt.T                                           # (B, B + B*K)
+    # image -> text: targets over batch captions that are true of the image; hard negatives
+    # of *other* images are ordinary negatives, invalid (empty) negatives are masked out
+    t_i2t = torch.cat([truth.T.float(), torch.zeros(b, logits.shape[1] - b)], dim=1)
+    mask = torch.cat([torch.zeros(b, b, dtype=torch.bool), ~neg_valid.view(1, -1).expand(b, -1)], dim=1)
+    loss_i = soft_ce(logits.masked_fill(mask, -1e4), t_i2t)
+    # text -> image: each batch caption against all images
+    loss_t = soft_ce(logits[:, :b].T, truth.float())
+    return (loss_i + loss_t) / 2
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def train(cfg: TrainConfig) -> ClipEncoder:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    if cfg.resume:
+        from .clip_model import load_clip
+        clip = load_clip(cfg.resume)
+    else:
+        clip = create_clip(cfg.model_name)
+    model = clip.model.train()
+    pp = model.visual.preprocess_cfg
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    out = Path(cfg.out)
+    bar = tqdm(range(cfg.steps), desc="train clip", dynamic_ncols=True)
+    ema, t0 = None, time.time()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        images, captions, negs, truth, neg_valid = make_batch(rng, cfg)
+        x = images_to_tensor(images, pp["mean"], pp["std"])
+        loss = clip_loss(clip, x, clip.tokenizer(captions), clip.tokenizer(negs),
+                         torch.from_numpy(truth), torch.tensor(neg_valid))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{clip.logit_scale:.1f}")
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            clip.save(out)
+            (out / "train_config.json").write_text(json.dumps(
+                asdict(cfg) | {"completed_steps": step + 1, "final_loss_ema": ema,
+                               "minutes": (time.time() - t0) / 60}, indent=2))
+            model.train()
+    model.eval()
+    return clip
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for k, v in asdict(TrainConfig()).items():
+        if isinstance(v, tuple):
+            continue
+        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    train(cfg)
+    print(f"saved to {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()
