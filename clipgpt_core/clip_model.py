@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,16 +122,25 @@ def load_clip(directory: str | Path, device: str = "cpu") -> ClipEncoder:
     """Load a CLIP saved by ClipEncoder.save (a bundle component)."""
     directory = Path(directory)
     config = json.loads((directory / CONFIG_FILE).read_text())
-    name = config["model_name"]
-    if open_clip.get_model_config(name) is None:
-        # an architecture we don't ship: register the config the component carries
-        (directory / f"{name}.json").write_text(json.dumps(config["model_cfg"]))
-        open_clip.add_model_config(directory / f"{name}.json")
+    name = ensure_registered(config)
+    pp = config.get("preprocess_cfg", {})
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=str(directory / WEIGHTS_FILE), device=device,
-        force_preprocess_cfg=config.get("preprocess_cfg"))
+        image_mean=pp.get("mean"), image_std=pp.get("std"),
+        image_interpolation=pp.get("interpolation"), image_resize_mode=pp.get("resize_mode"))
     model.eval()
     return ClipEncoder(model, preprocess, open_clip.get_tokenizer(name), name, str(directory))
+
+
+def ensure_registered(config: dict) -> str:
+    """Register the architecture a saved component carries if open_clip doesn't know it yet
+    (a user's own architecture); returns the model name."""
+    name = config["model_name"]
+    if open_clip.get_model_config(name) is None:
+        path = Path(tempfile.mkdtemp(prefix="clipgpt-config-")) / f"{name}.json"
+        path.write_text(json.dumps(config["model_cfg"]))
+        open_clip.add_model_config(path)
+    return name
 
 
 def require_cached_weights(model_name: str, tag: str, cache_dir: str | None = None) -> None:

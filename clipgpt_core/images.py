@@ -5,6 +5,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000        # refuse anything larger (decompression bombs, absurd scans)
@@ -27,7 +28,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit / float grayscale: rescale to 8 bits before converting
-        image = ImageOps.autocontrast(image.convert("F").point(lambda v: v), cutoff=0).convert("L")
+        arr = np.asarray(image.convert("F"), dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        image = Image.fromarray(((arr - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8), "L")
     return image.convert("RGB")
 
 

@@ -1,0 +1,46 @@
+"""CLIP GPT — a workbench for CLIP's joint text-image space.
+
+    python app.py                      # built-in ShapesWorld bundle, http://127.0.0.1:7860
+    python app.py --share              # also a temporary public link
+    python app.py --bundle open_clip:ViT-B-32/laion2b_s34b_b79k --port 7861
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from clipgpt_core.bundle import load_bundle
+from clipgpt_core.retrieval import NearestImages
+from demo import nearest
+
+INTRO = """# CLIP GPT
+Explore a CLIP model's joint text–image space. The built-in bundle is trained on **ShapesWorld**
+(coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
+
+
+def build_demo(bundle, progress: bool = True) -> gr.Blocks:
+    finder = NearestImages(bundle, progress=progress)
+    if bundle.gallery is not None:
+        finder.builtin_index()  # build (or load) the gallery before serving, not on the first click
+    with gr.Blocks(title="CLIP GPT") as demo:
+        gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip.model_name}`")
+        with gr.Tab("Nearest images"):
+            nearest.build(finder)
+    return demo
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="CLIP GPT workbench")
+    p.add_argument("--bundle", default=None, help="built-in name, bundle directory, or open_clip:ARCH/TAG")
+    p.add_argument("--share", action="store_true", help="create a temporary public link")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    args = p.parse_args(argv)
+    demo = build_demo(load_bundle(args.bundle))
+    demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Nearest images: query a gallery by text, by image, or both, and read an image zero-shot.
+
+The core class behind the app's "Nearest images" tab (the tab only formats what it returns).
+
+    from clipgpt_core import load_bundle
+    from clipgpt_core.retrieval import NearestImages
+    finder = NearestImages(load_bundle())
+    hits = finder.search(text="a large red star on a black background", k=5)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import index as gallery
+from . import zeroshot
+from .images import load_image
+
+MAX_K = 200
+
+
+class NearestImages:
+    def __init__(self, bundle, progress: bool = True):
+        self.bundle = bundle
+        self.clip = bundle.clip
+        self.progress = progress
+        self._local: dict[str, gallery.LocalIndex] = {}
+
+    # ------------------------------------------------------------------ sources
+    def builtin_index(self) -> gallery.LocalIndex:
+        """The bundle's built-in ShapesWorld gallery (built and cached on first use)."""
+        if self.bundle.gallery is None and "gallery" not in self._local:
+            raise gallery.GalleryError(f"Bundle {self.bundle.name} has no built-in gallery: index a folder "
+                                       f"of your images, or use a remote back-end.")
+        if "gallery" not in self._local:
+            self._local["gallery"] = gallery.LocalIndex(gallery.world_gallery(self.bundle, self.progress))
+        return self._local["gallery"]
+
+    def index_folder(self, folder: str, out_dir: str | None = None) -> gallery.LocalIndex:
+        """Index a folder of images with this bundle's CLIP (cached per folder and model)."""
+        if not folder or not str(folder).strip():
+            raise gallery.GalleryError("Give the path of a folder of images to index")
+        index_dir = gallery.build_folder_index(self.clip, str(folder).strip(), out_dir, self.progress)
+        self._local[f"folder:{Path(folder).expanduser().resolve()}"] = idx = gallery.LocalIndex(index_dir)
+        return idx
+
+    def folder_index(self, folder: str) -> gallery.LocalIndex:
+        key = f"folder:{Path(str(folder).strip()).expanduser().resolve()}"
+        return self._local[key] if key in self._local else self.index_folder(folder)
+
+    # ------------------------------------------------------------------ queries
+    def query_embedding(self, text: str | None = None, image=None, text_weight: float = 0.5) -> np.ndarray:
+        text = text.strip() if isinstance(text, str) else None
+        if not text and image is None:
+            raise ValueError("Type a text query, give an image, or both")
+        t = self.clip.encode_texts([text])[0] if text else None
+        i = self.clip.encode_images([load_image(image)])[0] if image is not None else None
+        return gallery.combine(t, i, float(np.clip(text_weight, 0.0, 1.0)))
+
+    def search(self, text: str | None = None, image=None, text_weight: float = 0.5, k: int = 10,
+               folder: str | None = None) -> list[gallery.Hit]:
+        """Top-k images of the built-in gallery (or of an indexed folder) for the query."""
+        k = int(np.clip(k, 1, MAX_K))
+        q = self.query_embedding(text, image, text_weight)
+        idx = self.folder_index(folder) if folder else self.builtin_index()
+        return idx.search(q, k)
+
+    def search_remote(self, url: str, indice_name: str, text: str | None = None, image=None,
+                      text_weight: float = 0.5, k: int = 10) -> list[gallery.Hit]:
+        """Query a clip-retrieval back-end. Text or image alone go as such (the server encodes
+        them with its own CLIP); both together go as one embedding from this bundle's CLIP,
+        which only makes sense when the server uses the same model."""
+        from .remote import RemoteIndex
+        remote = RemoteIndex(url, indice_name)
+        text = text.strip() if isinstance(text, str) else None
+        k = int(np.clip(k, 1, MAX_K))
+        if text and image is not None:
+            return remote.search(embedding=self.query_embedding(text, image, text_weight), k=k)
+        if text:
+            return remote.search(text=" ".join(self.clip.clean_texts([text])), k=k)
+        if image is not None:
+            return remote.search(image=load_image(image), k=k)
+        raise ValueError("Type a text query, give an image, or both")
+
+    def zero_shot(self, image) -> dict[str, dict[str, float]]:
+        """Per attribute (colour, shape, size, position, background): value -> probability."""
+        emb = self.clip.encode_images([load_image(image)])[0]
+        return zeroshot.panel(self.clip, emb)

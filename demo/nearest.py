@@ -1,0 +1,98 @@
+"""The "Nearest images" tab: a thin UI over clipgpt_core.retrieval.NearestImages."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.world import ATTRIBUTES
+
+SOURCES = ["Built-in gallery", "My folder", "Remote clip-retrieval back-end"]
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+TEXT_EXAMPLES = ["a red circle", "a large blue star on a black background",
+                 "a small yellow triangle in the top left", "two green squares",
+                 "a white diamond above an orange circle"]
+USER_ERRORS = (ValueError, RuntimeError, OSError)  # core errors carry messages meant for people
+
+
+def _display(image: Image.Image, side: int = 160) -> Image.Image:
+    """Small gallery images are upscaled with hard edges, so shapes stay crisp."""
+    if max(image.size) >= side:
+        return image
+    f = max(1, side // max(image.size))
+    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
+
+
+def _format(hits) -> list[tuple[Image.Image, str]]:
+    items = []
+    for h in hits:
+        image = h.image if h.image is not None else (Image.open(h.image_path).convert("RGB") if h.image_path else None)
+        if image is not None:
+            items.append((_display(image), f"{h.similarity:.3f} · {h.caption or Path(h.image_path or '').name}"))
+    return items
+
+
+def build(finder: NearestImages) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+
+    def search(text, image, text_weight, k, source, folder, url, indice_name):
+        try:
+            if source == SOURCES[2]:
+                hits = finder.search_remote(url, indice_name, text, image, text_weight, k)
+            else:
+                hits = finder.search(text, image, text_weight, k, folder=folder if source == SOURCES[1] else None)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        where = {SOURCES[0]: "the built-in gallery", SOURCES[1]: f"folder {folder}",
+                 SOURCES[2]: f"{indice_name} at {url}"}[source]
+        return _format(hits), f"{len(hits)} nearest images from {where}."
+
+    def index_folder(folder, progress=gr.Progress(track_tqdm=True)):
+        try:
+            idx = finder.index_folder(folder)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        return f"Indexed {len(idx)} images from {folder}. Pick “My folder” and search."
+
+    def zero_shot(image):
+        if image is None:
+            return [None] * len(ATTRIBUTES)
+        try:
+            result = finder.zero_shot(image)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        return [result[a] for a in ATTRIBUTES]
+
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Text query", placeholder="a large red star on a black background")
+            image = gr.Image(label="Image query", type="pil", image_mode="RGB", height=220)
+            text_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight (when both are given)")
+            k = gr.Slider(1, 48, value=12, step=1, label="Number of images")
+            source = gr.Radio(SOURCES, value=SOURCES[0], label="Search in")
+            with gr.Accordion("Folder and remote sources", open=False):
+                folder = gr.Textbox(label="Folder of images", placeholder="/path/to/images")
+                index_btn = gr.Button("Index folder")
+                url = gr.Textbox(label="Back-end URL", placeholder="http://127.0.0.1:1234")
+                indice_name = gr.Textbox(label="Index name", value="shapes")
+            search_btn = gr.Button("Search", variant="primary")
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Nearest images (similarity · caption)", columns=4, height=520)
+            status = gr.Markdown()
+    gr.Markdown("### Zero-shot reading of the image query")
+    with gr.Row():
+        labels = [gr.Label(label=a, num_top_classes=3) for a in ATTRIBUTES]
+
+    inputs = [text, image, text_weight, k, source, folder, url, indice_name]
+    search_btn.click(search, inputs, [gallery, status], api_name="search")
+    text.submit(search, inputs, [gallery, status], api_name="search_submit")
+    index_btn.click(index_folder, [folder], [status], api_name="index_folder")
+    image.change(zero_shot, [image], labels, api_name="zero_shot")
+    gr.Examples([[t] for t in TEXT_EXAMPLES], [text], label="Text queries")
+    example_images = sorted(EXAMPLES_DIR.glob("*.png"))
+    if example_images:
+        gr.Examples([[str(p)] for p in example_images], [image], label="Image queries")
+    logging.debug("nearest-images tab ready")

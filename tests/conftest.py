@@ -1,0 +1,27 @@
+import os
+
+# Tests run offline and on the CPU, like CI; set before torch / huggingface_hub are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """Galleries and folder indices go to a per-session temporary cache, not ~/.cache."""
+    from clipgpt_core import index
+    monkeypatch.setattr(index, "DEFAULT_CACHE", tmp_path_factory.getbasetemp() / "clipgpt-cache")
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """The built-in bundle, with a small gallery so tests stay fast."""
+    from clipgpt_core import load_bundle
+    b = load_bundle()
+    b.gallery = {"kind": "shapesworld", "size": 400, "seed": 0}
+    return b

@@ -1,0 +1,76 @@
+"""The app end to end: launched on loopback, called through its API with gradio_client."""
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from clipgpt_core import world
+
+SEARCH = dict(text_weight=0.5, k=4, source="Built-in gallery", folder="", url="", indice_name="shapes")
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    import app
+    demo = app.build_demo(bundle, progress=False)
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def test_every_event_has_an_api_name(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/search", "/search_submit", "/index_folder", "/zero_shot"} <= names
+
+
+def test_text_query(client):
+    gallery, status = client.predict(text="a large red star on a black background", image=None,
+                                     api_name="/search", **SEARCH)
+    assert len(gallery) == 4 and "4 nearest images" in status
+    sims = [float(item["caption"].split(" · ")[0]) for item in gallery]
+    assert sims == sorted(sims, reverse=True)
+    assert "star" in gallery[0]["caption"] or "red" in gallery[0]["caption"]
+
+
+def test_image_query_and_zero_shot(client, tmp_path):
+    ex = world.example(20_001, n_objects=1)
+    path = tmp_path / "q.png"
+    ex.image.save(path)
+    gallery, _ = client.predict(text="", image=handle_file(str(path)), api_name="/search", **SEARCH)
+    assert len(gallery) == 4
+    labels = client.predict(handle_file(str(path)), api_name="/zero_shot")
+    assert len(labels) == 5
+    assert labels[0]["label"] == ex.scene.objects[0].colour
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "RGBA", "L"])
+def test_odd_image_modes(client, tmp_path, mode):
+    path = tmp_path / f"q.{'jpg' if mode == 'CMYK' else 'png'}"
+    world.example(7).image.convert(mode).save(path)
+    labels = client.predict(handle_file(str(path)), api_name="/zero_shot")
+    assert len(labels) == 5
+
+
+def test_bad_inputs_get_clear_errors_and_the_app_stays_up(client, tmp_path):
+    with pytest.raises(Exception, match="Type a text query"):
+        client.predict(text="   ", image=None, api_name="/search", **SEARCH)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 7000)).save(huge)
+    with pytest.raises(Exception, match="megapixels|too large"):
+        client.predict(text="", image=handle_file(str(huge)), api_name="/search", **SEARCH)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(Exception):
+        client.predict(handle_file(str(broken)), api_name="/zero_shot")
+    t0 = time.time()
+    with pytest.raises(Exception, match="[Cc]ould not reach"):
+        client.predict(text="a red circle", image=None, api_name="/search",
+                       **(SEARCH | {"source": "Remote clip-retrieval back-end", "url": "http://127.0.0.1:9"}))
+    assert time.time() - t0 < 10
+    with pytest.raises(Exception, match="Not a folder"):
+        client.predict("/definitely/not/here", api_name="/index_folder")
+    gallery, _ = client.predict(text="a blue square", image=None, api_name="/search", **SEARCH)
+    assert len(gallery) == 4
