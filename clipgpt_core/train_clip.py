@@ -44,19 +44,34 @@ class TrainConfig:
     warmup: int = 150
     weight_decay: float = 0.05
     object_mix: tuple = (0.4, 0.35, 0.15, 0.1)  # share of scenes with 1..4 objects
+    group_share: float = 0.5     # share of pairs drawn in groups that share background and colour
+    group_size: int = 4          # pairs per group (so 8 images tell apart only by shape/size/place)
     seed: int = 0
     threads: int = 2
     log_every: int = 50
     save_every: int = 400
     resume: str = ""             # a saved component directory to continue from
+    stop_after: int = 0          # stop (and save) after this many steps, keeping the schedule of `steps`
 
 
 def make_batch(rng: random.Random, cfg: TrainConfig):
     """-> images (list of PIL), captions (B), negatives (B*K captions), truth (B, B) bool."""
     scenes, descs = [], []
+    group_left, group = 0, None
     while len(scenes) < 2 * cfg.pairs:
         n = rng.choices([1, 2, 3, 4], weights=cfg.object_mix)[0]
-        scene = world.sample_scene(rng, n_objects=n, split="train")
+        if group_left == 0 and cfg.group_share > 0 and rng.random() < cfg.group_share:
+            group_left = cfg.group_size
+            bg = rng.choice(list(world.BACKGROUNDS))
+            group = (bg, rng.choice([c for c in world.COLOURS if c != bg]))
+        if group_left > 0:
+            bg, colour = group
+            first = (colour, rng.choice([s for s in world.SHAPES if world.split_allows(colour, s, "train")]))
+            kinds = [first] + [world.sample_object_kind(rng, bg, "train") for _ in range(n - 1)]
+            scene = world.sample_scene(rng, kinds=kinds, background=bg)
+            group_left -= 1
+        else:
+            scene = world.sample_scene(rng, n_objects=n, split="train")
         edit = world.edited_scene(scene, rng, split="train")
         if edit is None:
             continue
@@ -140,7 +155,8 @@ def train(cfg: TrainConfig) -> ClipEncoder:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     out = Path(cfg.out)
-    bar = tqdm(range(cfg.steps), desc="train clip", dynamic_ncols=True)
+    last = min(cfg.steps, cfg.stop_after or cfg.steps)
+    bar = tqdm(range(last), desc="train clip", dynamic_ncols=True)
     ema, t0 = None, time.time()
     for step in bar:
         for g in opt.param_groups:
@@ -157,7 +173,7 @@ def train(cfg: TrainConfig) -> ClipEncoder:
             model.logit_scale.clamp_(0, math.log(100))
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}", scale=f"{clip.logit_scale:.1f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.save_every == 0 or step + 1 == last:
             model.eval()
             clip.save(out)
             (out / "train_config.json").write_text(json.dumps(
