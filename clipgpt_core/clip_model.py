@@ -51,7 +51,7 @@ class ClipEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     @property
     def device(self) -> torch.device:
