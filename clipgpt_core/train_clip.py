@@ -36,8 +36,8 @@ from .clip_model import ClipEncoder, create_clip
 class TrainConfig:
     out: str = "assets/shapes/clip"
     model_name: str = "shapes-clip"
-    steps: int = 2800
-    pairs: int = 48              # batch = 2 * pairs images
+    steps: int = 3300
+    pairs: int = 32              # batch = 2 * pairs images
     text_negatives: int = 1      # extra false captions per image (image->text side)
     lr: float = 2e-3
     min_lr: float = 1e-4
