@@ -100,6 +100,17 @@ def main(argv=None):
             super().run(host=args.host, port=port, **kwargs)
 
     cb.Flask = LoopbackFlask
+    import open_clip
+    create = open_clip.create_model_and_transforms
+
+    def create_for_inference(*a, **kw):
+        # all_clip keeps open_clip models in train mode and runs a warm-up batch: with BatchNorm (our
+        # ResNet tower) that rewrites the running statistics and normalises each query by its own.
+        # all_clip looks this factory up at call time, so this is what clip back gets.
+        model, preprocess_train, preprocess_val = create(*a, **kw)
+        return model.eval(), preprocess_train, preprocess_val
+
+    open_clip.create_model_and_transforms = create_for_inference
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # so the temp folder is removed on terminate
     with tempfile.TemporaryDirectory(prefix="clipgpt-back-") as workdir:
         clip_model = clip_model_spec(clip_dir)

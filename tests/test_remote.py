@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipgpt_core.clip_model import create_clip
+from clipgpt_core.bundle import load_bundle
 from clipgpt_core.index import build_world_gallery
 from clipgpt_core.remote import RemoteError, RemoteIndex
 
@@ -34,7 +34,7 @@ def gallery(tmp_path_factory):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("remote")
-    clip = create_clip("shapes-clip")     # random init: retrieval quality is not what is tested
+    clip = load_bundle().clip             # the built-in CLIP, served by clip back from a saved copy
     clip.save(tmp / "clip")
     index_dir = build_world_gallery(clip, tmp / "gallery", n=60, seed=0, progress=False)
     return clip, tmp, index_dir
@@ -83,7 +83,7 @@ def test_embedding_of_an_indexed_image_finds_itself(server, gallery):
     emb = np.load(tmp / "gallery" / "embeddings" / "img_emb" / "img_emb_0.npy").astype(np.float32)
     sims = emb @ emb.T
     np.fill_diagonal(sims, -1)
-    i = int(np.argmin(sims.max(axis=1)))    # random-init embeddings are close: pick the most distinct one
+    i = int(np.argmin(sims.max(axis=1)))    # an image with no near-duplicate in the gallery
     hits = RemoteIndex(server, NAME).search(embedding=emb[i] * 3.0, k=5)   # unnormalised on purpose
     assert len(hits) == 5
     assert hits[0].id == i
@@ -177,3 +177,29 @@ def test_not_a_clip_back_server(plain_http_server):
 def test_malformed_url(url):
     with pytest.raises(RemoteError):
         RemoteIndex(url, NAME)
+
+
+def test_the_app_tab_searches_the_back_end(server, gallery, tmp_path):
+    """The Nearest-images tab's own code path, through the launched app's API, against clip back."""
+    from gradio_client import Client, handle_file
+
+    import app
+    from clipgpt_core.bundle import Bundle
+    clip, _, _ = gallery
+    demo = app.build_demo(Bundle("remote-test", clip), progress=False)   # no built-in gallery
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1")
+    try:
+        client = Client(url, verbose=False)
+        remote = dict(text_weight=0.5, k=5, source="Remote clip-retrieval back-end", folder="",
+                      url=server, indice_name=NAME, api_name="/search")
+        items, status = client.predict(text="a red circle", image=None, **remote)
+        assert len(items) == 5 and f"{NAME} at {server}" in status
+        assert all(" · " in item["caption"] for item in items)
+        query = tmp_path / "q.png"
+        Image.open(ROOT / "assets" / "examples" / "example_0.png").save(query)
+        items, _ = client.predict(text="", image=handle_file(str(query)), **remote)
+        assert len(items) == 5
+        with pytest.raises(Exception, match="not served|serves"):
+            client.predict(text="a red circle", image=None, **(remote | {"indice_name": "nope"}))
+    finally:
+        demo.close()

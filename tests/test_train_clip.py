@@ -6,6 +6,7 @@ import open_clip
 import torch
 
 from clipgpt_core import train_clip as T
+from clipgpt_core import world
 from clipgpt_core.clip_model import load_clip
 
 TINY = {"embed_dim": 32,
@@ -15,18 +16,28 @@ TINY = {"embed_dim": 32,
 
 def held_out_loss(clip, seed=99):
     cfg = T.TrainConfig(pairs=16)
-    images, caps, negs, truth, valid = T.make_batch(random.Random(seed), cfg)
+    images, caps, negs, truth, valid, _ = T.make_batch(random.Random(seed), cfg)
     pp = clip.model.visual.preprocess_cfg
     with torch.no_grad():
-        return T.clip_loss(clip, T.images_to_tensor(images, pp["mean"], pp["std"]), clip.tokenizer(caps),
-                           clip.tokenizer(negs), torch.from_numpy(truth), torch.tensor(valid)).item()
+        img = clip.model.encode_image(T.images_to_tensor(images, pp["mean"], pp["std"]))
+        return T.clip_loss(clip, img, clip.tokenizer(caps), clip.tokenizer(negs),
+                           torch.from_numpy(truth), torch.tensor(valid)).item()
 
 
 def test_truth_matrix_marks_every_true_pair():
     cfg = T.TrainConfig(pairs=12)
-    _, caps, negs, truth, valid = T.make_batch(random.Random(0), cfg)
+    _, caps, negs, truth, valid, facts = T.make_batch(random.Random(0), cfg)
     assert truth.diagonal().all() and len(negs) == len(caps)
     assert all(n != c for n, c, v in zip(negs, caps, valid) if v)
+    assert facts.shape == (len(caps), len(T.FACTS))
+
+
+def test_scene_facts_are_the_ground_truth():
+    scene = world.Scene("black", (world.Obj("red", "star", "large", 10, 10, 24, 0),
+                                  world.Obj("blue", "cross", "small", 50, 50, 12, 0)))
+    on = {f for f, v in zip(T.FACTS, T.scene_facts(scene)) if v}
+    assert on == {"shape:star", "shape:cross", "colour:red", "colour:blue", "size:large", "size:small",
+                  "position:top left", "position:bottom right", "background:black", "count:2"}
 
 
 def test_few_steps_lower_the_loss(tmp_path):
