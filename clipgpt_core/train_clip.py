@@ -1,7 +1,8 @@
 """Train the built-in CLIP on ShapesWorld.
 
-    python -m clipgpt_core.train_clip                      # the shipped recipe
+    python -m clipgpt_core.train_clip --stop-after 1600    # the shipped weights (assets/shapes/clip)
     python -m clipgpt_core.train_clip --steps 20 --out /tmp/clip   # a smoke run
+    python -m clipgpt_core.train_clip --device cuda --steps 20000  # a longer run on a GPU
 
 Recipe (seed 001's symmetric cross-entropy with a learned temperature, plus):
   * every batch is made of scene pairs: a scene and a copy with one attribute changed (a
@@ -9,8 +10,10 @@ Recipe (seed 001's symmetric cross-entropy with a learned temperature, plus):
     captioned so that the changed attribute is stated -> hard negatives on both sides;
   * one extra hard-negative caption per image (one stated fact made false) on the
     image->text side;
+  * hard groups: half the pairs come in groups of 8 images sharing background and colour;
   * captions that happen to be true of other images in the batch count as positives
     (multi-positive targets from ground truth), so the loss never punishes a true match;
+  * a training-only linear probe on the image embedding predicting the scene's facts (BCE);
   * random rendering styles (antialiasing, star/triangle/cross proportions, noise).
 """
 from __future__ import annotations
