@@ -45,13 +45,6 @@ class Hit:
     image: object = None   # a PIL image, when the source sends pixels (remote back-ends)
 
 
-def _embed_in_batches(fn, items, batch, desc, progress):
-    out = []
-    for i in tqdm(range(0, len(items), batch), desc=desc, disable=not progress):
-        out.append(fn(items[i:i + batch]))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 def build_index(clip, image_paths: list[str], captions: list[str] | None, out_dir: str | Path,
                 progress: bool = True, batch: int = 256) -> Path:
     """Embed images (and captions) and index them with clip-retrieval's `clip_index`.
@@ -62,24 +55,30 @@ def build_index(clip, image_paths: list[str], captions: list[str] | None, out_di
         shutil.rmtree(emb_dir)
     for sub in ("img_emb", "metadata"):
         (emb_dir / sub).mkdir(parents=True)
-    good, good_caps, skipped = [], [], []
-    for i, p in enumerate(tqdm(image_paths, desc="check images", disable=not progress)):
-        try:
-            load_image(p)
-            good.append(str(p))
+    good, good_caps, skipped, embs = [], [], [], []
+    for start in tqdm(range(0, len(image_paths), batch), desc="embed images", disable=not progress):
+        images = []
+        for i in range(start, min(start + batch, len(image_paths))):
+            try:
+                images.append(load_image(image_paths[i]))   # each file is decoded once
+            except BadImageError as e:
+                skipped.append(f"{image_paths[i]}: {e}")
+                continue
+            good.append(str(image_paths[i]))
             if captions is not None:
                 good_caps.append(captions[i])
-        except BadImageError as e:
-            skipped.append(f"{p}: {e}")
+        if images:
+            embs.append(clip.encode_images(images))
     for s in skipped:
         logging.warning("skipped %s", s)
     if not good:
         raise GalleryError(f"No readable images to index ({len(skipped)} skipped)")
-    img = _embed_in_batches(clip.encode_images, good, batch, "embed images", progress)
+    img = np.concatenate(embs)
     np.save(emb_dir / "img_emb" / "img_emb_0.npy", img.astype(np.float16))
     if captions is not None:
         (emb_dir / "text_emb").mkdir()
-        txt = _embed_in_batches(clip.encode_texts, good_caps, batch, "embed captions", progress)
+        txt = np.concatenate([clip.encode_texts(good_caps[i:i + batch])
+                              for i in tqdm(range(0, len(good_caps), batch), desc="embed captions", disable=not progress)])
         np.save(emb_dir / "text_emb" / "text_emb_0.npy", txt.astype(np.float16))
     import pandas as pd
     pd.DataFrame({"image_path": good, "caption": good_caps if captions is not None else [""] * len(good)}) \

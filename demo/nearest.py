@@ -1,7 +1,6 @@
 """The "Nearest images" tab: a thin UI over clipgpt_core.retrieval.NearestImages."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import gradio as gr
@@ -95,4 +94,3 @@ def build(finder: NearestImages) -> None:
     example_images = sorted(EXAMPLES_DIR.glob("*.png"))
     if example_images:
         gr.Examples([[str(p)] for p in example_images], [image], label="Image queries")
-    logging.debug("nearest-images tab ready")
