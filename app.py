@@ -13,7 +13,7 @@ import gradio as gr
 
 from clipgpt_core.bundle import load_bundle
 from clipgpt_core.retrieval import NearestImages
-from demo import nearest
+from demo import caption, nearest, sample
 
 INTRO = """# CLIP GPT
 Explore a CLIP model's joint text–image space. The built-in bundle is trained on **ShapesWorld**
@@ -26,6 +26,10 @@ def build_demo(bundle, progress: bool = True) -> gr.Blocks:
         finder.builtin_index()  # build (or load) the gallery before serving, not on the first click
     with gr.Blocks(title="CLIP GPT") as demo:
         gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip.model_name}`")
+        with gr.Tab("Sample captions"):
+            sample.build(bundle.prior)
+        with gr.Tab("Caption an image"):
+            caption.build(bundle.captioner)
         with gr.Tab("Nearest images"):
             nearest.build(finder)
     return demo

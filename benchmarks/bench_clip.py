@@ -8,7 +8,8 @@ Reports, separately for seen colour-shape combinations and held-out ones:
   * text->image recall@1/@5 of full single-object descriptions over N images (a hit is an image
     the description is true of, so exact duplicates of the query's scene also count);
   * the same figures for a random-init model of the same architecture (the chance baseline).
-Evaluation images come from seeds the training never uses, drawn with randomised render styles.
+Evaluation images come from seeds the training never uses, drawn with randomised render styles,
+and again by an independent renderer written from WORLD.md alone (benchmarks/alt_render.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alt_render  # noqa: E402
+
 from clipgpt_core import world, zeroshot  # noqa: E402
 from clipgpt_core.bundle import load_bundle  # noqa: E402
 from clipgpt_core.clip_model import create_clip  # noqa: E402
@@ -29,10 +33,17 @@ from clipgpt_core.clip_model import create_clip  # noqa: E402
 EVAL_SEED = 1_000_000_007  # training draws from random.Random(0); evaluation seeds are separate
 
 
-def single_object_set(n: int, split: str, seed: int):
+def draw(scene, rng, renderer: str = "world"):
+    """Our renderer in a random style, or the independent one (benchmarks/alt_render.py)."""
+    if renderer == "alt":
+        return alt_render.render(scene, rng, antialias=rng.random() < 0.75)
+    return world.render(scene, rng, world.RenderStyle.random(rng))
+
+
+def single_object_set(n: int, split: str, seed: int, renderer: str = "world"):
     rng = random.Random(seed)
     scenes = [world.sample_scene(rng, n_objects=1, split=split) for _ in range(n)]
-    images = [world.render(s, rng, world.RenderStyle.random(rng)) for s in scenes]
+    images = [draw(s, rng, renderer) for s in scenes]
     return scenes, images
 
 
@@ -52,7 +63,7 @@ def zero_shot(clip, scenes, embs) -> dict[str, float]:
     return out
 
 
-def binding(clip, n: int, split: str, seed: int) -> float:
+def binding(clip, n: int, split: str, seed: int, renderer: str = "world") -> float:
     rng = random.Random(seed)
     correct = 0
     for _ in range(n):
@@ -61,7 +72,7 @@ def binding(clip, n: int, split: str, seed: int) -> float:
             a, b = scene.objects
             if a.colour != b.colour and a.shape != b.shape:
                 break
-        img = world.render(scene, rng, world.RenderStyle.random(rng))
+        img = draw(scene, rng, renderer)
         true = f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"
         swapped = f"a {b.colour} {a.shape} and a {a.colour} {b.shape}"
         sims = clip.encode_texts([true, swapped]) @ clip.encode_images([img])[0]
@@ -82,15 +93,18 @@ def recall(clip, scenes, embs, ks=(1, 5)) -> dict[str, float]:
     return out
 
 
+SETS = {"seen": ("train", "world", 0), "heldout": ("heldout", "world", 1),
+        "seen_alt_renderer": ("train", "alt", 2), "heldout_alt_renderer": ("heldout", "alt", 3)}
+
+
 def evaluate(clip, n: int) -> dict:
     result = {}
-    for split, offset in (("seen", 0), ("heldout", 1)):
-        scenes, images = single_object_set(n, "train" if split == "seen" else "heldout", EVAL_SEED + offset)
+    for name, (split, renderer, offset) in SETS.items():
+        scenes, images = single_object_set(n, split, EVAL_SEED + offset, renderer)
         embs = clip.encode_images(images)
-        result[split] = {"zero_shot": zero_shot(clip, scenes, embs),
-                         "binding": binding(clip, n // 2, "train" if split == "seen" else "heldout",
-                                            EVAL_SEED + 10 + offset),
-                         **recall(clip, scenes, embs)}
+        result[name] = {"zero_shot": zero_shot(clip, scenes, embs),
+                        "binding": binding(clip, n // 2, split, EVAL_SEED + 10 + offset, renderer),
+                        **recall(clip, scenes, embs)}
     return result
 
 

@@ -1,7 +1,12 @@
 """CLIP GPT core: ShapesWorld, model bundles and the work behind each tab (no UI code here)."""
 from .bundle import Bundle, BundleError, load_bundle, save_bundle
+from .captioner import Captioner
+from .captions import parse_caption
 from .clip_model import ClipEncoder, WeightsNotAvailable, create_clip
+from .embedding_prior import EmbeddingPrior
 from .images import BadImageError, load_image
+from .prior import CaptionPrior
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "ClipEncoder", "WeightsNotAvailable",
-           "create_clip", "BadImageError", "load_image"]
+           "create_clip", "BadImageError", "load_image", "CaptionPrior", "Captioner", "EmbeddingPrior",
+           "parse_caption"]

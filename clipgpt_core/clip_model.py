@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from . import shapes_cnn  # noqa: F401  registers the built-in image tower with timm
 from .images import load_image
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"

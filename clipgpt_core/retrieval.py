@@ -18,6 +18,7 @@ from . import zeroshot
 from .images import load_image
 
 MAX_K = 200
+TEXT_MODES = ("raw", "via prior")   # the CLIP text embedding, or the caption->image-embedding prior
 
 
 class NearestImages:
@@ -50,33 +51,45 @@ class NearestImages:
         return self._local[key] if key in self._local else self.index_folder(folder)
 
     # ------------------------------------------------------------------ queries
-    def query_embedding(self, text: str | None = None, image=None, text_weight: float = 0.5) -> np.ndarray:
+    def text_embedding(self, text: str, text_mode: str = "raw") -> np.ndarray:
+        """The text's CLIP embedding, or (via prior) the image embedding the prior predicts for it."""
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        if text_mode == "raw":
+            return self.clip.encode_texts([text])[0]
+        if self.bundle.embedding_prior is None:
+            raise ValueError(f"Bundle {self.bundle.name} has no caption->image-embedding prior; train one with "
+                             f"`python -m clipgpt_core.train_embedding_prior` or use the raw text embedding")
+        return self.bundle.embedding_prior.predict([text])[0]
+
+    def query_embedding(self, text: str | None = None, image=None, text_weight: float = 0.5,
+                        text_mode: str = "raw") -> np.ndarray:
         text = text.strip() if isinstance(text, str) else None
         if not text and image is None:
             raise ValueError("Type a text query, give an image, or both")
-        t = self.clip.encode_texts([text])[0] if text else None
+        t = self.text_embedding(text, text_mode) if text else None
         i = self.clip.encode_images([load_image(image)])[0] if image is not None else None
         return gallery.combine(t, i, float(np.clip(text_weight, 0.0, 1.0)))
 
     def search(self, text: str | None = None, image=None, text_weight: float = 0.5, k: int = 10,
-               folder: str | None = None) -> list[gallery.Hit]:
+               folder: str | None = None, text_mode: str = "raw") -> list[gallery.Hit]:
         """Top-k images of the built-in gallery (or of an indexed folder) for the query."""
         k = int(np.clip(k, 1, MAX_K))
-        q = self.query_embedding(text, image, text_weight)
+        q = self.query_embedding(text, image, text_weight, text_mode)
         idx = self.folder_index(folder) if folder else self.builtin_index()
         return idx.search(q, k)
 
     def search_remote(self, url: str, indice_name: str, text: str | None = None, image=None,
-                      text_weight: float = 0.5, k: int = 10) -> list[gallery.Hit]:
+                      text_weight: float = 0.5, k: int = 10, text_mode: str = "raw") -> list[gallery.Hit]:
         """Query a clip-retrieval back-end. Text or image alone go as such (the server encodes
-        them with its own CLIP); both together go as one embedding from this bundle's CLIP,
-        which only makes sense when the server uses the same model."""
+        them with its own CLIP); both together, or text via the prior, go as one embedding from
+        this bundle's CLIP, which only makes sense when the server uses the same model."""
         from .remote import RemoteIndex
         remote = RemoteIndex(url, indice_name)
         text = text.strip() if isinstance(text, str) else None
         k = int(np.clip(k, 1, MAX_K))
-        if text and image is not None:
-            return remote.search(embedding=self.query_embedding(text, image, text_weight), k=k)
+        if (text and image is not None) or (text and text_mode != "raw"):
+            return remote.search(embedding=self.query_embedding(text, image, text_weight, text_mode), k=k)
         if text:
             return remote.search(text=" ".join(self.clip.clean_texts([text])), k=k)
         if image is not None:

@@ -18,12 +18,10 @@ Recipe (seed 001's symmetric cross-entropy with a learned temperature, plus):
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +31,14 @@ from tqdm import tqdm
 
 from . import world
 from .clip_model import ClipEncoder, create_clip
+from .training import cosine_lr, run_cli, write_train_record
 
 
 @dataclass
 class TrainConfig:
     out: str = "assets/shapes/clip"
     model_name: str = "shapes-clip"
-    steps: int = 2800
+    steps: int = 2400
     pairs: int = 32              # batch = 2 * pairs images
     text_negatives: int = 1      # extra false captions per image (image->text side)
     lr: float = 2e-3
@@ -55,8 +54,11 @@ class TrainConfig:
     device: str = "cpu"          # "cuda" on a machine with a GPU
     log_every: int = 50
     save_every: int = 400
-    resume: str = ""             # a saved component directory to continue from
-    stop_after: int = 0          # stop (and save) after this many steps, keeping the schedule of `steps`
+    restart_steps: int = 0       # a second cosine cycle (warm restart) after `steps`; 0 = none
+    restart_lr: float = 1e-3
+    resume: str = ""             # a saved component directory to start from
+    start_stage: int = 1         # 2 = skip stage 1 (with --resume pointing at its result)
+    stop_after: int = 0          # stop (and save) after this many steps in all, keeping the schedule
 
 
 def make_batch(rng: random.Random, cfg: TrainConfig):
@@ -150,76 +152,86 @@ def clip_loss(clip: ClipEncoder, img_raw, tokens, neg_tokens, truth, neg_valid):
     return (loss_i + loss_t) / 2
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
 def train(cfg: TrainConfig) -> ClipEncoder:
+    """Stage 1: `steps` steps of a warm-up + cosine schedule from `lr`. Stage 2 (restart_steps > 0):
+    a warm restart (SGDR) of `restart_steps` from `restart_lr` with a fresh optimizer, probe and batch
+    stream (seeded seed + 1), so `--start-stage 2 --resume DIR` continues a finished stage 1 exactly
+    as one uninterrupted run would."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
     if cfg.resume:
         from .clip_model import load_clip
         clip = load_clip(cfg.resume, device=cfg.device)
     else:
         clip = create_clip(cfg.model_name, device=cfg.device)
     model = clip.model.train()
-    pp = model.visual.preprocess_cfg
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    # Training-only probe: the image embedding must linearly tell the scene's facts. Contrastive
-    # learning alone left shape at chance for 1000+ steps on this CPU budget (the text tower learns
-    # to ignore shape words while images carry no shape feature, and vice versa); direct ground
-    # truth breaks that tie. The probe is not part of the saved model.
-    probe = torch.nn.Linear(clip.dim, len(FACTS)).to(cfg.device)
-    opt = torch.optim.AdamW([{"params": decay + [probe.weight], "weight_decay": cfg.weight_decay},
-                             {"params": no_decay + [probe.bias], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    out = Path(cfg.out)
-    last = min(cfg.steps, cfg.stop_after or cfg.steps)
-    bar = tqdm(range(last), desc="train clip", dynamic_ncols=True)
-    ema, t0 = None, time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        images, captions, negs, truth, neg_valid, facts = make_batch(rng, cfg)
-        dev = cfg.device
-        img_raw = model.encode_image(images_to_tensor(images, pp["mean"], pp["std"]).to(dev))
-        loss = clip_loss(clip, img_raw, clip.tokenizer(captions).to(dev), clip.tokenizer(negs).to(dev),
-                         torch.from_numpy(truth).to(dev), torch.tensor(neg_valid).to(dev))
-        if cfg.aux_weight:
-            loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(
-                probe(F.normalize(img_raw, dim=-1) * 10), torch.from_numpy(facts).to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}", scale=f"{clip.logit_scale:.1f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == last:
-            model.eval()
-            clip.save(out)
-            (out / "train_config.json").write_text(json.dumps(
-                asdict(cfg) | {"completed_steps": step + 1, "final_loss_ema": ema,
-                               "minutes": (time.time() - t0) / 60}, indent=2))
-            model.train()
+    stages = [(cfg.steps, cfg.lr)] + ([(cfg.restart_steps, cfg.restart_lr)] if cfg.restart_steps else [])
+    total = sum(n for n, _ in stages)
+    last = min(total, cfg.stop_after or total)
+    done = sum(n for n, _ in stages[:cfg.start_stage - 1])
+    bar = tqdm(total=last, initial=done, desc="train clip", dynamic_ncols=True)
+    out, t0, ema = Path(cfg.out), time.time(), None
+    for stage, (steps, lr) in enumerate(stages, start=1):
+        if stage < cfg.start_stage:
+            continue
+        if stage > 1:
+            torch.manual_seed(cfg.seed + stage - 1)
+        rng = random.Random(cfg.seed + stage - 1)
+        probe, opt = _probe_and_optimizer(model, clip.dim, cfg)
+        for step in range(steps):
+            if done >= last:
+                break
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(step, steps, lr, cfg.warmup, cfg.min_lr)
+            loss = _step(clip, probe, opt, make_batch(rng, cfg), cfg)
+            done += 1
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+            bar.update(1)
+            bar.set_postfix(stage=stage, loss=f"{ema:.3f}", scale=f"{clip.logit_scale:.1f}")
+            if done % cfg.save_every == 0 or done == last:
+                model.eval()
+                clip.save(out)
+                write_train_record(out, cfg, t0, completed_steps=done, final_loss_ema=ema)
+                model.train()
+    bar.close()
     model.eval()
     return clip
 
 
+def _probe_and_optimizer(model, dim: int, cfg: TrainConfig):
+    # Training-only probe: the image embedding must linearly tell the scene's facts. Contrastive
+    # learning alone left shape at chance for 1000+ steps on this CPU budget (the text tower learns
+    # to ignore shape words while images carry no shape feature, and vice versa); direct ground
+    # truth breaks that tie. The probe is not part of the saved model.
+    probe = torch.nn.Linear(dim, len(FACTS)).to(cfg.device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay + [probe.weight], "weight_decay": cfg.weight_decay},
+                             {"params": no_decay + [probe.bias], "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    return probe, opt
+
+
+def _step(clip: ClipEncoder, probe, opt, batch, cfg: TrainConfig) -> float:
+    images, captions, negs, truth, neg_valid, facts = batch
+    model, dev = clip.model, cfg.device
+    pp = model.visual.preprocess_cfg
+    img_raw = model.encode_image(images_to_tensor(images, pp["mean"], pp["std"]).to(dev))
+    loss = clip_loss(clip, img_raw, clip.tokenizer(captions).to(dev), clip.tokenizer(negs).to(dev),
+                     torch.from_numpy(truth).to(dev), torch.tensor(neg_valid).to(dev))
+    if cfg.aux_weight:
+        loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(
+            probe(F.normalize(img_raw, dim=-1) * 10), torch.from_numpy(facts).to(dev))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.item()
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(TrainConfig()).items():
-        if isinstance(v, tuple):
-            continue
-        p.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
-    train(cfg)
-    print(f"saved to {cfg.out}")
+    run_cli(TrainConfig, train, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.retrieval import TEXT_MODES, NearestImages
 from clipgpt_core.world import ATTRIBUTES
 
 SOURCES = ["Built-in gallery", "My folder", "Remote clip-retrieval back-end"]
@@ -37,12 +37,13 @@ def _format(hits) -> list[tuple[Image.Image, str]]:
 def build(finder: NearestImages) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab."""
 
-    def search(text, image, text_weight, k, source, folder, url, indice_name):
+    def search(text, image, text_weight, k, source, folder, url, indice_name, text_mode="raw"):
         try:
             if source == SOURCES[2]:
-                hits = finder.search_remote(url, indice_name, text, image, text_weight, k)
+                hits = finder.search_remote(url, indice_name, text, image, text_weight, k, text_mode)
             else:
-                hits = finder.search(text, image, text_weight, k, folder=folder if source == SOURCES[1] else None)
+                hits = finder.search(text, image, text_weight, k, folder=folder if source == SOURCES[1] else None,
+                                     text_mode=text_mode)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         where = {SOURCES[0]: "the built-in gallery", SOURCES[1]: f"folder {folder}",
@@ -68,6 +69,9 @@ def build(finder: NearestImages) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             text = gr.Textbox(label="Text query", placeholder="a large red star on a black background")
+            text_mode = gr.Radio(list(TEXT_MODES), value="raw", label="Text as",
+                                 info="raw: CLIP's text embedding · via prior: the image embedding "
+                                      "the caption->CLIP prior predicts for it")
             image = gr.Image(label="Image query", type="pil", image_mode="RGB", height=220)
             text_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight (when both are given)")
             k = gr.Slider(1, 48, value=12, step=1, label="Number of images")
@@ -85,7 +89,7 @@ def build(finder: NearestImages) -> None:
     with gr.Row():
         labels = [gr.Label(label=a, num_top_classes=3) for a in ATTRIBUTES]
 
-    inputs = [text, image, text_weight, k, source, folder, url, indice_name]
+    inputs = [text, image, text_weight, k, source, folder, url, indice_name, text_mode]
     search_btn.click(search, inputs, [gallery, status], api_name="search")
     text.submit(search, inputs, [gallery, status], api_name="search_submit")
     index_btn.click(index_folder, [folder], [status], api_name="index_folder")

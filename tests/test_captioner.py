@@ -1,0 +1,101 @@
+"""CLIP -> GPT captioning and the caption -> image-embedding prior."""
+import random
+
+import numpy as np
+import torch
+
+from clipgpt_core import load_bundle, save_bundle, world
+from clipgpt_core.bundle import Bundle
+from clipgpt_core.captioner import MODE_FALLBACK, MODE_MAPPER, Captioner, MapperConfig, PrefixMapper, beam_search
+from clipgpt_core.captions import parse_caption
+from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
+from clipgpt_core.prior import generate
+from clipgpt_core.train_captioner import CaptionerTrainConfig
+from clipgpt_core.train_captioner import train as train_captioner
+from clipgpt_core.train_embedding_prior import EmbeddingPriorTrainConfig
+from clipgpt_core.train_embedding_prior import train as train_embedding_prior
+from clipgpt_core.training import world_pairs
+
+
+def test_one_beam_is_greedy(bundle):
+    prior = bundle.prior
+    prefix = torch.randn(3, 4, prior.cfg.width) * 0.1
+    beams = beam_search(prior, prefix, num_beams=1)
+    start = torch.full((3, 1), prior.cfg.sot_token)
+    greedy = generate(prior.gpt, start, prefix, temperature=0)
+    assert [b[0][0] for b in beams] == greedy
+
+
+def test_beams_are_sorted_and_distinct(bundle):
+    prefix = torch.randn(2, 4, bundle.prior.cfg.width) * 0.1
+    for beams in beam_search(bundle.prior, prefix, num_beams=4):
+        scores = [s for _, s in beams]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(ids) for ids, _ in beams}) == 4
+
+
+def test_captioner_and_embedding_prior_round_trip(bundle, tmp_path):
+    clip, prior = bundle.clip, bundle.prior
+    mapper = PrefixMapper(MapperConfig(clip.dim, prior.cfg.width, 3, 64)).eval()
+    ep = EmbeddingPrior(clip, EmbeddingPriorNet(EmbeddingPriorConfig(clip.dim, 64, 1)).eval())
+    b = Bundle("tiny", clip, prior=prior, captioner=Captioner(clip, prior, mapper), embedding_prior=ep)
+    loaded = load_bundle(save_bundle(b, tmp_path / "tiny"))
+    images = [world.example(s, n_objects=1).image for s in range(3)]
+    assert loaded.captioner.mode == MODE_MAPPER
+    assert loaded.captioner.caption(images) == b.captioner.caption(images)
+    texts = ["a red circle", "two blue stars"]
+    p = loaded.embedding_prior.predict(texts)
+    assert p.shape == (2, clip.dim) and p.dtype == np.float32
+    assert np.allclose(np.linalg.norm(p, axis=1), 1, atol=1e-5)
+    assert np.allclose(p, ep.predict(texts), atol=1e-6)
+
+
+def test_fallback_captioner_without_a_mapper(bundle):
+    cap = Captioner(bundle.clip, bundle.prior, None, pool_size=64)
+    assert cap.mode == MODE_FALLBACK
+    ranked = cap.candidates([world.example(3, n_objects=1).image], num_beams=5)[0]
+    assert len(ranked) == 5
+    sims = [r["clip_similarity"] for r in ranked]
+    assert sims == sorted(sims, reverse=True)
+
+
+def _mapper_loss(bundle, mapper, seed=7):
+    from clipgpt_core.prior import next_token_loss
+    images, captions, _, _ = world_pairs(random.Random(seed), 48)
+    emb = torch.from_numpy(bundle.clip.encode_images(images))
+    tokens = bundle.prior.token_batch(captions)
+    with torch.no_grad():
+        return next_token_loss(bundle.prior.gpt(tokens, mapper(emb)), tokens).item()
+
+
+def test_captioner_training_lowers_the_loss(bundle, tmp_path):
+    cfg = CaptionerTrainConfig(out=str(tmp_path / "captioner"), steps=20, batch=24, warmup=2, lr=3e-3)
+    before = _mapper_loss(bundle, PrefixMapper(MapperConfig(bundle.clip.dim, bundle.prior.cfg.width,
+                                                            cfg.prefix_length, cfg.hidden)).eval())
+    after = _mapper_loss(bundle, train_captioner(cfg))
+    assert after < before - 0.1, (before, after)
+    assert (tmp_path / "captioner" / "mapper.safetensors").exists()
+
+
+def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
+    images, captions, _, _ = world_pairs(random.Random(11), 64)
+    img = bundle.clip.encode_images(images)
+    raw = (bundle.clip.encode_texts(captions) * img).sum(1).mean()
+    ep = train_embedding_prior(EmbeddingPriorTrainConfig(out=str(tmp_path / "ep"), steps=30, batch=48, warmup=2))
+    via = (ep.predict(captions) * img).sum(1).mean()
+    assert via > raw + 0.05, (raw, via)
+
+
+def test_shipped_captioner_names_colour_and_shape(bundle):
+    examples = [world.example(500 + s, n_objects=1) for s in range(24)]
+    captions = bundle.captioner.caption([e.image for e in examples])
+    right = 0
+    for e, c in zip(examples, captions):
+        d = parse_caption(c)
+        o = e.scene.objects[0]
+        right += d is not None and d.phrases[0].shape == o.shape and d.phrases[0].colour == o.colour
+    assert right >= 0.75 * len(examples), list(zip(captions, [e.scene.objects[0] for e in examples]))
+
+
+def test_empty_image_list(bundle):
+    assert bundle.captioner.caption([]) == []
