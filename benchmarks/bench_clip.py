@@ -94,12 +94,15 @@ def recall(clip, scenes, embs, ks=(1, 5)) -> dict[str, float]:
 
 
 SETS = {"seen": ("train", "world", 0), "heldout": ("heldout", "world", 1),
-        "seen_alt_renderer": ("train", "alt", 2), "heldout_alt_renderer": ("heldout", "alt", 3)}
+        "seen_alt_renderer": ("train", "alt", 2), "heldout_alt_renderer": ("heldout", "alt", 3),
+        # every colour-shape pair, uniformly, by the independent renderer: how the bar is checked
+        "any_alt_renderer": ("any", "alt", 4)}
 
 
-def evaluate(clip, n: int) -> dict:
+def evaluate(clip, n: int, sets=tuple(SETS)) -> dict:
     result = {}
-    for name, (split, renderer, offset) in SETS.items():
+    for name in sets:
+        split, renderer, offset = SETS[name]
         scenes, images = single_object_set(n, split, EVAL_SEED + offset, renderer)
         embs = clip.encode_images(images)
         result[name] = {"zero_shot": zero_shot(clip, scenes, embs),
@@ -114,14 +117,23 @@ def main():
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--out", default="benchmarks/results/clip.json")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {', '.join(SETS)}")
+    p.add_argument("--merge", action="store_true", help="add these sets to an existing --out file")
     args = p.parse_args()
     t0 = time.time()
+    sets = [s for s in args.sets.split(",") if s]
     bundle = load_bundle(args.bundle)
-    report = {"command": "python " + " ".join(sys.argv), "n_images": args.n,
-              "model": bundle.clip.model_name, "trained": evaluate(bundle.clip, args.n)}
+    report = json.loads(Path(args.out).read_text()) if args.merge and Path(args.out).exists() else {}
+    run = {"command": "python " + " ".join(sys.argv), "n_images": args.n, "model": bundle.clip.model_name}
+    if args.merge:
+        report.setdefault("merged_runs", []).append(run | {"sets": sets})
+    else:
+        report |= run
+    report.setdefault("trained", {}).update(evaluate(bundle.clip, args.n, sets))
     if not args.no_baseline:
-        report["random_init_baseline"] = evaluate(create_clip(bundle.clip.model_name), args.n)
-    report["seconds"] = round(time.time() - t0, 1)
+        report.setdefault("random_init_baseline", {}).update(
+            evaluate(create_clip(bundle.clip.model_name), args.n, sets))
+    report["seconds" if not args.merge else "merged_seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -139,9 +139,10 @@ class Captioner:
                                          logps[i * num_samples:(i + 1) * num_samples]))
         return [self._rank(im, cands) for im, cands in zip(images, per_image)]
 
-    def caption(self, images, num_beams: int = 3, num_samples: int = 0, rerank: bool = False,
+    def caption(self, images, num_beams: int = 5, num_samples: int = 0, rerank: bool = True,
                 temperature: float = 1.0, seed: int | None = 0) -> list[str]:
-        """One caption per image: the best beam, or (rerank=True) the candidate CLIP likes best."""
+        """One caption per image: the candidate CLIP likes best (rerank=True, the default: on
+        ShapesWorld it names the right shape far more often than the top beam), or the top beam."""
         ranked = self.candidates(images, num_beams, num_samples, temperature, seed)
         key = "clip_similarity" if rerank or self.mapper is None else "log_prob"
         return [max(c, key=lambda r: r[key])["caption"] for c in ranked]

@@ -11,6 +11,7 @@ samples at once and stops each sample at end-of-text.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .clip_model import MODEL_CONFIG_DIR  # noqa: F401  registers our open_clip configs (the tokenizer is named by model)
 from .component import load_component, save_component
 
 CONFIG_FILE = "prior_config.json"
@@ -122,20 +124,20 @@ class CaptionGPT(nn.Module):
     def logits(self, states: torch.Tensor) -> torch.Tensor:     # (..., W) -> (..., V)
         return states @ self.token_embedding.weight.T if self.lm_head is None else self.lm_head(states)
 
-    def forward(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) [, prefix (B, L, W)] -> next-token logits (B, L + T, V)."""
+    def forward(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
+                loss: bool = False) -> torch.Tensor:
+        """tokens (B, T) [, prefix (B, L, W)] -> next-token logits (B, L + T, V); or, with loss=True,
+        the mean cross-entropy of tokens[:, 1:] (0 = padding after end-of-text). The loss computes
+        logits only where there is a target: the 49408-way head is most of the cost."""
         x = self.embed(tokens)
         if prefix_embeds is not None:
             x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
-        return self.logits(self.hidden(x))
-
-def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of tokens[:, 1:] from logits (B, L + T, V) of forward(tokens[, prefix]);
-    0 is padding (after end-of-text). A free function so DDP-wrapped models train through forward."""
-    logits = logits[:, -tokens.shape[1]:-1]                                    # (B, T-1, V)
-    targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == 0, -100)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-
+        states = self.hidden(x)
+        if not loss:
+            return self.logits(states)
+        states, targets = states[:, -tokens.shape[1]:-1], tokens[:, 1:]       # (B, T-1, W), (B, T-1)
+        keep = targets != 0
+        return F.cross_entropy(self.logits(states[keep]).float(), targets[keep])
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
     if top_k:
@@ -214,7 +216,8 @@ class CaptionPrior:
         return self.tokenizer.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids).strip()
+        # CLIP's BPE decodes punctuation as separate words ("star , a"); join it back
+        return re.sub(r" ([,.!?;:])", r"\1", self.tokenizer.decode(ids)).strip()
 
     def token_batch(self, texts: list[str], reserve: int = 0) -> torch.Tensor:
         """[SOT] ids [EOT] 0... -> (N, T) trimmed to the longest; texts longer than the context

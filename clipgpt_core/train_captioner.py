@@ -16,7 +16,6 @@ import torch
 from tqdm import tqdm
 
 from .captioner import MapperConfig, PrefixMapper
-from .prior import next_token_loss
 from .training import cosine_lr, run_cli, world_pairs, write_train_record
 
 
@@ -24,8 +23,8 @@ from .training import cosine_lr, run_cli, world_pairs, write_train_record
 class CaptionerTrainConfig:
     bundle: str = "shapes"
     out: str = "assets/shapes/captioner"
-    steps: int = 1200
-    batch: int = 64
+    steps: int = 800
+    batch: int = 32
     lr: float = 2e-3
     min_lr: float = 1e-4
     warmup: int = 50
@@ -62,7 +61,7 @@ def train(cfg: CaptionerTrainConfig) -> PrefixMapper:
         emb = torch.from_numpy(clip.encode_images([images[i] for i in keep]))   # (B, D), frozen
         emb = torch.nn.functional.normalize(emb + cfg.noise * torch.randn_like(emb), dim=-1)
         tokens = prior.token_batch([captions[i] for i in keep])
-        loss = next_token_loss(prior.gpt(tokens, mapper(emb)), tokens)
+        loss = prior.gpt(tokens, mapper(emb), loss=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,8 +1,14 @@
 """Train the built-in CLIP on ShapesWorld.
 
-    python -m clipgpt_core.train_clip --stop-after 1600    # the shipped weights (assets/shapes/clip)
-    python -m clipgpt_core.train_clip --steps 20 --out /tmp/clip   # a smoke run
-    python -m clipgpt_core.train_clip --device cuda --steps 20000  # a longer run on a GPU
+    python -m clipgpt_core.train_clip          # the shipped weights (assets/shapes/clip), ~65 min on 2 cores
+    python -m clipgpt_core.train_clip --steps 20 --restart-steps 0 --binding-steps 0 --out /tmp/clip  # smoke run
+    python -m clipgpt_core.train_clip --device cuda --steps 20000 --pairs 128          # a longer run on a GPU
+
+Schedule: 2,400 steps of warm-up + cosine from lr 2e-3; a warm restart of 1,200 steps from 1e-3;
+a binding stage of 600 steps from 5e-4 (more two-object scenes, half of whose partners swap two
+objects' colours). Each stage starts a fresh optimizer and probe and a batch stream seeded by its
+number, so a stage can run on its own from the previous one's result (`--resume DIR --start-stage N`)
+and give the same weights as one run.
 
 Recipe (seed 001's symmetric cross-entropy with a learned temperature, plus):
   * every batch is made of scene pairs: a scene and a copy with one attribute changed (a
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +60,13 @@ class TrainConfig:
     device: str = "cpu"          # "cuda" on a machine with a GPU
     log_every: int = 50
     save_every: int = 400
-    restart_steps: int = 0       # a second cosine cycle (warm restart) after `steps`; 0 = none
+    restart_steps: int = 1200    # a second cosine cycle (warm restart) after `steps`; 0 = none
     restart_lr: float = 1e-3
+    binding_steps: int = 600     # a third cycle that stresses binding: more two-object scenes whose
+    binding_lr: float = 5e-4     # partner swaps two objects' colours (binding_swap_share of pairs)
+    binding_swap_share: float = 0.5
+    binding_object_mix: tuple = (0.25, 0.55, 0.15, 0.05)
+    swap_share: float = 0.0      # share of multi-object pairs whose edit is a colour swap (stage 3 sets it)
     resume: str = ""             # a saved component directory to start from
     start_stage: int = 1         # 2 = skip stage 1 (with --resume pointing at its result)
     stop_after: int = 0          # stop (and save) after this many steps in all, keeping the schedule
@@ -79,7 +90,8 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
             group_left -= 1
         else:
             scene = world.sample_scene(rng, n_objects=n, split="train")
-        edit = world.edited_scene(scene, rng, split="train")
+        force = "swap" if n > 1 and cfg.swap_share and rng.random() < cfg.swap_share else None
+        edit = world.edited_scene(scene, rng, split="train", choice=force)
         if edit is None:
             continue
         partner, attr = edit
@@ -154,9 +166,10 @@ def clip_loss(clip: ClipEncoder, img_raw, tokens, neg_tokens, truth, neg_valid):
 
 def train(cfg: TrainConfig) -> ClipEncoder:
     """Stage 1: `steps` steps of a warm-up + cosine schedule from `lr`. Stage 2 (restart_steps > 0):
-    a warm restart (SGDR) of `restart_steps` from `restart_lr` with a fresh optimizer, probe and batch
-    stream (seeded seed + 1), so `--start-stage 2 --resume DIR` continues a finished stage 1 exactly
-    as one uninterrupted run would."""
+    a warm restart (SGDR) of `restart_steps` from `restart_lr`. Stage 3 (binding_steps > 0): another
+    restart whose batches stress binding. Each stage starts a fresh optimizer, probe and batch stream
+    (seeded seed + stage - 1), so `--start-stage N --resume DIR` continues a finished stage N-1
+    exactly as one uninterrupted run would."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     if cfg.resume:
@@ -165,15 +178,18 @@ def train(cfg: TrainConfig) -> ClipEncoder:
     else:
         clip = create_clip(cfg.model_name, device=cfg.device)
     model = clip.model.train()
-    stages = [(cfg.steps, cfg.lr)] + ([(cfg.restart_steps, cfg.restart_lr)] if cfg.restart_steps else [])
-    total = sum(n for n, _ in stages)
+    binding = {"swap_share": cfg.binding_swap_share, "object_mix": cfg.binding_object_mix}
+    stages = [(n, lr, extra) for n, lr, extra in ((cfg.steps, cfg.lr, {}), (cfg.restart_steps, cfg.restart_lr, {}),
+                                                  (cfg.binding_steps, cfg.binding_lr, binding)) if n]
+    total = sum(n for n, _, _ in stages)
     last = min(total, cfg.stop_after or total)
-    done = sum(n for n, _ in stages[:cfg.start_stage - 1])
+    done = sum(n for n, _, _ in stages[:cfg.start_stage - 1])
     bar = tqdm(total=last, initial=done, desc="train clip", dynamic_ncols=True)
     out, t0, ema = Path(cfg.out), time.time(), None
-    for stage, (steps, lr) in enumerate(stages, start=1):
+    for stage, (steps, lr, extra) in enumerate(stages, start=1):
         if stage < cfg.start_stage:
             continue
+        stage_cfg = replace(cfg, **extra)
         if stage > 1:
             torch.manual_seed(cfg.seed + stage - 1)
         rng = random.Random(cfg.seed + stage - 1)
@@ -183,7 +199,7 @@ def train(cfg: TrainConfig) -> ClipEncoder:
                 break
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, steps, lr, cfg.warmup, cfg.min_lr)
-            loss = _step(clip, probe, opt, make_batch(rng, cfg), cfg)
+            loss = _step(clip, probe, opt, make_batch(rng, stage_cfg), cfg)
             done += 1
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
             bar.update(1)

@@ -24,7 +24,7 @@ from .training import cosine_lr, run_cli, world_pairs, write_train_record
 class EmbeddingPriorTrainConfig:
     bundle: str = "shapes"
     out: str = "assets/shapes/embedding_prior"
-    steps: int = 1000
+    steps: int = 800
     batch: int = 128
     lr: float = 2e-3
     min_lr: float = 1e-4

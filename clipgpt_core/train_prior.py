@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from .prior import CaptionPrior, next_token_loss
+from .prior import CaptionPrior
 from .training import cosine_lr, read_captions, run_cli, world_captions, write_train_record
 
 
@@ -28,8 +28,8 @@ class PriorTrainConfig:
     out: str = "assets/shapes/prior"
     clip: str = "shapes"        # the bundle whose CLIP text tower initialises the prior
     captions: str = ""          # a .txt / .parquet caption file; empty = ShapesWorld captions
-    steps: int = 800
-    batch: int = 64
+    steps: int = 600
+    batch: int = 48
     lr: float = 1e-3
     min_lr: float = 5e-5
     warmup: int = 50
@@ -65,7 +65,7 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
         tokens = prior.token_batch(next_batch()).to(accelerator.device)
-        loss = next_token_loss(gpt(tokens), tokens)
+        loss = gpt(tokens, loss=True)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(gpt.parameters(), 1.0)

@@ -354,14 +354,18 @@ def negatives(d: Description, scene: Scene, rng: random.Random, n: int = 1) -> l
     return out
 
 
-def edited_scene(scene: Scene, rng: random.Random, split: str = "train") -> tuple[Scene, str] | None:
+def edited_scene(scene: Scene, rng: random.Random, split: str = "train",
+                 choice: str | None = None) -> tuple[Scene, str] | None:
     """A partner scene that differs in one attribute (for in-batch hard negatives), and the
-    attribute changed. Returns None if the edit could not be made."""
+    attribute changed. `choice` forces the edit ("swap": two objects trade colours).
+    Returns None if the edit could not be made."""
     objs = list(scene.objects)
     i = rng.randrange(len(objs))
     o = objs[i]
-    choice = rng.choice(["colour", "shape", "size", "position", "background", "swap"]
-                        if len(objs) > 1 else ["colour", "shape", "size", "position", "background"])
+    choice = choice or rng.choice(["colour", "shape", "size", "position", "background", "swap"]
+                                  if len(objs) > 1 else ["colour", "shape", "size", "position", "background"])
+    if choice == "swap" and len(objs) < 2:
+        return None
     if choice == "background":
         bgs = [b for b in BACKGROUNDS if b != scene.background and all(x.colour != b for x in objs)]
         return (Scene(rng.choice(bgs), scene.objects), "background") if bgs else None

@@ -22,14 +22,14 @@ def build(captioner) -> None:
                                           temperature=float(temperature), seed=int(seed or 0))[0]
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
-        best = max(ranked, key=lambda r: r["log_prob"]) if captioner.mapper is not None else ranked[0]
+        best = ranked[0]   # candidates come ranked by CLIP similarity, as caption() chooses
         table = [[r["caption"], round(r["clip_similarity"], 4), round(r["log_prob"], 3)] for r in ranked]
         return f"### {best['caption']}\n\n*{captioner.mode}*", table
 
     with gr.Row():
         with gr.Column(scale=2):
             image = gr.Image(label="Image", type="pil", image_mode="RGB", height=260)
-            num_beams = gr.Slider(1, 10, value=3, step=1, label="Beams")
+            num_beams = gr.Slider(1, 10, value=5, step=1, label="Beams")
             num_samples = gr.Slider(0, 32, value=0, step=1, label="Extra sampled candidates")
             temperature = gr.Slider(0.1, 2, value=1.0, step=0.05, label="Sampling temperature")
             seed = gr.Number(value=0, precision=0, label="Seed")

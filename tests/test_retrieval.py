@@ -33,8 +33,6 @@ def test_gallery_is_a_clip_retrieval_index(finder):
     assert emb.dtype == np.float16 and emb.shape == (400, finder.clip.dim)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped CLIP does not read shape yet (README, Notes); "
-                   "when this passes, drop the mark")
 def test_unambiguous_text_queries_rank_the_right_image_first(finder):
     idx, scenes = gallery_scenes(finder)
     singles = [(i, s) for i, s in enumerate(scenes) if len(s["objects"]) == 1]

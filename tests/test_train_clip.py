@@ -45,8 +45,8 @@ def test_few_steps_lower_the_loss(tmp_path):
     open_clip.add_model_config(tmp_path / "tiny-test-clip.json")
     torch.manual_seed(0)
     before = held_out_loss(T.create_clip("tiny-test-clip"))
-    cfg = T.TrainConfig(out=str(tmp_path / "clip"), model_name="tiny-test-clip", steps=40, pairs=16,
-                        warmup=5, lr=3e-3, save_every=1000, threads=2)
+    cfg = T.TrainConfig(out=str(tmp_path / "clip"), model_name="tiny-test-clip", steps=40, restart_steps=0, binding_steps=0,
+                        pairs=16, warmup=5, lr=3e-3, save_every=1000, threads=2)
     clip = T.train(cfg)
     after = held_out_loss(clip)
     assert after < before - 0.1, (before, after)
@@ -54,3 +54,17 @@ def test_few_steps_lower_the_loss(tmp_path):
     reloaded = load_clip(tmp_path / "clip")
     assert abs(held_out_loss(reloaded) - after) < 1e-4
     assert json.loads((tmp_path / "clip" / "train_config.json").read_text())["completed_steps"] == 40
+
+
+def test_restart_stage_on_its_own_equals_one_run(tmp_path):
+    """--resume DIR --start-stage 2 after a finished stage 1 gives the weights of one whole run."""
+    from safetensors.torch import load_file
+    common = dict(steps=2, restart_steps=2, binding_steps=2, pairs=3, warmup=1, save_every=1000, threads=1)
+    T.train(T.TrainConfig(out=str(tmp_path / "whole"), **common))
+    T.train(T.TrainConfig(out=str(tmp_path / "stage1"), stop_after=2, **common))
+    T.train(T.TrainConfig(out=str(tmp_path / "stage2"), resume=str(tmp_path / "stage1"), start_stage=2, **common))
+    whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
+    split = load_file(tmp_path / "stage2" / "open_clip_model.safetensors")
+    stage1 = load_file(tmp_path / "stage1" / "open_clip_model.safetensors")
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    assert not all(torch.equal(whole[k], stage1[k]) for k in whole)
