@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from .captioner import MapperConfig, PrefixMapper
-from .training import cosine_lr, run_cli, world_pairs, write_train_record
+from .training import fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -49,11 +48,9 @@ def train(cfg: CaptionerTrainConfig) -> PrefixMapper:
     mapper = PrefixMapper(MapperConfig(clip.dim, prior.cfg.width, cfg.prefix_length, cfg.hidden))
     opt = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=0.01)
     room = prior.cfg.context_length - cfg.prefix_length
-    bar = tqdm(range(cfg.steps), desc="train captioner", dynamic_ncols=True)
-    ema, t0 = None, time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
+    t0 = time.time()
+
+    def step() -> float:
         images, captions, _, _ = world_pairs(rng, cfg.batch)
         # captions that would not fit after the prefix are dropped, not cut: a cut caption would
         # teach the captioner to stop mid-sentence
@@ -65,8 +62,9 @@ def train(cfg: CaptionerTrainConfig) -> PrefixMapper:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}")
+        return loss.item()
+
+    ema = fit(step, opt, cfg, "train captioner")
     mapper.eval().save(cfg.out)
     write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
     return mapper

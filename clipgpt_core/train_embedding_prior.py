@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from .embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
 from .train_clip import soft_ce, truth_matrix
-from .training import cosine_lr, run_cli, world_pairs, write_train_record
+from .training import fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -44,11 +43,9 @@ def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
     clip = load_bundle(cfg.bundle).clip
     net = EmbeddingPriorNet(EmbeddingPriorConfig(clip.dim, cfg.hidden, cfg.layers))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
-    bar = tqdm(range(cfg.steps), desc="train embedding prior", dynamic_ncols=True)
-    ema, t0 = None, time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
+    t0 = time.time()
+
+    def step() -> float:
         images, captions, scenes, descs = world_pairs(rng, cfg.batch)
         img = torch.from_numpy(clip.encode_images(images))                         # (B, D), frozen
         txt = torch.from_numpy(clip.encode_texts(captions))
@@ -62,8 +59,9 @@ def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
         opt.step()
         with torch.no_grad():
             net.logit_scale.clamp_(0, 4.6)
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}")
+        return loss.item()
+
+    ema = fit(step, opt, cfg, "train embedding prior")
     prior = EmbeddingPrior(clip, net.eval())
     prior.save(cfg.out)
     write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)

@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from .prior import CaptionPrior
-from .training import cosine_lr, read_captions, run_cli, world_captions, write_train_record
+from .training import fit, read_captions, run_cli, world_captions, write_train_record
 
 
 @dataclass
@@ -59,19 +58,18 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     gpt, opt = accelerator.prepare(gpt, opt)
     model = accelerator.unwrap_model(gpt)
-    bar = tqdm(range(cfg.steps), desc="train prior", disable=not accelerator.is_main_process, dynamic_ncols=True)
-    ema, t0 = None, time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
+    t0 = time.time()
+
+    def step() -> float:
         tokens = prior.token_batch(next_batch()).to(accelerator.device)
         loss = gpt(tokens, loss=True)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(gpt.parameters(), 1.0)
         opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}")
+        return loss.item()
+
+    ema = fit(step, opt, cfg, "train prior", disable=not accelerator.is_main_process)
     accelerator.wait_for_everyone()
     prior = CaptionPrior(model.eval(), str(accelerator.device))
     if accelerator.is_main_process:

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import world
 
@@ -89,3 +90,18 @@ def run_cli(config_cls, train_fn, description: str, argv=None) -> None:
     cfg = config_from_args(config_cls, description, argv)
     train_fn(cfg)
     print(f"saved to {cfg.out}")
+
+
+def fit(step_fn, opt, cfg, desc: str, disable: bool = False) -> float:
+    """The loop the small trainers share: warm-up + cosine schedule (cfg.steps, lr, warmup, min_lr),
+    one `step_fn()` per step (it returns the loss as a float), a progress bar with the smoothed loss.
+    Returns that smoothed loss."""
+    bar = tqdm(range(cfg.steps), desc=desc, dynamic_ncols=True, disable=disable)
+    ema = None
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
+        loss = step_fn()
+        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+        bar.set_postfix(loss=f"{ema:.3f}")
+    return ema
