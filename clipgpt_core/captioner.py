@@ -101,16 +101,17 @@ class Captioner:
     def __init__(self, clip, prior: CaptionPrior, mapper: PrefixMapper | None = None, pool_size: int = 512):
         self.clip, self.prior, self.mapper = clip, prior, mapper
         self.pool_size = pool_size
-        self._pool: tuple[list[str], np.ndarray] | None = None     # fallback: captions, CLIP text embeddings
+        # fallback: pool captions, their CLIP text embeddings, their per-token prior log-probs
+        self._pool: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
     @property
     def mode(self) -> str:
         return MODE_MAPPER if self.mapper is not None else MODE_FALLBACK
 
-    def prefix(self, images) -> torch.Tensor:
-        emb = torch.from_numpy(self.clip.encode_images(images)).to(self.prior.device)
+    def prefix(self, image_embeds: np.ndarray) -> torch.Tensor:
+        """CLIP image embeddings (N, D) -> prefix embeddings (N, L, W)."""
         with torch.no_grad():
-            return self.mapper(emb)
+            return self.mapper(torch.from_numpy(image_embeds).to(self.prior.device))
 
     def candidates(self, images, num_beams: int = 3, num_samples: int = 0, temperature: float = 1.0,
                    seed: int | None = 0) -> list[list[dict]]:
@@ -121,9 +122,10 @@ class Captioner:
         images = list(images)
         if not images:
             return []
+        embs = self.clip.encode_images(images)          # once: for the prefix and for ranking
         if self.mapper is None:
-            return self._fallback(images, max(num_beams, num_samples, 1))
-        prefix = self.prefix(images)
+            return self._fallback(embs, max(num_beams, num_samples, 1))
+        prefix = self.prefix(embs)
         per_image = [[(self.prior.decode(ids), s) for ids, s in beams]
                      for beams in beam_search(self.prior, prefix, max(1, num_beams))]
         if num_samples:
@@ -133,11 +135,11 @@ class Captioner:
             start = torch.full((rep.shape[0], 1), self.prior.cfg.sot_token, device=rep.device)
             rows = generate(self.prior.gpt, start, rep, temperature=temperature, generator=gen)
             texts = [self.prior.decode(r) for r in rows]
-            logps = self.log_prob(images, texts, repeats=num_samples)
+            logps = self._log_prob(rep, texts)
             for i in range(len(images)):
                 per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
                                          logps[i * num_samples:(i + 1) * num_samples]))
-        return [self._rank(im, cands) for im, cands in zip(images, per_image)]
+        return [self._rank(e, cands) for e, cands in zip(embs, per_image)]
 
     def caption(self, images, num_beams: int = 5, num_samples: int = 0, rerank: bool = True,
                 temperature: float = 1.0, seed: int | None = 0) -> list[str]:
@@ -147,17 +149,19 @@ class Captioner:
         key = "clip_similarity" if rerank or self.mapper is None else "log_prob"
         return [max(c, key=lambda r: r[key])["caption"] for c in ranked]
 
-    @torch.no_grad()
     def log_prob(self, images, texts: list[str], repeats: int = 1) -> list[float]:
         """Mean per-token log p(text | image) under the mapper + prior (texts grouped per image)."""
-        prefix = self.prefix(images).repeat_interleave(repeats, dim=0)
+        return self._log_prob(self.prefix(self.clip.encode_images(images)).repeat_interleave(repeats, dim=0), texts)
+
+    @torch.no_grad()
+    def _log_prob(self, prefix: torch.Tensor, texts: list[str]) -> list[float]:
         tokens = self.prior.token_batch(texts, reserve=prefix.shape[1])
         logits = self.prior.gpt(tokens, prefix)[:, -tokens.shape[1]:-1].float().log_softmax(-1)
         picked = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)
         mask = tokens[:, 1:] != 0
         return ((picked * mask).sum(1) / mask.sum(1)).tolist()
 
-    def _rank(self, image, cands: list[tuple[str, float]]) -> list[dict]:
+    def _rank(self, image_embed: np.ndarray, cands: list[tuple[str, float]]) -> list[dict]:
         seen = {}
         for text, lp in cands:
             if text.strip() and text not in seen:
@@ -165,21 +169,21 @@ class Captioner:
         if not seen:
             return [{"caption": "", "log_prob": float("-inf"), "clip_similarity": 0.0}]
         texts = list(seen)
-        sims = self.clip.encode_texts(texts) @ self.clip.encode_images([image])[0]
+        sims = self.clip.encode_texts(texts) @ image_embed
         rows = [{"caption": t, "log_prob": float(seen[t]), "clip_similarity": float(s)} for t, s in zip(texts, sims)]
         return sorted(rows, key=lambda r: -r["clip_similarity"])
 
-    def _fallback(self, images, top: int) -> list[list[dict]]:
+    def _fallback(self, image_embeds: np.ndarray, top: int) -> list[list[dict]]:
         if self._pool is None:
             texts = sorted(set(t for t in self.prior.sample(self.pool_size, temperature=1.0, seed=0) if t.strip()))
             texts = texts or ["an image"]
-            self._pool = (texts, self.clip.encode_texts(texts))
-        texts, emb = self._pool
-        logps = self.prior.log_prob(texts)
+            per_token = np.array([lp.mean() for lp in self.prior.token_log_probs(texts)], dtype=np.float32)
+            self._pool = (texts, self.clip.encode_texts(texts), per_token)
+        texts, emb, per_token = self._pool
         out = []
-        for im_emb in self.clip.encode_images(images):
+        for im_emb in image_embeds:
             sims = emb @ im_emb
             best = np.argsort(-sims)[:top]
-            out.append([{"caption": texts[j], "log_prob": float(logps[j]) / max(1, len(self.prior.encode(texts[j])) + 1),
-                         "clip_similarity": float(sims[j])} for j in best])
+            out.append([{"caption": texts[j], "log_prob": float(per_token[j]), "clip_similarity": float(sims[j])}
+                        for j in best])
         return out
