@@ -6,7 +6,10 @@
       clip/open_clip_model.safetensors
       prior/prior_config.json + model.safetensors                  the caption prior (CLIP GPT)
       captioner/mapper_config.json + mapper.safetensors            ClipCap mapper
+      captioner/decoder.safetensors                                its fine-tuned prior blocks
       embedding_prior/embedding_prior_config.json + ...safetensors caption -> image embedding
+      renderer/model_index.json + unet/ vae/ text_encoder/ tokenizer/ scheduler/   a diffusers
+                                    StableDiffusionPipeline (save_pretrained), text -> image
 
 `load_bundle()` gives the built-in "shapes" bundle, offline. `load_bundle("path/to/dir")` loads
 any saved bundle. `load_bundle("open_clip:ViT-B-32/laion2b_s34b_b79k")` builds a bundle around a
@@ -15,14 +18,18 @@ the tag "random-init" gives the same architecture with random weights, for tests
 """
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .captioner import Captioner, PrefixMapper
+from .captioner import Captioner
+from .captions import WORD_GROUPS
 from .clip_model import ClipEncoder, create_clip, load_clip
 from .embedding_prior import EmbeddingPrior
 from .prior import CaptionPrior
+from .renderer import Renderer
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN = {"shapes": ASSETS / "shapes"}
@@ -44,9 +51,26 @@ class Bundle:
     prior: CaptionPrior | None = None
     captioner: Captioner | None = None
     embedding_prior: EmbeddingPrior | None = None
+    # how to load the renderer on first use (a pipeline takes seconds to load and imports diffusers)
+    renderer_loader: Callable[[], Renderer] | None = field(default=None, repr=False)
+    _renderer: Renderer | None = field(default=None, repr=False)
+
+    @property
+    def renderer(self) -> Renderer | None:
+        """The text-to-image pipeline (clipgpt_core.renderer.Renderer), None if the bundle has none.
+        Loaded on first use; for an open_clip: bundle that is Stable Diffusion from the local hub
+        cache, and when it is not there a RenderError says how to get it."""
+        if self._renderer is None and self.renderer_loader is not None:
+            self._renderer = self.renderer_loader()
+        return self._renderer
+
+    @renderer.setter
+    def renderer(self, value: Renderer | None) -> None:
+        self._renderer = value
 
     def __repr__(self) -> str:
         parts = [n for n in ("prior", "captioner", "embedding_prior") if getattr(self, n) is not None]
+        parts += ["renderer"] if self._renderer is not None or self.renderer_loader is not None else []
         return f"Bundle({self.name!r}, clip={self.clip.model_name}, path={self.path}, with={parts})"
 
 
@@ -75,11 +99,19 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu") -> 
                           f"`python -m clipgpt_core.train_clip --out {clip_dir}`.") from e
     bundle = Bundle(manifest.get("name", path.name), clip, path, manifest.get("gallery"), manifest)
     _load_text_components(bundle, components, device)
+    if "renderer" in components:
+        renderer_dir = path / components["renderer"]["path"]
+        if not (renderer_dir / "model_index.json").is_file():
+            raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
+                              f"{renderer_dir}. Retrain the renderer with "
+                              f"`python -m clipgpt_core.train_renderer --out {renderer_dir}`.")
+        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device)
     return bundle
 
 
 # component name -> how to retrain it, for the error when its files are missing
-RETRAIN = {"prior": "train_prior", "captioner": "train_captioner", "embedding_prior": "train_embedding_prior"}
+RETRAIN = {"prior": "train_prior", "captioner": "train_captioner", "embedding_prior": "train_embedding_prior",
+           "renderer": "train_renderer"}
 
 
 def _load_text_components(bundle: Bundle, components: dict, device: str) -> None:
@@ -93,8 +125,13 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
             bundle.prior = CaptionPrior.load(directory("prior"), device)
         else:
             bundle.prior = CaptionPrior.from_clip(bundle.clip)
-        mapper = PrefixMapper.load(directory("captioner")).to(device) if directory("captioner") else None
-        bundle.captioner = Captioner(bundle.clip, bundle.prior, mapper)
+        # ShapesWorld captions have a known vocabulary: let the captioner try one-word edits
+        edits = WORD_GROUPS if (bundle.gallery or {}).get("kind") == "shapesworld" else None
+        if directory("captioner"):
+            bundle.captioner = Captioner.load(bundle.clip, bundle.prior, directory("captioner"), device,
+                                              edit_groups=edits)
+        else:
+            bundle.captioner = Captioner(bundle.clip, bundle.prior, edit_groups=edits)
         if directory("embedding_prior"):
             bundle.embedding_prior = EmbeddingPrior.load(bundle.clip, directory("embedding_prior"))
     except FileNotFoundError as e:
@@ -117,8 +154,11 @@ def _pretrained_bundle(spec: str, device: str) -> Bundle:
                           f"(or {RANDOM_INIT} for untrained weights)")
     clip = create_clip(arch, pretrained=pretrained, device=device)
     prior = CaptionPrior.from_clip(clip)
+    # the Render tab drives Stable Diffusion 1.5 from the local hub cache (whose text encoder is OpenAI
+    # CLIP ViT-L/14, whatever this bundle's CLIP is); tried when first used
     return Bundle(f"open_clip:{spec}", clip, None, None, {"components": {"clip": {"kind": "open_clip"}}},
-                  prior=prior, captioner=Captioner(clip, prior))
+                  prior=prior, captioner=Captioner(clip, prior),
+                  renderer_loader=functools.partial(Renderer.pretrained, device=device))
 
 
 def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
@@ -127,11 +167,19 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     bundle.clip.save(directory / "clip")
     components = dict(bundle.manifest.get("components", {})) | {"clip": {"kind": "open_clip", "path": "clip"}}
     saved = {"prior": (bundle.prior, "caption_prior"), "embedding_prior": (bundle.embedding_prior, "embedding_prior"),
-             "captioner": (bundle.captioner and bundle.captioner.mapper, "clipcap_mapper")}
+             "captioner": (bundle.captioner if bundle.captioner and bundle.captioner.mapper else None,
+                           "clipcap_mapper")}
     for name, (component, kind) in saved.items():
         if component is not None:
             component.save(directory / name)
             components[name] = {"kind": kind, "path": name}
+    # the bundle's own renderer is saved (loading it if unused); Stable Diffusion from the hub cache
+    # (an open_clip: bundle's) is not copied into the bundle
+    renderer = bundle.renderer if (bundle._renderer is not None or "renderer" in components) else None
+    components.pop("renderer", None)
+    if renderer is not None and not renderer.from_hub:
+        renderer.save(directory / "renderer")
+        components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
     manifest = dict(bundle.manifest) | {"name": bundle.name, "format_version": FORMAT_VERSION,
                                         "components": components}
     if bundle.gallery:

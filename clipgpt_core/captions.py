@@ -36,6 +36,10 @@ _SINGULAR = {plural: shape for shape, plural in world.PLURALS.items()}
 _ALIASES = {"grey": "gray", "centre": "center"}  # spelling variants, same concept
 
 
+# words that can stand in for one another in a caption: the captioner's one-word edits
+WORD_GROUPS = [list(world.COLOURS), list(world.SHAPES), list(world.PLURALS.values()), list(world.SIZES)]
+
+
 def _alternatives(words) -> str:
     # longest first, so "top left" is tried before "top"
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))

@@ -1,10 +1,13 @@
-"""Train the ClipCap mapper (CLIP image embedding -> prefix of the frozen caption prior).
+"""Train the ClipCap captioner: a mapper (CLIP image embedding -> prefix) and, with --tune-prior
+(the default), the prior's blocks fine-tuned with it (ClipCap's fine-tuned-GPT variant).
 
     python -m clipgpt_core.train_captioner                 # the shipped captioner (assets/shapes/captioner)
     python -m clipgpt_core.train_captioner --steps 20 --out /tmp/captioner     # a smoke run
 
 Needs a bundle with a CLIP and a prior (train the prior first). Images are rendered on the fly
-in random styles; the CLIP and the prior stay frozen, so only the small mapper learns.
+in random styles. The CLIP stays frozen, and so do the prior itself and the token embedding the
+decoder shares with it: the mapper learns, and the decoder's blocks at a lower rate. Runs on a
+GPU when there is one (--device).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .captioner import MapperConfig, PrefixMapper
+from .captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
 from .training import fit, run_cli, world_pairs, write_train_record
 
 
@@ -22,31 +25,41 @@ from .training import fit, run_cli, world_pairs, write_train_record
 class CaptionerTrainConfig:
     bundle: str = "shapes"
     out: str = "assets/shapes/captioner"
-    steps: int = 800
-    batch: int = 32
+    steps: int = 3000
+    batch: int = 64
     lr: float = 2e-3
     min_lr: float = 1e-4
-    warmup: int = 50
+    warmup: int = 100
     prefix_length: int = 4
     hidden: int = 512
     noise: float = 0.02        # Gaussian noise on the image embedding (CapDec): robustness to new renderers
+    tune_prior: bool = True    # fine-tune the decoder's blocks with the mapper
+    prior_lr_scale: float = 0.25
     seed: int = 0
     threads: int = 2
+    device: str = "auto"       # auto: cuda when there is one
 
 
-def train(cfg: CaptionerTrainConfig) -> PrefixMapper:
+def train(cfg: CaptionerTrainConfig) -> Captioner:
     from .bundle import load_bundle
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    bundle = load_bundle(cfg.bundle)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    bundle = load_bundle(cfg.bundle, device=device)
     if bundle.prior is None:
         raise SystemExit(f"bundle {cfg.bundle} has no prior: run python -m clipgpt_core.train_prior first")
     clip, prior = bundle.clip, bundle.prior
-    for p in prior.gpt.parameters():
-        p.requires_grad_(False)
-    mapper = PrefixMapper(MapperConfig(clip.dim, prior.cfg.width, cfg.prefix_length, cfg.hidden))
-    opt = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=0.01)
+    prior.gpt.requires_grad_(False)
+    decoder = decoder_from_prior(prior) if cfg.tune_prior else prior
+    mapper = PrefixMapper(MapperConfig(clip.dim, prior.cfg.width, cfg.prefix_length, cfg.hidden)).to(device)
+    groups = [{"params": list(mapper.parameters())}]
+    if cfg.tune_prior:
+        tuned = [p for n, p in decoder.gpt.named_parameters() if n != "token_embedding.weight"]
+        for p in tuned:
+            p.requires_grad_(True)
+        groups.append({"params": tuned, "lr_scale": cfg.prior_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     room = prior.cfg.context_length - cfg.prefix_length
     t0 = time.time()
 
@@ -55,19 +68,22 @@ def train(cfg: CaptionerTrainConfig) -> PrefixMapper:
         # captions that would not fit after the prefix are dropped, not cut: a cut caption would
         # teach the captioner to stop mid-sentence
         keep = [i for i, c in enumerate(captions) if len(prior.encode(c)) + 2 <= room]
-        emb = torch.from_numpy(clip.encode_images([images[i] for i in keep]))   # (B, D), frozen
+        emb = torch.from_numpy(clip.encode_images([images[i] for i in keep])).to(device)   # (B, D), frozen
         emb = torch.nn.functional.normalize(emb + cfg.noise * torch.randn_like(emb), dim=-1)
         tokens = prior.token_batch([captions[i] for i in keep])
-        loss = prior.gpt(tokens, mapper(emb), loss=True)
+        decoder.gpt.train(cfg.tune_prior)
+        loss = decoder.gpt(tokens, mapper(emb), loss=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.item()
 
     ema = fit(step, opt, cfg, "train captioner")
-    mapper.eval().save(cfg.out)
+    decoder.gpt.eval().requires_grad_(False)
+    captioner = Captioner(clip, prior, mapper.eval(), decoder=decoder)
+    captioner.save(cfg.out)
     write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
-    return mapper
+    return captioner
 
 
 def main(argv=None):

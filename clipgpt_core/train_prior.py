@@ -27,8 +27,8 @@ class PriorTrainConfig:
     out: str = "assets/shapes/prior"
     clip: str = "shapes"        # the bundle whose CLIP text tower initialises the prior
     captions: str = ""          # a .txt / .parquet caption file; empty = ShapesWorld captions
-    steps: int = 600
-    batch: int = 48
+    steps: int = 3000
+    batch: int = 64
     lr: float = 1e-3
     min_lr: float = 5e-5
     warmup: int = 50

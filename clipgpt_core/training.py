@@ -93,14 +93,15 @@ def run_cli(config_cls, train_fn, description: str, argv=None) -> None:
 
 
 def fit(step_fn, opt, cfg, desc: str, disable: bool = False) -> float:
-    """The loop the small trainers share: warm-up + cosine schedule (cfg.steps, lr, warmup, min_lr),
+    """The loop the small trainers share: warm-up + cosine schedule (cfg.steps, lr, warmup, min_lr;
+    a param group's "lr_scale" scales it),
     one `step_fn()` per step (it returns the loss as a float), a progress bar with the smoothed loss.
     Returns that smoothed loss."""
     bar = tqdm(range(cfg.steps), desc=desc, dynamic_ncols=True, disable=disable)
     ema = None
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr)
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr) * g.get("lr_scale", 1.0)
         loss = step_fn()
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.set_postfix(loss=f"{ema:.3f}")

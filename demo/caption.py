@@ -22,8 +22,9 @@ def build(captioner) -> None:
                                           temperature=float(temperature), seed=int(seed or 0))[0]
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
-        best = ranked[0]   # candidates come ranked by CLIP similarity, as caption() chooses
-        table = [[r["caption"], round(r["clip_similarity"], 4), round(r["log_prob"], 3)] for r in ranked]
+        best = ranked[0]   # candidates come ranked by score, as caption() chooses
+        table = [[r["caption"], round(r["score"], 4), round(r["clip_similarity"], 4), round(r["log_prob"], 3)]
+                 for r in ranked]
         return f"### {best['caption']}\n\n*{captioner.mode}*", table
 
     with gr.Row():
@@ -36,8 +37,9 @@ def build(captioner) -> None:
             go = gr.Button("Caption", variant="primary")
         with gr.Column(scale=3):
             best = gr.Markdown()
-            table = gr.Dataframe(headers=["caption", "CLIP similarity", "log p per token"],
-                                 label="Candidates, ranked by CLIP similarity", wrap=True)
+            table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
+                                 label=f"Candidates, ranked by score = CLIP similarity + {captioner.prior_weight:g} × log p per token",
+                                 wrap=True)
     inputs = [image, num_beams, num_samples, temperature, seed]
     go.click(caption, inputs, [best, table], api_name="caption")
     examples = sorted(EXAMPLES_DIR.glob("*.png"))

@@ -7,7 +7,9 @@ import torch
 
 from clipgpt_core import load_bundle, save_bundle, world
 from clipgpt_core.bundle import Bundle
-from clipgpt_core.captioner import MODE_FALLBACK, MODE_MAPPER, Captioner, MapperConfig, PrefixMapper, beam_search
+from clipgpt_core.captioner import (DECODER_FILE, MODE_FALLBACK, MODE_MAPPER, Captioner, MapperConfig, PrefixMapper,
+                                   beam_search, decoder_from_prior)
+from clipgpt_core.captions import WORD_GROUPS
 from clipgpt_core.captions import parse_caption
 from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
 from clipgpt_core.prior import generate
@@ -56,25 +58,69 @@ def test_fallback_captioner_without_a_mapper(bundle):
     assert cap.mode == MODE_FALLBACK
     ranked = cap.candidates([world.example(3, n_objects=1).image], num_beams=5)[0]
     assert len(ranked) == 5
-    sims = [r["clip_similarity"] for r in ranked]
-    assert sims == sorted(sims, reverse=True)
+    scores = [r["score"] for r in ranked]
+    assert scores == sorted(scores, reverse=True)
 
 
-def _mapper_loss(bundle, mapper, seed=7):
+def _mapper_loss(bundle, mapper, decoder=None, seed=7):
     images, captions, _, _ = world_pairs(random.Random(seed), 48)
     emb = torch.from_numpy(bundle.clip.encode_images(images))
     tokens = bundle.prior.token_batch(captions)
     with torch.no_grad():
-        return bundle.prior.gpt(tokens, mapper(emb), loss=True).item()
+        return (decoder or bundle.prior).gpt(tokens, mapper(emb), loss=True).item()
 
 
 def test_captioner_training_lowers_the_loss(bundle, tmp_path):
     cfg = CaptionerTrainConfig(out=str(tmp_path / "captioner"), steps=20, batch=24, warmup=2, lr=3e-3)
     before = _mapper_loss(bundle, PrefixMapper(MapperConfig(bundle.clip.dim, bundle.prior.cfg.width,
                                                             cfg.prefix_length, cfg.hidden)).eval())
-    after = _mapper_loss(bundle, train_captioner(cfg))
-    assert after < before - 0.1, (before, after)
+    trained = train_captioner(cfg)
+    after = _mapper_loss(bundle, trained.mapper, trained.decoder)
+    assert after < before - 0.03, (before, after)        # 20 steps on a held-out batch: 1.357 -> 1.305
     assert (tmp_path / "captioner" / "mapper.safetensors").exists()
+    # the prior itself is untouched; the decoder shares its token embedding
+    for a, b in zip(trained.prior.gpt.parameters(), bundle.prior.gpt.parameters()):
+        assert torch.equal(a, b)
+    assert trained.decoder.gpt.token_embedding is trained.prior.gpt.token_embedding
+
+
+def test_tuned_decoder_round_trips_without_the_embedding(bundle, tmp_path):
+    clip, prior = bundle.clip, bundle.prior
+    decoder = decoder_from_prior(prior)
+    with torch.no_grad():
+        for p in decoder.gpt.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mapper = PrefixMapper(MapperConfig(clip.dim, prior.cfg.width, 3, 64)).eval()
+    b = Bundle("tuned", clip, prior=prior, captioner=Captioner(clip, prior, mapper, decoder=decoder))
+    path = save_bundle(b, tmp_path / "tuned")
+    assert (path / "captioner" / DECODER_FILE).stat().st_size < 4e6        # blocks only, not 49408 x 128
+    loaded = load_bundle(path).captioner
+    assert loaded.decoder is not loaded.prior
+    assert loaded.decoder.gpt.token_embedding is loaded.prior.gpt.token_embedding
+    images = [world.example(s, n_objects=1).image for s in range(3)]
+    assert loaded.caption(images, rerank=False) == b.captioner.caption(images, rerank=False)
+    assert loaded.caption(images, rerank=False) != Captioner(clip, prior, mapper).caption(images, rerank=False)
+
+
+def test_one_word_edits_stay_grammatical():
+    cap = Captioner(None, None, None, edit_groups=WORD_GROUPS)
+    edits = cap.one_word_edits("a red star, and two small crosses")
+    assert "an orange star, and two small crosses" in edits          # article follows the new word
+    assert "a red circle, and two small crosses" in edits
+    assert "a red star, and two small squares" in edits              # plurals swap with plurals
+    assert "a red star, and two large crosses" in edits
+    assert not any("a orange" in e or "an red" in e for e in edits)
+    assert len(edits) == 7 + 5 + 5 + 1
+    assert Captioner(None, None, None).one_word_edits("a red star") == []
+
+
+def test_edits_let_ranking_reach_a_pair_the_decoder_never_wrote(bundle):
+    """A held-out colour-shape pair: the candidates include the one-word edits of the beams."""
+    ex = world.example(4, n_objects=1, split="heldout")
+    plain = Captioner(bundle.clip, bundle.prior, bundle.captioner.mapper, decoder=bundle.captioner.decoder)
+    beams = {r["caption"] for r in plain.candidates([ex.image], num_beams=5)[0]}
+    edited = {r["caption"] for r in bundle.captioner.candidates([ex.image], num_beams=5)[0]}
+    assert beams < edited and len(edited) > len(beams) + 5
 
 
 def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
@@ -94,7 +140,7 @@ def test_shipped_captioner_names_colour_and_shape(bundle):
         d = parse_caption(c)
         o = e.scene.objects[0]
         right += d is not None and d.phrases[0].shape == o.shape and d.phrases[0].colour == o.colour
-    assert right >= 0.75 * len(examples), list(zip(captions, [e.scene.objects[0] for e in examples]))
+    assert right >= 0.9 * len(examples), list(zip(captions, [e.scene.objects[0] for e in examples]))
 
 
 def test_empty_image_list(bundle):
