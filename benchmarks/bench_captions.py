@@ -183,7 +183,9 @@ def main():
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--out", default="benchmarks/results/captions.json")
     p.add_argument("--speed-only", action="store_true", help="re-measure speed into an existing --out file")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 gives steadier ratios on a busy machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     bundle = load_bundle(args.bundle)
     if args.speed_only:

@@ -155,8 +155,9 @@ def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Te
     """One token per row by inverting the CDF: (B, V) logits -> (B,). torch.multinomial draws an
     exponential per vocabulary entry (49408 per row); this draws one uniform per row, and on a
     CPU it was the larger part of a cached decoding step."""
-    # unnormalised: u is scaled by each row's total instead of dividing every entry
-    cdf = (logits - logits.max(-1, keepdim=True).values).exp_().cumsum_(-1)      # (B, V)
+    # softmax, not exp(logits - max): torch's plain exp takes a slow path on the many entries that
+    # underflow (10x slower here); u is scaled by the last entry, so rounding never overshoots
+    cdf = logits.softmax(-1).cumsum_(-1)                                          # (B, V)
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 
