@@ -13,7 +13,7 @@ import gradio as gr
 
 from clipgpt_core.bundle import load_bundle
 from clipgpt_core.retrieval import NearestImages
-from demo import caption, nearest, sample
+from demo import caption, explain, nearest, render, sample
 
 INTRO = """# CLIP GPT
 Explore a CLIP model's joint text–image space. The built-in bundle is trained on **ShapesWorld**
@@ -32,6 +32,10 @@ def build_demo(bundle, progress: bool = True) -> gr.Blocks:
             caption.build(bundle.captioner)
         with gr.Tab("Nearest images"):
             nearest.build(finder)
+        with gr.Tab("Render"):
+            render.build(bundle)
+        with gr.Tab("Explain"):
+            explain.build(bundle)
     return demo
 
 

@@ -4,9 +4,10 @@ from .captioner import Captioner
 from .captions import parse_caption
 from .clip_model import ClipEncoder, WeightsNotAvailable, create_clip
 from .embedding_prior import EmbeddingPrior
+from .explain import Explanation, explain  # noqa: E402  (the function shadows the submodule's name here)
 from .images import BadImageError, load_image
 from .prior import CaptionPrior
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "ClipEncoder", "WeightsNotAvailable",
            "create_clip", "BadImageError", "load_image", "CaptionPrior", "Captioner", "EmbeddingPrior",
-           "parse_caption"]
+           "parse_caption", "explain", "Explanation"]

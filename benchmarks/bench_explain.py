@@ -1,0 +1,131 @@
+"""Explain benchmark: can each method recover planted functions with known answers, and the shipped
+classifier's logits?
+
+    python benchmarks/bench_explain.py                 # -> benchmarks/results/explain.json and a table
+    python benchmarks/bench_explain.py --n 512 --sets alt,ours --methods search,dissect
+
+For every (function, image set, method): the top explanation, whether it states the answer
+(targets.states_answer), held-out Spearman rho (and the ceiling any tie-free x could reach on those
+scores), held-out R^2, the prior log-prob of the top explanation and of the answer written as a caption,
+and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
+Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
+"ours" = world.render, on seeds no training run draws (1,000,000+).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clipgpt_core import load_bundle  # noqa: E402
+from clipgpt_core.explain import METHODS, explain  # noqa: E402
+from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier, states_answer, world_sample  # noqa: E402
+
+
+def answer_caption(answer: dict) -> str:
+    """The answer as a short caption, for its prior log-prob."""
+    one = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
+    words = [one(answer[k]) for k in ("size", "colour") if k in answer]
+    text = " ".join(["a"] + words + [one(answer.get("shape", "circle"))])
+    text = text.replace("a orange", "an orange")
+    if "position" in answer:
+        text += f" in the {one(answer['position'])}"
+    if "background" in answer:
+        text += f" on a {answer['background']} background"
+    return text
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=256, help="images per set (half fit, half held out)")
+    ap.add_argument("--sets", default="alt,ours", help="image sets for the planted functions: alt, ours")
+    ap.add_argument("--ours-functions", type=int, default=8, help="planted functions also run on 'ours' (first N)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--classifier", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    bundle = load_bundle()
+    methods = args.methods.split(",")
+    sets = {}
+    for name, seed in (("alt", 1_000_000), ("ours", 2_000_000)):
+        if name in args.sets.split(",") or (name == "ours" and args.classifier):
+            images, scenes = world_sample(args.n, seed=seed, renderer=name)
+            t = time.time()
+            sets[name] = (images, scenes, bundle.clip.encode_images(images))
+            print(f"{name}: {args.n} images embedded in {time.time() - t:.1f} s", flush=True)
+    jobs = []                      # (kind, function name, set, scores, answer)
+    for s in args.sets.split(","):
+        images, scenes, _ = sets[s]
+        fns = list(PLANTED.values()) if s == "alt" else list(PLANTED.values())[:args.ours_functions]
+        jobs += [("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute) for p in fns]
+    clf = load_classifier() if args.classifier else None
+    if clf is not None:
+        images, _, _ = sets["ours"]
+        for out in ClassifierTarget.outputs(clf):
+            if not out.startswith("unit"):
+                t = ClassifierTarget(clf, out)
+                jobs.append(("classifier", out, "ours", t.score(images), t.answer, True))
+    rows = []
+    for kind, fname, s, f, answer, single in jobs:
+        emb = sets[s][2]
+        lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
+        for m in methods:
+            t = time.time()
+            ranked = explain(bundle, emb, f, method=m, progress=False)
+            sec = time.time() - t
+            best = ranked[0]
+            row = {"kind": kind, "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
+                   else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
+                   "recovered": states_answer(best.text, answer), "spearman": best.spearman, "r2": best.r2,
+                   "spearman_ceiling": best.extra["spearman_ceiling"], "log_prior": best.log_prior,
+                   "log_prior_answer": lp_answer, "seconds": sec,
+                   "top3": [e.text for e in ranked[:3]]}
+            rows.append(row)
+            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'} rho={best.spearman:6.3f} "
+                  f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
+                  f"{best.text}", flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summarise(rows)}, indent=1))
+    summary = summarise(rows)
+    print_table(summary)
+    Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summary}, indent=1))
+    print(f"wrote {args.out}")
+
+
+def summarise(rows):
+    out = {}
+    groups = {}
+    for r in rows:
+        key = ("planted, single attribute" if r["single_attribute"] else "planted, two attributes") \
+            if r["kind"] == "planted" else "classifier logits"
+        groups.setdefault((key, r["set"], r["method"]), []).append(r)
+    for (key, s, m), rs in groups.items():
+        out[f"{key} | {s} | {m}"] = {
+            "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
+            "spearman": float(np.mean([r["spearman"] for r in rs])),
+            "spearman_over_ceiling": float(np.mean([r["spearman"] / max(r["spearman_ceiling"], 1e-6) for r in rs])),
+            "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
+            "log_prior_answer": float(np.mean([r["log_prior_answer"] for r in rs])),
+            "seconds": float(np.mean([r["seconds"] for r in rs]))}
+    return out
+
+
+def print_table(summary):
+    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho/ceil':>8s} {'R2':>6s} "
+          f"{'log p':>6s} {'log p ans':>9s} {'s/expl':>6s}")
+    for k, v in summary.items():
+        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_over_ceiling']:8.3f} "
+              f"{v['r2']:6.3f} {v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Benchmark the renderer: does a rendered image show what its prompt says?
+
+    python benchmarks/bench_render.py [--bundle shapes] [--renderer DIR] [--n 48] [--out benchmarks/results/render.json]
+
+Prompts "a {size} {colour} {shape} [in the {position}] [on a {background} background]" (optional parts
+each half of the time), over seen and held-out colour-shape combinations; `--seeds` images per prompt.
+Reported per set:
+  * pixel judge (independent of any model; the issue's bar): background = the WORLD.md palette colour
+    nearest to most border pixels; object colour = the most frequent palette colour among the other
+    pixels that lie near a palette colour (blended edge pixels do not count);
+  * the bundle's CLIP zero-shot (clipgpt_core.zeroshot protocol), per stated attribute;
+  * diversity: mean pairwise cosine distance between CLIP image embeddings of one prompt's images;
+  * seconds per 64x64 image at the renderer's default settings, one image per call.
+Baselines in the same run: real ShapesWorld renders of the same prompts through the same judges (what a
+perfect renderer would score), and the same pipeline with an untrained UNet (chance).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import itertools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clipgpt_core import world, zeroshot  # noqa: E402
+from clipgpt_core.bundle import load_bundle  # noqa: E402
+from clipgpt_core.renderer import Renderer  # noqa: E402
+
+EVAL_SEED = 1_000_000_007
+# the palette by name: black and white name an object and a background alike
+PALETTE = {f"bg-{k}": v for k, v in world.BACKGROUNDS.items()} | world.COLOURS
+NAMES = [k.removeprefix("bg-") for k in PALETTE]
+RGB = np.array(list(PALETTE.values()), dtype=np.float32)        # (P, 3)
+NEAR = 60.0                                                     # RGB distance that still counts as a palette colour
+
+
+# ----------------------------------------------------------------------------- prompts
+def prompt_set(n: int, split: str, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    pairs = [(c, s) for c, s in itertools.product(world.COLOURS, world.SHAPES) if world.split_allows(c, s, split)]
+    out = []
+    for i in range(n):
+        colour, shape = pairs[i % len(pairs)] if i < len(pairs) else rng.choice(pairs)
+        p = {"colour": colour, "shape": shape, "size": rng.choice(list(world.SIZES)),
+             "position": rng.choice(world.POSITIONS) if rng.random() < 0.5 else None,
+             "background": rng.choice([b for b in world.BACKGROUNDS if b != colour]) if rng.random() < 0.5 else None}
+        text = f"a {p['size']} {colour} {shape}"
+        text += f" in the {p['position']}" if p["position"] else ""
+        text += f" on a {p['background']} background" if p["background"] else ""
+        out.append(p | {"text": text})
+    return out
+
+
+def real_renders(p: dict, k: int, rng: random.Random) -> list:
+    """k ShapesWorld images that the prompt is true of, in random render styles."""
+    images = []
+    while len(images) < k:
+        bg = p["background"] or rng.choice([b for b in world.BACKGROUNDS if b != p["colour"]])
+        scene = world.sample_scene(rng, kinds=[(p["colour"], p["shape"])], background=bg, sizes=[p["size"]])
+        if p["position"] in (None, scene.objects[0].position):
+            images.append(world.render(scene, rng, world.RenderStyle.random(rng)))
+    return images
+
+
+# ----------------------------------------------------------------------------- judges
+def pixel_judge(image) -> tuple[str, str | None]:
+    """-> (background name, object colour name or None)."""
+    x = np.asarray(image.convert("RGB"), dtype=np.float32)                    # (H, W, 3)
+    dist = np.linalg.norm(x[:, :, None, :] - RGB[None, None], axis=-1)        # (H, W, P)
+    nearest, d = dist.argmin(-1), dist.min(-1)
+    names = np.array(NAMES)[nearest]                                          # (H, W)
+    border = np.concatenate([names[:2].ravel(), names[-2:].ravel(), names[:, :2].ravel(), names[:, -2:].ravel()])
+    values, counts = np.unique(border, return_counts=True)
+    background = values[counts.argmax()]
+    mask = (names != background) & (d <= NEAR) & np.isin(names, list(world.COLOURS))
+    if not mask.any():
+        return background, None
+    values, counts = np.unique(names[mask], return_counts=True)
+    return background, values[counts.argmax()]
+
+
+def judge(clip, prompts: list[dict], images: list[list]) -> dict:
+    """images[i] = the images for prompts[i]."""
+    flat = [(p, im) for p, ims in zip(prompts, images) for im in ims]
+    pix = [pixel_judge(im) for _, im in flat]
+    out = {"pixel_colour": float(np.mean([c == p["colour"] for (p, _), (_, c) in zip(flat, pix)]))}
+    stated = [(p, b) for (p, _), (b, _) in zip(flat, pix) if p["background"]]
+    out["pixel_background"] = float(np.mean([b == p["background"] for p, b in stated])) if stated else None
+    embs = clip.encode_images([im for _, im in flat])
+    known = [{"colour": p["colour"], "shape": p["shape"], "size": p["size"]} for p, _ in flat]
+    for attribute in zeroshot.TEMPLATES:
+        keep = [i for i, (p, _) in enumerate(flat) if p[attribute]]
+        if not keep:
+            continue
+        knowns = [{k: v for k, v in known[i].items() if k != attribute} for i in keep]
+        pred = zeroshot.classify(clip, embs[keep], attribute, knowns)
+        out[f"clip_{attribute}"] = float(np.mean([pr == flat[i][0][attribute] for pr, i in zip(pred, keep)]))
+    k = len(images[0])
+    per_prompt = embs.reshape(len(prompts), k, -1)
+    sims = np.einsum("pid,pjd->pij", per_prompt, per_prompt)
+    off = ~np.eye(k, dtype=bool)
+    out["diversity"] = float(np.mean(1 - sims[:, off]))
+    out["n_images"] = len(flat)
+    return out
+
+
+# ----------------------------------------------------------------------------- runs
+def render_all(renderer, prompts, k: int, seed: int, **kw) -> list[list]:
+    return [renderer.render([p["text"]], num_images=k, seed=seed + i, **kw) for i, p in enumerate(prompts)]
+
+
+def seconds_per_image(renderer, prompts, n: int = 8) -> float:
+    renderer.render([prompts[0]["text"]], seed=0)                           # warm-up
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        renderer.render([prompts[i % len(prompts)]["text"]], seed=i)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def untrained(renderer: Renderer) -> Renderer:
+    """The same pipeline with the UNet at random init: the chance baseline."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(renderer.pipe.unet.config)
+    pipe = StableDiffusionPipeline(**(renderer.pipe.components | {"unet": unet}))
+    return Renderer(pipe, "untrained UNet")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", default=None, help="bundle name or path (default: built-in); its CLIP judges")
+    p.add_argument("--renderer", default=None, help="a pipeline directory to test instead of the bundle's renderer")
+    p.add_argument("--n", type=int, default=48, help="prompts per set")
+    p.add_argument("--seeds", type=int, default=4, help="images per prompt")
+    p.add_argument("--out", default="benchmarks/results/render.json")
+    p.add_argument("--no-baseline", action="store_true", help="skip the untrained-UNet baseline")
+    args = p.parse_args()
+    t0 = time.time()
+    bundle = load_bundle(args.bundle)
+    renderer = Renderer.load(args.renderer) if args.renderer else bundle.renderer
+    if renderer is None:
+        raise SystemExit(f"bundle {bundle.name} has no renderer: python -m clipgpt_core.train_renderer, or --renderer DIR")
+    renderer.pipe.set_progress_bar_config(disable=True)
+    defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
+                if k in ("guidance_scale", "steps")}
+    report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
+              "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
+              "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",
+              "sets": {}}
+    sets = {"seen": prompt_set(args.n, "train", EVAL_SEED), "heldout": prompt_set(args.n, "heldout", EVAL_SEED + 1)}
+    rng = random.Random(EVAL_SEED + 2)
+    for name, prompts in sets.items():
+        images = render_all(renderer, prompts, args.seeds, EVAL_SEED)
+        report["sets"][f"renderer_{name}"] = judge(bundle.clip, prompts, images)
+        report["sets"][f"real_renders_{name}"] = judge(bundle.clip, prompts, [real_renders(q, args.seeds, rng)
+                                                                              for q in prompts])
+        print(name, json.dumps(report["sets"][f"renderer_{name}"]), flush=True)
+    everything = sets["seen"] + sets["heldout"]
+    if not args.no_baseline:
+        few = everything[::4]
+        report["sets"]["untrained_unet_all"] = judge(bundle.clip, few, render_all(untrained(renderer), few, args.seeds,
+                                                                                 EVAL_SEED))
+    a, b = report["sets"]["renderer_seen"], report["sets"]["renderer_heldout"]
+    report["renderer_all"] = {k: (a[k] + b[k]) / 2 for k in a if isinstance(a[k], float) and isinstance(b.get(k), float)}
+    report["seconds_per_image"] = round(seconds_per_image(renderer, everything), 3)
+    report["bar"] = {"pixel_colour >= 0.80": report["renderer_all"]["pixel_colour"] >= 0.80,
+                     "pixel_background >= 0.90": report["renderer_all"]["pixel_background"] >= 0.90,
+                     "seconds_per_image <= 5": report["seconds_per_image"] <= 5}
+    report["seconds"] = round(time.time() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+    cols = ["pixel_colour", "pixel_background", "clip_colour", "clip_shape", "clip_size", "clip_position",
+            "clip_background", "diversity"]
+    print("\n| set | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+    rows = dict(report["sets"]) | {"renderer_all": report["renderer_all"]}
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join("" if r.get(c) is None else f"{r[c]:.3f}" for c in cols) + " |")
+    print(f"\nseconds per 64x64 image (defaults {defaults}): {report['seconds_per_image']}")
+    print("bar:", report["bar"])
+
+
+if __name__ == "__main__":
+    main()

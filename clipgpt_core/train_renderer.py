@@ -1,0 +1,289 @@
+"""Train the built-in renderer: a small Stable-Diffusion-style text-to-image model on ShapesWorld.
+
+    python -m clipgpt_core.train_renderer                           # -> assets/shapes/renderer
+    python -m clipgpt_core.train_renderer --device cuda             # the same recipe on a GPU
+    python -m clipgpt_core.train_renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
+
+Two stages, as Stable Diffusion was made, then one diffusers pipeline:
+  1. AutoencoderKL: 64x64x3 images <-> 16x16x4 latents, MSE + a small KL term. The latent
+     scaling_factor is 1 / std of the training latents (as SD computed its 0.18215), stored in the
+     VAE's config, so StableDiffusionPipeline scales and unscales exactly as it does for SD.
+  2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden
+     state (B, 32, 128), via clipgpt_core.hf_text (the bundle's CLIP as a transformers CLIPTextModel).
+     Captions are dropped to "" 10 % of the time (classifier-free guidance); EMA of the weights.
+     v-prediction with a zero-terminal-SNR schedule (Lin et al. 2024): SD's scaled-linear betas keep
+     7 % of the signal at t=T, and on a 16x16 latent the mean colour (the background) shows through
+     it, so a model trained that way takes the background from the noise and picks it at random when
+     sampling starts from pure noise. Zero terminal SNR removes that leak; epsilon is undefined at
+     SNR 0, v is not, and v is also the better-conditioned target at the high noise levels where
+     colour and background are decided.
+  3. StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler),
+     save_pretrained in float16 safetensors (loaded back in float32).
+
+Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
+their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
+the VAE costs nothing per step. Seeds are fixed; each stage has its own seeded stream.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from diffusers.training_utils import EMAModel
+
+from . import world
+from .training import fit, run_cli, world_pairs, write_train_record
+
+
+@dataclass
+class RendererTrainConfig:
+    bundle: str = "shapes"            # whose CLIP text tower conditions the UNet (frozen)
+    out: str = "assets/shapes/renderer"
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    seed: int = 0
+    threads: int = 2                  # CPU threads; on a machine busy with other jobs, 1 is faster
+    # stage 1: the autoencoder
+    steps_vae: int = 1800
+    batch_vae: int = 32               # crops per step
+    vae_crop: int = 32                # the VAE is convolutional: it learns on crops around objects
+    crops_per_image: int = 4
+    lr_vae: float = 2e-3
+    kl_weight: float = 1e-6           # on the KL summed over the latent, per image, beside the per-pixel MSE
+    vae_channels: tuple = (8, 16, 32)  # 64 -> 32 -> 16 px
+    vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
+    # stage 2: the UNet
+    steps_unet: int = 2200
+    batch_unet: int = 32
+    lr_unet: float = 8e-4
+    n_latents: int = 12000            # scenes rendered and encoded once for stage 2
+    unet_channels: tuple = (32, 64, 128)  # 16x16 (no attention), 8x8 and 4x4 (self + cross-attention)
+    unet_norm_groups: int = 8
+    head_dim: int = 32
+    caption_dropout: float = 0.1      # share of captions replaced by "" (the unconditional prompt)
+    ema_decay: float = 0.9995         # the ceiling; EMA warm-up (power 3/4) ramps towards it
+    prediction_type: str = "v_prediction"
+    # shared by both stages
+    warmup: int = 100
+    min_lr: float = 2e-5
+    grad_clip: float = 1.0
+
+
+# ----------------------------------------------------------------------------- components
+def make_vae(cfg: RendererTrainConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=world.CANVAS,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
+        mid_block_add_attention=False)  # at 16x16 the convolutions already see the whole latent
+
+
+def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: int) -> UNet2DConditionModel:
+    ch = tuple(cfg.unet_channels)
+    n = len(ch)
+    # diffusers' UNet2DConditionModel reads attention_head_dim as the number of heads (a legacy name)
+    heads = tuple(max(1, c // cfg.head_dim) for c in ch)
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=ch,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=cfg.unet_norm_groups)
+
+
+def make_scheduler(cfg: RendererTrainConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type=cfg.prediction_type, rescale_betas_zero_snr=True,
+                         timestep_spacing="trailing", clip_sample=False,
+                         steps_offset=1)   # unused by "trailing"; 1 is what StableDiffusionPipeline expects
+
+
+def object_crops(x: torch.Tensor, scenes, size: int, per_image: int, rng: random.Random) -> torch.Tensor:
+    """(B, 3, 64, 64) -> (B * per_image, 3, size, size) crops near objects, on the latent grid: a flat
+    background alone teaches the VAE little, and colour is learned from the objects."""
+    if size >= x.shape[-1]:
+        return x
+    out = []
+    for image, scene in zip(x, scenes):
+        for _ in range(per_image):
+            o = rng.choice(scene.objects)
+            left = int(min(max(o.cx + rng.uniform(-8, 8) - size / 2, 0), x.shape[-1] - size)) // 4 * 4
+            top = int(min(max(o.cy + rng.uniform(-8, 8) - size / 2, 0), x.shape[-2] - size)) // 4 * 4
+            out.append(image[:, top:top + size, left:left + size])
+    return torch.stack(out)
+
+
+def to_pixels(images) -> torch.Tensor:
+    """list of PIL 64x64 RGB -> (B, 3, 64, 64) float in [-1, 1], as StableDiffusionPipeline's VAE sees them."""
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]))  # (B, H, W, 3)
+    return x.permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    """captions -> (B, T, W) last hidden states, tokenized exactly as StableDiffusionPipeline does."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(text_encoder.device))[0]
+
+
+# ----------------------------------------------------------------------------- losses
+def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[torch.Tensor, float, float]:
+    """x (B, 3, 64, 64) in [-1, 1] -> (loss, mse, kl per image)."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample(generator)).sample               # (B, 3, 64, 64)
+    mse = F.mse_loss(rec, x)
+    kl = post.kl().mean()                                          # KL summed over the latent, per image
+    return mse + kl_weight * kl, mse.item(), kl.item()
+
+
+def unet_loss(unet, scheduler, latents, text, t, noise) -> torch.Tensor:
+    """latents (B, 4, 16, 16) scaled; text (B, T, W); t (B,); noise like latents -> MSE on the target."""
+    noisy = scheduler.add_noise(latents, noise, t)
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    return F.mse_loss(unet(noisy, t, text).sample, target)
+
+
+def _stage(steps, lr, cfg):
+    return SimpleNamespace(steps=steps, lr=lr, warmup=min(cfg.warmup, max(1, steps // 5)), min_lr=cfg.min_lr)
+
+
+def _step(opt, params, loss, clip):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+# ----------------------------------------------------------------------------- stages
+def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool = True) -> AutoencoderKL:
+    rng = random.Random(cfg.seed)
+    vae = make_vae(cfg).to(cfg.device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr_vae, weight_decay=0.0)
+
+    per_image = cfg.crops_per_image if cfg.vae_crop < world.CANVAS else 1
+
+    def step() -> float:
+        # scenes with more objects than stage 2's: more colour per crop
+        images, _, scenes, _ = world_pairs(rng, max(1, cfg.batch_vae // per_image), object_mix=(0.2, 0.3, 0.3, 0.2))
+        x = object_crops(to_pixels(images), scenes, cfg.vae_crop, per_image, rng)     # (B, 3, 32, 32)
+        loss, mse, kl = vae_loss(vae, x.to(cfg.device), cfg.kl_weight)
+        _step(opt, vae.parameters(), loss, cfg.grad_clip)
+        if log is not None:
+            log.append({"loss": loss.item(), "mse": mse, "kl": kl})
+        return mse
+
+    fit(step, opt, _stage(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress)
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
+    """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
+    (N, 4, 16, 16) each, on the CPU. Sets vae.config.scaling_factor = 1 / std of sampled latents."""
+    rng = random.Random(cfg.seed + 1)
+    scenes, means, stds = [], [], []
+    from tqdm import tqdm
+    for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
+        images, _, batch_scenes, _ = world_pairs(rng, min(256, cfg.n_latents - i))
+        post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist
+        scenes += batch_scenes
+        means.append(post.mean.cpu())
+        stds.append(post.std.cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    g = torch.Generator().manual_seed(cfg.seed)
+    sample = mean + std * torch.randn(mean.shape, generator=g)
+    vae.register_to_config(scaling_factor=float(1 / sample.std()))
+    return scenes, mean, std
+
+
+def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log: list | None = None,
+               progress: bool = True) -> UNet2DConditionModel:
+    scenes, mean, std = data
+    rng = random.Random(cfg.seed + 2)
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    scheduler = make_scheduler(cfg)
+    unet = make_unet(cfg, text_encoder.config.hidden_size, mean.shape[-1]).to(cfg.device).train()
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_unet, weight_decay=0.01)
+    scale = vae.config.scaling_factor
+
+    def step() -> float:
+        idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
+        captions = [world.caption_text(world.describe(scenes[i], rng), rng) if rng.random() >= cfg.caption_dropout
+                    else "" for i in idx]
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
+        loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device))
+        _step(opt, unet.parameters(), loss, cfg.grad_clip)
+        ema.step(unet.parameters())
+        if log is not None:
+            log.append({"loss": loss.item()})
+        return loss.item()
+
+    fit(step, opt, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet", disable=not progress)
+    ema.copy_to(unet.parameters())
+    return unet.eval()
+
+
+def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> StableDiffusionPipeline:
+    """A real StableDiffusionPipeline of our components; sampling with DPM-Solver++ (2M), trailing
+    timesteps so that sampling starts at t = T, where the zero-SNR schedule put pure noise."""
+    sampler = DPMSolverMultistepScheduler.from_config(make_scheduler(cfg).config)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sampler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableDiffusionPipeline:
+    """Both stages and the pipeline, saved to cfg.out. `clip` (a ClipEncoder) overrides cfg.bundle's."""
+    from .hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from .renderer import save_pipeline
+    torch.manual_seed(cfg.seed)
+    if cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    if clip is None:
+        from .bundle import load_bundle
+        clip = load_bundle(cfg.bundle).clip
+    text_encoder = text_encoder_from_clip(clip).to(cfg.device).requires_grad_(False)
+    tokenizer = tokenizer_from_clip(clip)
+    t0 = time.time()
+    vae_log, unet_log = [], []
+    vae = train_vae(cfg, vae_log, progress).requires_grad_(False)
+    t_vae = time.time() - t0
+    data = encode_scenes(vae, cfg, progress)
+    t_encode = time.time() - t0 - t_vae
+    unet = train_unet(cfg, vae, tokenizer, text_encoder, data, unet_log, progress)
+    t_unet = time.time() - t0 - t_vae - t_encode
+    pipe = assemble(vae, text_encoder, tokenizer, unet, cfg)
+    save_pipeline(pipe, cfg.out)
+
+    def tail(log, key):   # mean of the last 10 % of steps
+        values = [r[key] for r in log[-max(1, len(log) // 10):]]
+        return round(float(np.mean(values)), 5) if values else None
+    write_train_record(cfg.out, cfg, t0, clip=clip.model_name, scaling_factor=vae.config.scaling_factor,
+                       vae_final_mse=tail(vae_log, "mse"), vae_final_kl=tail(vae_log, "kl"),
+                       unet_final_loss=tail(unet_log, "loss"),
+                       seconds={"vae": round(t_vae, 1), "encode": round(t_encode, 1), "unet": round(t_unet, 1)},
+                       seconds_per_step={"vae": round(t_vae / max(1, cfg.steps_vae), 3),
+                                         "unet": round(t_unet / max(1, cfg.steps_unet), 3)},
+                       params={"vae": sum(p.numel() for p in vae.parameters()),
+                               "unet": sum(p.numel() for p in unet.parameters())})
+    return pipe
+
+
+def main(argv=None):
+    run_cli(RendererTrainConfig, train, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

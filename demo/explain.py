@@ -1,0 +1,185 @@
+"""The "Explain" tab: find text (or learned tokens) t and a monotone h with f(image) ~= h(CLIP_t(image)),
+a thin UI over clipgpt_core.explain and clipgpt_core.targets."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from clipgpt_core import targets
+from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, explain, fit_curve
+from clipgpt_core.images import load_image
+
+TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positives vs negatives"]
+IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
+METHOD_NAMES = {"search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
+                "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
+USER_ERRORS = (ValueError, RuntimeError, OSError)
+HEADERS = ["explanation", "held-out Spearman ρ", "held-out R²", "prior log p", "method"]
+
+
+def _display(image: Image.Image, side: int = 128) -> Image.Image:
+    if max(image.size) >= side:
+        return image
+    f = max(1, side // max(image.size))
+    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
+
+
+def build(bundle) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+    classifier = targets.load_classifier(bundle)
+    shapes_world = (bundle.gallery or {}).get("kind") == "shapesworld"
+    cache: dict = {}
+
+    def gallery_sample(n: int):
+        if n not in cache:
+            images, scenes = targets.world_sample(n)
+            cache.clear()                      # one sample at a time: images + embeddings
+            cache[n] = (images, scenes, bundle.clip.encode_images(images))
+        return cache[n]
+
+    def get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
+                    image_source, n_images, image_folder):
+        """-> (images, embeddings or None, scores, answer)"""
+        if target_kind in TARGETS[2:]:
+            if target_kind == TARGETS[2]:
+                if not csv_file:
+                    raise targets.TargetError("Upload a CSV of image paths and scores")
+                paths, f = targets.scores_from_csv(csv_file)
+            else:
+                pos = pos_files or (pos_folder or "").strip()
+                neg = neg_files or (neg_folder or "").strip()
+                if not pos or not neg:
+                    raise targets.TargetError("Give a folder (or files) of positives and one of negatives")
+                paths, f = targets.scores_from_folders(pos, neg)
+            return [load_image(p) for p in paths], None, f, {}
+        if image_source == IMAGE_SOURCES[0]:
+            if not shapes_world:
+                raise targets.TargetError("This bundle has no built-in ShapesWorld gallery: use your own images")
+            images, scenes, emb = gallery_sample(int(n_images))
+        else:
+            folder = (image_folder or "").strip()
+            if not folder:
+                raise targets.TargetError("Type the folder of your images")
+            images = [load_image(p) for p in targets._images_in(folder, "Images")]
+            scenes, emb = None, None
+        if target_kind == TARGETS[0]:
+            if planted not in targets.PLANTED:
+                raise targets.TargetError("Pick a planted function")
+            pl = targets.PLANTED[planted]
+            return images, emb, pl.score(scenes, images), pl.answer
+        if classifier is None:
+            raise targets.TargetError("This bundle has no classifier; train one with "
+                                      "`python -m clipgpt_core.train_classifier`")
+        t = targets.ClassifierTarget(classifier, clf_output or "")
+        return images, emb, t.score(images), t.answer
+
+    def run(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
+            n_images, image_folder, method, budget, prior_weight, seed, progress=gr.Progress(track_tqdm=True)):
+        try:
+            images, emb, f, answer = get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder,
+                                                 pos_files, neg_files, image_source, n_images, image_folder)
+            if emb is None:
+                targets.check_scores(f, len(images))
+                emb = bundle.clip.encode_images(images)
+            budget = int(budget) if budget else None
+            ranked = explain(bundle, emb, f, method=method, budget=budget, prior_weight=float(prior_weight),
+                             seed=int(seed or 0))
+            if not ranked:
+                raise targets.TargetError("No explanation came out; raise the budget")
+            best = ranked[0]
+            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0))
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        table = [e.row() for e in ranked]
+        order = np.argsort(x)
+        plot = pd.DataFrame({"CLIP_t (cosine)": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
+                             "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
+        xs = emb @ _text_features(bundle, best.text)
+        top = np.argsort(-f, kind="stable")[:8]
+        bottom = np.argsort(f, kind="stable")[:8]
+        gal = lambda idx: [(_display(images[i]), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
+        status = (f"**{best.text}** — held-out Spearman ρ {best.spearman:.3f} (the most any text could reach on "
+                  f"these scores: {best.extra.get('spearman_ceiling', 1):.2f}), R² {best.r2:.3f}, "
+                  f"log p {best.log_prior:.1f}; h {best.direction}; {len(f)} images, {best.seconds:.1f} s "
+                  f"({METHOD_NAMES[method]}).")
+        if answer:
+            ok = targets.states_answer(best.text, answer)
+            status += f"\n\nKnown answer {answer}: {'recovered ✓' if ok else 'not recovered ✗'}."
+        if best.token_file:
+            status += (f"\n\nLearned tokens {best.token} (held-out ρ {best.learned_spearman:.3f}) are in the file below "
+                       f"(diffusers' learned_embeds.safetensors); “Render” draws them.")
+        state = {"text": best.text, "token_file": best.token_file, "token": best.token}
+        return table, status, plot, gal(top), gal(bottom), best.token_file, state
+
+    def render(state, progress=gr.Progress(track_tqdm=True)):
+        if not state:
+            raise gr.Error("Explain something first")
+        from clipgpt_core.renderer import RenderError
+        if getattr(bundle, "renderer_loader", None) is None and getattr(bundle, "_renderer", None) is None:
+            return [], ("This bundle has no renderer (the Render tab says how to add one); the explanation is: "
+                        f"**{state['text']}**")
+        try:
+            r = bundle.renderer
+            prompt = state["text"]
+            if state.get("token_file"):
+                if state["token"] not in r.tokens:
+                    r.load_tokens(state["token_file"])
+                prompt = state["token"]
+            images = r.render([prompt], num_images=4, steps=20, seed=0)
+        except (RenderError, *USER_ERRORS) as e:
+            raise gr.Error(str(e)) from e
+        return [(_display(im, 192), prompt) for im in images], f"Rendered “{prompt}”."
+
+    planted_choices = [(f"{p.description}  →  {p.answer}", k) for k, p in targets.PLANTED.items()]
+    clf_choices = targets.ClassifierTarget.outputs(classifier) if classifier is not None else []
+    with gr.Row():
+        with gr.Column(scale=2):
+            target_kind = gr.Radio(TARGETS, value=TARGETS[0], label="Function to explain")
+            planted = gr.Dropdown(planted_choices, value="has_red", label="Planted function (known answer)")
+            clf_output = gr.Dropdown(clf_choices, value=clf_choices[0] if clf_choices else None,
+                                     label="Classifier output (logit or penultimate unit)")
+            with gr.Accordion("My scores", open=False):
+                csv_file = gr.File(label="CSV: image path, score", file_types=[".csv"], type="filepath")
+                pos_folder = gr.Textbox(label="Folder of positives")
+                neg_folder = gr.Textbox(label="Folder of negatives")
+                pos_files = gr.File(label="…or positive images", file_count="multiple", type="filepath")
+                neg_files = gr.File(label="…or negative images", file_count="multiple", type="filepath")
+            image_source = gr.Radio(IMAGE_SOURCES, value=IMAGE_SOURCES[0] if shapes_world else IMAGE_SOURCES[1],
+                                    label="Images (for planted functions and the classifier)")
+            n_images = gr.Slider(16, 2048, value=512, step=16, label="Gallery sample size")
+            image_folder = gr.Textbox(label="Folder of my images")
+            method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value="search", label="Method")
+            budget = gr.Number(value=0, precision=0, minimum=0, label="Budget (0 = default)",
+                               info="search: rounds ({search}); inversion / gumbel: optimisation steps "
+                                    "({inversion} / {gumbel})".format(**DEFAULT_BUDGET))
+            prior_weight = gr.Slider(0, 0.1, value=DEFAULT_PRIOR_WEIGHT, step=0.005,
+                                     label="Prior weight (× log p of the text, against Spearman ρ)")
+            seed = gr.Number(value=0, precision=0, label="Seed (fit / held-out split and sampling)")
+            go = gr.Button("Explain", variant="primary")
+        with gr.Column(scale=3):
+            status = gr.Markdown()
+            table = gr.Dataframe(headers=HEADERS, label="Explanations, best first", wrap=True)
+            plot = gr.ScatterPlot(x="CLIP_t (cosine)", y="score", color="series", label="f against h(CLIP_t)",
+                                  height=300)
+            top = gr.Gallery(label="Highest f", columns=8, height=170)
+            bottom = gr.Gallery(label="Lowest f", columns=8, height=170)
+            with gr.Row():
+                render_btn = gr.Button("Render the best explanation")
+                token_file = gr.File(label="Learned tokens (inversion)", interactive=False)
+            renders = gr.Gallery(label="Renders", columns=4, height=220)
+            render_status = gr.Markdown()
+    state = gr.State(None)
+    inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
+              n_images, image_folder, method, budget, prior_weight, seed]
+    go.click(run, inputs, [table, status, plot, top, bottom, token_file, state], api_name="explain",
+             concurrency_limit=1, concurrency_id="explain")
+    render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
+                     concurrency_id="renderer")
+
+
+def _text_features(bundle, text: str) -> np.ndarray:
+    from clipgpt_core.explain import explainer_for
+    ex = explainer_for(bundle)
+    return ex.features([ex.ids(text)])[0]

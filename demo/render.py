@@ -1,0 +1,88 @@
+"""The "Render" tab: text (and learned tokens such as <concept>) -> images, a thin UI over
+clipgpt_core.renderer.Renderer (a diffusers StableDiffusionPipeline)."""
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from clipgpt_core.renderer import GUIDANCE, NUM_IMAGES, STEPS, RenderError
+
+EXAMPLES = ["a large red circle on a black background", "a small blue star in the top left",
+            "a yellow square on a gray background", "two green triangles on a white background"]
+NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-core CPU) with\n\n"
+               "`python -m clipgpt_core.train_renderer --out BUNDLE/renderer`\n\n"
+               "and add `\"renderer\": {\"kind\": \"diffusers_stable_diffusion\", \"path\": \"renderer\"}` to the "
+               "bundle's manifest.json components; or start the app with an `open_clip:` bundle to drive "
+               "Stable Diffusion 1.5 from the local Hugging Face cache.")
+
+
+def _display(image: Image.Image, side: int = 256) -> Image.Image:
+    """64x64 renders are upscaled with hard edges, so they are not blurred in the gallery."""
+    if max(image.size) >= side:
+        return image
+    f = max(1, side // max(image.size))
+    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
+
+
+def build(bundle) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+
+    def renderer():
+        if bundle.renderer_loader is None and bundle.renderer is None:
+            raise gr.Error(NO_RENDERER)
+        try:
+            return bundle.renderer          # loaded on first use; an absent pretrained model says so here
+        except RenderError as e:
+            raise gr.Error(str(e)) from e
+
+    def render(prompt, negative_prompt, guidance_scale, steps, seed, num_images,
+               progress=gr.Progress(track_tqdm=True)):
+        r = renderer()
+        seed = int(seed) if seed is not None else 0
+        try:
+            images = r.render([prompt or ""], num_images=int(num_images), guidance_scale=float(guidance_scale),
+                              steps=int(steps), seed=seed, negative_prompt=negative_prompt or None)
+        except RenderError as e:
+            raise gr.Error(str(e)) from e
+        return [(_display(im), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
+
+    def load_tokens(path):
+        if not path:
+            raise gr.Error("Choose a learned-token file (learned_embeds.safetensors)")
+        r = renderer()
+        try:
+            added = r.load_tokens(path)
+        except RenderError as e:
+            if "already loaded" in str(e):     # harmless: say so and go on
+                gr.Warning(str(e))
+                return f"Loaded tokens: {', '.join(r.tokens)}"
+            raise gr.Error(str(e)) from e
+        return (f"Added {', '.join(added)}: use it in a prompt, e.g. “a {added[0]} on a black background”. "
+                f"Loaded tokens: {', '.join(r.tokens)}")
+
+    if bundle.renderer_loader is None and bundle._renderer is None:
+        gr.Markdown(NO_RENDERER)
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a large red circle on a black background — "
+                                "learned tokens such as <concept> too, once loaded")
+            negative = gr.Textbox(label="Negative prompt", placeholder="what to steer away from (optional)")
+            guidance = gr.Slider(*GUIDANCE, value=4.0, step=0.5, label="Guidance scale (≤ 1: no guidance)")
+            steps = gr.Slider(*STEPS, value=20, step=1, label="Steps")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                num_images = gr.Slider(*NUM_IMAGES, value=4, step=1, label="Images")
+            go = gr.Button("Render", variant="primary")
+            with gr.Accordion("Learned tokens", open=False):
+                tokens_file = gr.File(label="Learned-token file (diffusers' learned_embeds.safetensors)",
+                                      type="filepath")
+                tokens_status = gr.Markdown()
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain")
+    inputs = [prompt, negative, guidance, steps, seed, num_images]
+    go.click(render, inputs, gallery, api_name="render", concurrency_limit=1, concurrency_id="renderer")
+    prompt.submit(render, inputs, gallery, api_name="render_submit", concurrency_limit=1,
+                  concurrency_id="renderer")
+    tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
+                      concurrency_id="renderer")   # one pipeline: one job on it at a time
+    gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")
