@@ -157,7 +157,9 @@ def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Te
     CPU it was the larger part of a cached decoding step."""
     # softmax, not exp(logits - max): torch's plain exp takes a slow path on the many entries that
     # underflow (10x slower here); u is scaled by the last entry, so rounding never overshoots
-    cdf = logits.softmax(-1).cumsum_(-1)                                          # (B, V)
+    # float64 running sum: in float32 its rounding over 49408 entries (~1e-5) would decide some
+    # draws, so cached and uncached decoding (logits equal to ~1e-7) could pick different tokens
+    cdf = logits.softmax(-1).double().cumsum_(-1)                                 # (B, V)
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 

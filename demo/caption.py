@@ -38,7 +38,8 @@ def build(captioner) -> None:
         with gr.Column(scale=3):
             best = gr.Markdown()
             table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
-                                 label=f"Candidates, ranked by score = CLIP similarity + {captioner.prior_weight:g} × log p per token",
+                                 label=f"Candidates, ranked by score = CLIP similarity + "
+                                       f"{getattr(captioner, 'prior_weight', 0):g} × log p per token",
                                  wrap=True)
     inputs = [image, num_beams, num_samples, temperature, seed]
     go.click(caption, inputs, [best, table], api_name="caption")
