@@ -132,6 +132,7 @@ def untrained(renderer: Renderer) -> Renderer:
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config(renderer.pipe.unet.config)
     pipe = StableDiffusionPipeline(**(renderer.pipe.components | {"unet": unet}))
+    pipe.set_progress_bar_config(disable=True)
     return Renderer(pipe, "untrained UNet")
 
 
@@ -143,16 +144,21 @@ def main():
     p.add_argument("--seeds", type=int, default=4, help="images per prompt")
     p.add_argument("--out", default="benchmarks/results/render.json")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-UNet baseline")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a machine busy with other jobs)")
     args = p.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     bundle = load_bundle(args.bundle)
     renderer = Renderer.load(args.renderer) if args.renderer else bundle.renderer
     if renderer is None:
-        raise SystemExit(f"bundle {bundle.name} has no renderer: python -m clipgpt_core.train_renderer, or --renderer DIR")
+        raise SystemExit(f"bundle {bundle.name} has no renderer: train one (python -m clipgpt_core.train_renderer) "
+                         f"or pass --renderer DIR")
     renderer.pipe.set_progress_bar_config(disable=True)
     defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
                 if k in ("guidance_scale", "steps")}
     report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
+              "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",
               "sets": {}}
@@ -170,7 +176,8 @@ def main():
         report["sets"]["untrained_unet_all"] = judge(bundle.clip, few, render_all(untrained(renderer), few, args.seeds,
                                                                                  EVAL_SEED))
     a, b = report["sets"]["renderer_seen"], report["sets"]["renderer_heldout"]
-    report["renderer_all"] = {k: (a[k] + b[k]) / 2 for k in a if isinstance(a[k], float) and isinstance(b.get(k), float)}
+    report["renderer_all"] = {k: (a[k] + b[k]) / 2 for k in a                # seen and held-out weigh the same
+                              if isinstance(a[k], float) and isinstance(b.get(k), float)}
     report["seconds_per_image"] = round(seconds_per_image(renderer, everything), 3)
     report["bar"] = {"pixel_colour >= 0.80": report["renderer_all"]["pixel_colour"] >= 0.80,
                      "pixel_background >= 0.90": report["renderer_all"]["pixel_background"] >= 0.90,

@@ -7,7 +7,8 @@ from .embedding_prior import EmbeddingPrior
 from .explain import Explanation, explain  # noqa: E402  (the function shadows the submodule's name here)
 from .images import BadImageError, load_image
 from .prior import CaptionPrior
+from .renderer import Renderer, RenderError
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "ClipEncoder", "WeightsNotAvailable",
            "create_clip", "BadImageError", "load_image", "CaptionPrior", "Captioner", "EmbeddingPrior",
-           "parse_caption", "explain", "Explanation"]
+           "parse_caption", "explain", "Explanation", "Renderer", "RenderError"]

@@ -65,7 +65,6 @@ class Renderer:
         self.pipe = pipe                    # a diffusers StableDiffusionPipeline
         self.source = source                # where it came from: a directory or a hub model id
         self.from_hub = from_hub
-        self.pipe.set_progress_bar_config(disable=False, desc="render")
 
     def __repr__(self) -> str:
         return f"Renderer({self.source!r}, width={self.width}, tokens={self.tokens})"
@@ -79,6 +78,7 @@ class Renderer:
         if not (directory / "model_index.json").is_file():
             raise RenderError(f"No diffusers pipeline at {directory} (no model_index.json)")
         pipe = StableDiffusionPipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True)
+        pipe.set_progress_bar_config(desc="render")     # on: the Render tab's progress bar follows it
         return cls(pipe.to(device), str(directory))
 
     @classmethod
@@ -97,6 +97,7 @@ class Renderer:
                 f"and copy the cache here (or point HF_HOME / HF_HUB_CACHE at it). Its text encoder is OpenAI CLIP "
                 f"ViT-L/14 (openai/clip-vit-large-patch14), so tokens learned against that CLIP (768 wide) plug "
                 f"in. ({type(e).__name__})") from None
+        pipe.set_progress_bar_config(desc="render")
         return cls(pipe.to(device), model_id, from_hub=True)
 
     def save(self, directory: str | Path) -> Path:

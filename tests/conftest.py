@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 # Tests run offline and on the CPU, like CI; set before torch / huggingface_hub are imported.
@@ -25,3 +26,16 @@ def bundle():
     b = load_bundle()
     b.gallery = {"kind": "shapesworld", "size": 400, "seed": 0}
     return b
+
+
+@contextlib.contextmanager
+def launched_app(bundle):
+    """The real app for `bundle`, launched on loopback; yields a gradio_client Client."""
+    import app
+    from gradio_client import Client
+    demo = app.build_demo(bundle, progress=False)
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
+    try:
+        yield Client(url, verbose=False)
+    finally:
+        demo.close()

@@ -2,7 +2,8 @@
 import time
 
 import pytest
-from gradio_client import Client, handle_file
+from conftest import launched_app
+from gradio_client import handle_file
 from PIL import Image
 
 from clipgpt_core import world
@@ -12,13 +13,8 @@ SEARCH = dict(text_weight=0.5, k=4, source="Built-in gallery", folder="", url=""
 
 @pytest.fixture(scope="module")
 def client(bundle):
-    import app
-    demo = app.build_demo(bundle, progress=False)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
+    with launched_app(bundle) as client:
+        yield client
 
 
 def test_every_event_has_an_api_name(client):

@@ -4,8 +4,9 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import launched_app
 import torch
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from scipy.stats import spearmanr
 
 from clipgpt_core import explain, world
@@ -205,13 +206,8 @@ EXPLAIN = dict(planted="has_red", clf_output=None, csv_file=None, pos_folder="",
 
 @pytest.fixture(scope="module")
 def client(bundle):
-    import app
-    demo = app.build_demo(bundle, progress=False)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
+    with launched_app(bundle) as client:
+        yield client
 
 
 def test_explain_tab(client, tmp_path):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import launched_app
 import torch
 from gradio_client import Client, handle_file
 
@@ -16,9 +17,19 @@ from clipgpt_core.train_renderer import (RendererTrainConfig, encode_scenes, enc
 from clipgpt_core.training import world_pairs
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a CPU shared with other jobs two threads
+    spin-wait for each other (10x slower here); one thread keeps this module at seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(out, **kw) -> RendererTrainConfig:
     return RendererTrainConfig(**dict(
-        out=str(out), device="cpu", steps_vae=2, steps_unet=2, batch_vae=4, batch_unet=4, n_latents=16,
+        out=str(out), device="cpu", threads=1, steps_vae=2, steps_unet=2, batch_vae=4, batch_unet=4, n_latents=16,
         vae_channels=(8, 16, 16), vae_norm_groups=8, unet_channels=(16, 32, 32), unet_norm_groups=8, head_dim=16,
         warmup=1) | kw)
 
@@ -28,11 +39,16 @@ def pixels(renderer, prompt, seed=0, **kw) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(bundle, tmp_path_factory):
-    """A renderer trained for a few steps at tiny sizes, saved as the training command saves it."""
+def trained(bundle, tmp_path_factory):
+    """A renderer trained for a few steps at tiny sizes, saved as the training command saves it
+    -> (directory, the pipeline train() returned)."""
     out = tmp_path_factory.mktemp("renderer")
-    train(tiny_config(out), clip=bundle.clip, progress=False)
-    return out
+    return out, train(tiny_config(out), clip=bundle.clip, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(trained):
+    return trained[0]
 
 
 @pytest.fixture
@@ -71,7 +87,7 @@ def test_a_few_steps_lower_the_loss(bundle, tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_the_saved_pipeline_is_stable_diffusion_and_round_trips(tiny_dir, renderer):
+def test_the_saved_pipeline_is_stable_diffusion_and_round_trips(bundle, trained, tiny_dir, renderer):
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     index = json.loads((tiny_dir / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline" and index["unet"][1] == "UNet2DConditionModel"
@@ -85,13 +101,19 @@ def test_the_saved_pipeline_is_stable_diffusion_and_round_trips(tiny_dir, render
     assert a.shape == (2, 64, 64, 3)
     again = Renderer.load(tiny_dir)                       # from_pretrained once more: the same image
     assert np.array_equal(a, pixels(again, "a large red circle on a black background", seed=3, num_images=2))
+    in_memory = Renderer(trained[1])                      # what training held is what was saved
+    assert np.array_equal(a, pixels(in_memory, "a large red circle on a black background", seed=3, num_images=2))
+    text = "two small purple crosses, right of a white diamond!"
+    ids = renderer.pipe.tokenizer(text, padding="max_length", max_length=32, truncation=True).input_ids
+    assert ids == bundle.clip.tokenizer([text])[0].tolist()       # the saved tokenizer is still open_clip's
     assert not np.array_equal(a, pixels(renderer, "a large red circle on a black background", seed=4, num_images=2))
     assert not np.array_equal(a[0], a[1])                # n images per prompt are different draws
 
 
 def test_learned_tokens_in_diffusers_format_load_and_change_the_output(renderer, tmp_path):
     g = torch.Generator().manual_seed(0)
-    path = Renderer.save_tokens(tmp_path / "learned_embeds.safetensors", {"<concept>": torch.randn(1, 128, generator=g)})
+    embedding = torch.randn(1, 128, generator=g)
+    path = Renderer.save_tokens(tmp_path / "learned_embeds.safetensors", {"<concept>": embedding})
     plain = pixels(renderer, "a large circle")
     assert renderer.load_tokens(path) == ["<concept>"] and renderer.tokens == ["<concept>"]
     with_token = pixels(renderer, "a large <concept> circle")
@@ -112,7 +134,8 @@ def test_bad_input_gets_clear_messages(renderer, tmp_path):
              (dict(steps=0), "from 1 to 200"), (dict(steps=10_000), "from 1 to 200"),
              (dict(guidance_scale=-1), "guidance scale must be from 0 to 30"),
              (dict(num_images=0), "from 1 to 16"), (dict(num_images=100), "from 1 to 16"),
-             (dict(prompts=["a <nope> on a black background"]), r"<nope> in the prompt is not a loaded token \(loaded: none\)"),
+             (dict(prompts=["a <nope> on a black background"]),
+              r"<nope> in the prompt is not a loaded token \(loaded: none\)"),
              (dict(negative_prompt="<nope>"), "<nope> in the negative prompt"), (dict(seed=-1), "seed")]
     for kw, message in cases:
         with pytest.raises(RenderError, match=message):
@@ -221,16 +244,11 @@ def test_bundle_with_a_renderer(bundle, tiny_dir, tmp_path):
 # ----------------------------------------------------------------------------- the tab
 @pytest.fixture(scope="module")
 def client(bundle, tiny_dir, tmp_path_factory):
-    import app
     b = Bundle("tiny-render", bundle.clip, prior=bundle.prior)
     b.renderer = Renderer.load(tiny_dir)
     tiny_bundle = load_bundle(save_bundle(b, tmp_path_factory.mktemp("bundle") / "tiny"))   # as --bundle DIR loads it
-    demo = app.build_demo(tiny_bundle, progress=False)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
+    with launched_app(tiny_bundle) as client:
+        yield client
 
 
 RENDER = dict(negative_prompt="", guidance_scale=4.0, steps=3, seed=0, num_images=2)
