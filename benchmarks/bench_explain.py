@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipgpt_core import load_bundle  # noqa: E402
-from clipgpt_core.explain import METHODS, explain  # noqa: E402
+from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain  # noqa: E402
 from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier, states_answer, world_sample  # noqa: E402
 
 
@@ -50,6 +50,8 @@ def main(argv=None):
     ap.add_argument("--ours-functions", type=int, default=8, help="planted functions also run on 'ours' (first N)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--classifier", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT, help="explain()'s prior_weight")
+    ap.add_argument("--centre", action=argparse.BooleanOptionalAction, default=True, help="centred CLIP_t (default)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -80,7 +82,8 @@ def main(argv=None):
         lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
         for m in methods:
             t = time.time()
-            ranked = explain(bundle, emb, f, method=m, progress=False)
+            ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
+                             centre=args.centre)
             sec = time.time() - t
             best = ranked[0]
             row = {"kind": kind, "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)

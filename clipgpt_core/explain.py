@@ -6,6 +6,13 @@ caption prior finds likely.
     ranked = explain(load_bundle(), images, scores, method="search")   # -> list[Explanation], best first
     ranked[0].text, ranked[0].spearman, ranked[0].r2, ranked[0].log_prior
 
+CLIP_t is centred: cos(image, t) - cos(image, u), where u is the unit mean of the concept list's text
+embeddings (a generic caption). Raw cosine has a component that every caption shares and that varies
+from image to image (in ShapesWorld it falls with the number of objects), so the raw-cosine "explanation"
+of "has a red object" is a long caption that also tracks crowding; centring compares t with a generic
+caption, as zero-shot classification compares it with other texts (centre=False gives raw cosine).
+On the benchmark's concept list, centring lifts held-out rho of the best concept from 0.11 to 0.52.
+
 The images are embedded once and split into a fit half and a held-out half (fixed seed). A text is
 scored on the fit half by Spearman's rho between f and CLIP_t, plus prior_weight x its log-prob
 under the caption prior (total, so the prior also asks for short texts); h is an isotonic regression of f on CLIP_t fitted on the fit half
@@ -258,6 +265,12 @@ class Problem:
     f: np.ndarray            # (N,) scores
     fit: np.ndarray          # indices of the fit half
     held: np.ndarray         # indices of the held-out half
+    base: np.ndarray         # (N,) cos(image, centre), subtracted from every text's similarity (0: raw cosine)
+
+    def sims(self, feats: np.ndarray, idx=None) -> np.ndarray:
+        """Centred CLIP_t of the images (idx: a subset) for text features (M, D) -> (n, M)."""
+        idx = slice(None) if idx is None else idx
+        return self.emb[idx] @ feats.T - self.base[idx, None]
 
     def __post_init__(self):
         self.rf_fit = _standardise(rankdata(self.f[self.fit]))
@@ -283,6 +296,8 @@ class Explainer:
         self.sot, self.eot = self.space.sot, self.space.eot
         self._features: dict[tuple, np.ndarray] = {}
         self._logp: dict[tuple, float] = {}
+        mean = self.features([self.ids(c) for c in self.concepts]).mean(0)
+        self.centre = mean / np.linalg.norm(mean)                   # (D,) the generic caption direction
         self.edit_groups = getattr(bundle.captioner, "edits", None) or {}
         self.max_len = 20          # tokens: explanations are short
         # how much a decreasing fit (f high where the image does NOT match t) counts against an increasing
@@ -316,7 +331,7 @@ class Explainer:
         return np.array([self._logp[r] for r in rows])
 
     # -- problem --------------------------------------------------------------------------------
-    def problem(self, images, scores, seed: int) -> Problem:
+    def problem(self, images, scores, seed: int, centre: bool = True) -> Problem:
         if isinstance(images, np.ndarray):
             emb = images.astype(np.float32)
             if emb.ndim != 2 or emb.shape[1] != self.clip.dim:
@@ -330,13 +345,14 @@ class Explainer:
         f = check_scores(scores, len(emb))
         perm = np.random.default_rng(seed).permutation(len(f))
         half = len(f) // 2
-        return Problem(emb, f, np.sort(perm[:half]), np.sort(perm[half:]))
+        base = emb @ self.centre if centre else np.zeros(len(emb), np.float32)
+        return Problem(emb, f, np.sort(perm[:half]), np.sort(perm[half:]), base)
 
     def fit_scores(self, p: Problem, rows: list[tuple], prior_weight: float, neg: float | None = None):
         """-> (objective, rho_fit) for rows: rho on the fit half (a decreasing fit counts x `neg`)
         + prior_weight x log p(text) (total: the prior also prefers short texts)."""
         feats = self.features(rows)
-        rho = spearman_columns(p.rf_fit, p.emb[p.fit] @ feats.T)
+        rho = spearman_columns(p.rf_fit, p.sims(feats, p.fit))
         neg = self.decreasing if neg is None else neg
         fit = np.maximum(rho, -neg * rho)
         return fit + prior_weight * self.logp(rows), rho
@@ -344,7 +360,7 @@ class Explainer:
     def evaluate(self, p: Problem, text: str, feat: np.ndarray, method: str, prior_weight: float,
                  logp: float, neg: float | None = None) -> Explanation:
         """Held-out figures of one text (feat: its CLIP text features (D,))."""
-        x = p.emb @ feat
+        x = p.sims(feat[None])[:, 0]
         rho_fit = float(spearman_columns(p.rf_fit, x[p.fit][:, None])[0])
         increasing = rho_fit >= 0
         h = monotone_fit(x[p.fit], p.f[p.fit], increasing)
@@ -376,7 +392,7 @@ class Explainer:
         original averages it over the other neurons of a layer)."""
         concepts = list(dict.fromkeys(concepts or self.concepts))
         rows = [self.ids(c) for c in concepts]
-        sims = p.emb[p.fit] @ self.features(rows).T                               # (n, M)
+        sims = p.emb[p.fit] @ self.features(rows).T     # (n, M) raw: the softmax over concepts ignores centring
         probs = torch.from_numpy(sims).float().mul(a).softmax(dim=1).numpy()        # softmax over concepts
         k = max(3, int(round(top_frac * len(p.fit))))
         top = np.argsort(-p.f[p.fit], kind="stable")[:k]
@@ -452,12 +468,13 @@ class Explainer:
         v = space_rows[init].clone().requires_grad_(True)                          # (R, k, W)
         opt = torch.optim.Adam([v], lr=lr)
         img = torch.from_numpy(p.emb[p.fit]).float()                               # (n, D)
+        base = torch.from_numpy(p.base[p.fit]).float()                             # (n,)
         target = torch.from_numpy(p.rf_fit).float()                                # (n,) standardised ranks
         sot, eot = E[self.sot], E[self.eot]
         ends = torch.full((restarts,), k + 1)
         for _ in tqdm(range(budget), desc="explain: inversion", disable=not progress):
             x = torch.cat([sot.expand(restarts, 1, -1), v, eot.expand(restarts, 1, -1)], 1)   # (R, k+2, W)
-            sims = self.tower.features(x, ends) @ img.T                                     # (R, n)
+            sims = self.tower.features(x, ends) @ img.T - base                              # (R, n)
             sims = sims - sims.mean(1, keepdim=True)
             pearson = (sims @ target) / sims.norm(dim=1).clamp_min(1e-8)                   # (R,)
             loss = -pearson.sum()
@@ -507,6 +524,7 @@ class Explainer:
         theta = torch.zeros(chains, L, K, requires_grad=True)
         opt = torch.optim.Adam([theta], lr=lr)
         img = torch.from_numpy(p.emb[p.fit]).float()
+        base = torch.from_numpy(p.base[p.fit]).float()
         target = torch.from_numpy(p.rf_fit).float()
         E = self.tower.embedding.detach()
         sot_c, eot_c = E[self.sot], E[self.eot]
@@ -546,7 +564,7 @@ class Explainer:
             pos = torch.arange(L + 2)[None]
             x = torch.cat([sot_c.expand(chains, 1, -1), xc, torch.zeros(chains, 1, xc.shape[-1])], 1)
             x = torch.where((pos == lens[:, None] + 1)[..., None], eot_c.expand_as(x), x)     # EOT after each chain
-            sims = self.tower.features(x, lens + 1) @ img.T                                     # (C, n)
+            sims = self.tower.features(x, lens + 1) @ img.T - base                              # (C, n)
             sims = sims - sims.mean(1, keepdim=True)
             pearson = (sims @ target) / sims.norm(dim=1).clamp_min(1e-8)
             loss = -(fit_weight * pearson + prior_weight * logp).sum()
@@ -636,7 +654,7 @@ def explainer_for(bundle, concepts: list[str] | None = None) -> Explainer:
 
 def explain(bundle, images, scores, method: str = "search", budget: int | None = None,
             prior_weight: float = DEFAULT_PRIOR_WEIGHT, seed: int = 0, progress=None, concepts: list[str] | None = None,
-            keep: int = 10, out_dir: str | Path | None = None, **options) -> list[Explanation]:
+            keep: int = 10, out_dir: str | Path | None = None, centre: bool = True, **options) -> list[Explanation]:
     """Explain scores (one per image) with text: -> up to `keep` Explanations, best first.
 
     images: PIL images / paths, or their CLIP embeddings (N, D) from bundle.clip.encode_images.
@@ -646,6 +664,7 @@ def explain(bundle, images, scores, method: str = "search", budget: int | None =
     concepts: the dissect baseline's concept list (default: ShapesWorld words and phrases).
     progress: False hides the tqdm bars (gr.Progress(track_tqdm=True) shows them in the app).
     out_dir: where inversion writes its learned_embeds.safetensors (default: a temporary folder).
+    centre: CLIP_t = cos(image, t) - cos(image, generic caption) (default); False: raw cosine.
     Raises TargetError (a ValueError) with a clear message for unusable scores or images."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -663,7 +682,7 @@ def explain(bundle, images, scores, method: str = "search", budget: int | None =
         torch.set_num_threads(1)
         ex = explainer_for(bundle)
         torch.set_num_threads(threads)
-        p = ex.problem(images, scores, seed)
+        p = ex.problem(images, scores, seed, centre)
         torch.set_num_threads(1)
         with torch.no_grad() if method in ("dissect", "search") else torch.enable_grad():
             fn = getattr(ex, method)
@@ -675,15 +694,16 @@ def explain(bundle, images, scores, method: str = "search", budget: int | None =
     for e in out:
         e.seconds = seconds
         e.extra["spearman_ceiling"] = spearman_ceiling(p.f[p.held])
+        e.extra["centred"] = centre
     ex.last_problem = p
     return out
 
 
-def fit_curve(bundle, images_or_emb, scores, text: str, seed: int = 0):
+def fit_curve(bundle, images_or_emb, scores, text: str, seed: int = 0, centre: bool = True):
     """For plots: held-out (x = CLIP_t, f, h(x)) of one text, with h fitted on the fit half."""
     ex = explainer_for(bundle)
-    p = ex.problem(images_or_emb, scores, seed)
-    x = p.emb @ ex.features([ex.ids(text)])[0]
+    p = ex.problem(images_or_emb, scores, seed, centre)
+    x = p.sims(ex.features([ex.ids(text)]))[:, 0]
     rho = spearman_columns(p.rf_fit, x[p.fit][:, None])[0]
     h = monotone_fit(x[p.fit], p.f[p.fit], bool(rho >= 0))
     return x[p.held], p.f[p.held], h.predict(x[p.held]), p.held

@@ -50,6 +50,22 @@ def test_images_or_embeddings_give_the_same_answer(bundle, sample):
     assert a[0].spearman == pytest.approx(b[0].spearman, abs=1e-6)
 
 
+def test_centred_similarity_removes_the_shared_caption_component(bundle, sample):
+    """CLIP_t = cos(image, t) - cos(image, generic caption): "a red circle" then ranks images by redness,
+    where raw cosine mostly ranks them by how few objects they hold."""
+    images, scenes, emb = sample
+    f = PLANTED["has_red"].score(scenes, images)
+    ex = explainer_for(bundle)
+    assert np.linalg.norm(ex.centre) == pytest.approx(1.0, abs=1e-5)
+    t = ex.features([ex.ids("a red circle")])
+    p = ex.problem(emb, f, seed=0)
+    assert np.allclose(p.sims(t)[:, 0], emb @ t[0] - emb @ ex.centre, atol=1e-5)
+    raw = ex.problem(emb, f, seed=0, centre=False)
+    assert np.allclose(raw.sims(t)[:, 0], emb @ t[0], atol=1e-6)
+    rho = {c: spearmanr(f, q.sims(t)[:, 0])[0] for c, q in (("centred", p), ("raw", raw))}
+    assert rho["centred"] > rho["raw"] + 0.15 and rho["centred"] > 0.4, rho
+
+
 def test_monotone_fit_is_monotone():
     rng = np.random.default_rng(0)
     x = rng.normal(size=300)
