@@ -88,12 +88,13 @@ def main(argv=None):
             best = ranked[0]
             row = {"kind": kind, "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
                    else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
-                   "recovered": states_answer(best.text, answer), "spearman": best.spearman, "r2": best.r2,
+                   "recovered": states_answer(best.text, answer), "spearman": best.spearman,
+                   "spearman_h": best.extra["spearman_h"], "r2": best.r2,
                    "spearman_ceiling": best.extra["spearman_ceiling"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
             rows.append(row)
-            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'} rho={best.spearman:6.3f} "
+            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
                   f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
                   f"{best.text}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,7 @@ def summarise(rows):
         out[f"{key} | {s} | {m}"] = {
             "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
             "spearman": float(np.mean([r["spearman"] for r in rs])),
+            "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
             "spearman_over_ceiling": float(np.mean([r["spearman"] / max(r["spearman_ceiling"], 1e-6) for r in rs])),
             "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
             "log_prior_answer": float(np.mean([r["log_prior_answer"] for r in rs])),
@@ -123,10 +125,10 @@ def summarise(rows):
 
 
 def print_table(summary):
-    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho/ceil':>8s} {'R2':>6s} "
+    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} {'R2':>6s} "
           f"{'log p':>6s} {'log p ans':>9s} {'s/expl':>6s}")
     for k, v in summary.items():
-        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_over_ceiling']:8.3f} "
+        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} {v['spearman_over_ceiling']:8.3f} "
               f"{v['r2']:6.3f} {v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f}")
 
 

@@ -70,7 +70,7 @@ class Explanation:
     token: str | None = None       # inversion: the learned token's name in that file, e.g. <f-1a2b3c>
     direction: str = "increasing"  # h increases with CLIP_t, or decreases
     spearman_fit: float = 0.0      # on the fit half
-    objective: float = 0.0         # the ranking score on the held-out half (fit + prior term)
+    objective: float = 0.0         # the ranking score: fit-half rho + prior_weight x log p
     learned_spearman: float | None = None   # inversion: held-out rho of the learned tokens themselves
     extra: dict = field(default_factory=dict)
 
@@ -359,20 +359,23 @@ class Explainer:
 
     def evaluate(self, p: Problem, text: str, feat: np.ndarray, method: str, prior_weight: float,
                  logp: float, neg: float | None = None) -> Explanation:
-        """Held-out figures of one text (feat: its CLIP text features (D,))."""
+        """Held-out figures of one text (feat: its CLIP text features (D,)); `objective` is the fit-half
+        score, so that choosing among candidates never looks at the held-out half."""
         x = p.sims(feat[None])[:, 0]
         rho_fit = float(spearman_columns(p.rf_fit, x[p.fit][:, None])[0])
         increasing = rho_fit >= 0
         h = monotone_fit(x[p.fit], p.f[p.fit], increasing)
+        pred = h.predict(x[p.held])
         rho = float(spearman_columns(p.rf_held, x[p.held][:, None])[0])
         neg = self.decreasing if neg is None else neg
-        fit = max(rho, -neg * rho)
-        return Explanation(text, rho, r2_score(p.f[p.held], h.predict(x[p.held])), 0.0, method, 0.0,
-                           direction="increasing" if increasing else "decreasing", spearman_fit=rho_fit,
-                           objective=fit + prior_weight * logp)
+        e = Explanation(text, rho, r2_score(p.f[p.held], pred), 0.0, method, 0.0,
+                        direction="increasing" if increasing else "decreasing", spearman_fit=rho_fit,
+                        objective=max(rho_fit, -neg * rho_fit) + prior_weight * logp)
+        e.extra["spearman_h"] = _spearman_ties(p.f[p.held], pred)
+        return e
 
     def finish(self, p: Problem, rows: list[tuple], method: str, prior_weight: float, keep: int) -> list[Explanation]:
-        """Held-out figures of candidate rows, ranked by the held-out objective; exact log-priors."""
+        """Held-out figures of candidate rows, ranked by the fit-half objective; exact log-priors."""
         rows = list(dict.fromkeys(rows))
         feats, lps = self.features(rows), self.logp(rows)
         out = [self.evaluate(p, self.decode(r), f, method, prior_weight, lp) for r, f, lp in zip(rows, feats, lps)]
@@ -586,6 +589,12 @@ class Explainer:
         for e in out:
             e.extra["argmax"] = tuple(e.extra["ids"]) in set(argmax_rows)
         return out
+
+
+def _spearman_ties(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rho with ties in both (average ranks); 0 when either is constant."""
+    ra, rb = _standardise(rankdata(a)), _standardise(rankdata(b))
+    return float(ra @ rb)
 
 
 def _with_prefixes(rows) -> list[tuple]:
