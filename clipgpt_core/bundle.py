@@ -8,8 +8,9 @@
       captioner/mapper_config.json + mapper.safetensors            ClipCap mapper
       captioner/decoder.safetensors                                its fine-tuned prior blocks
       embedding_prior/embedding_prior_config.json + ...safetensors caption -> image embedding
-      renderer/model_index.json + unet/ vae/ text_encoder/ tokenizer/ scheduler/   a diffusers
-                                    StableDiffusionPipeline (save_pretrained), text -> image
+      renderer/model_index.json + unet/ vae/ scheduler/   a diffusers StableDiffusionPipeline
+                                    (save_pretrained), text -> image; its text_encoder/ and tokenizer/
+                                    are the bundle's CLIP text tower (hf_text), so they are not stored twice
 
 `load_bundle()` gives the built-in "shapes" bundle, offline. `load_bundle("path/to/dir")` loads
 any saved bundle. `load_bundle("open_clip:ViT-B-32/laion2b_s34b_b79k")` builds a bundle around a
@@ -105,7 +106,7 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu") -> 
             raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
                               f"{renderer_dir}. Retrain the renderer with "
                               f"`python -m clipgpt_core.train_renderer --out {renderer_dir}`.")
-        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device)
+        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip)
     return bundle
 
 
@@ -178,7 +179,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     renderer = bundle.renderer if (bundle._renderer is not None or "renderer" in components) else None
     components.pop("renderer", None)
     if renderer is not None and not renderer.from_hub:
-        renderer.save(directory / "renderer")
+        # the bundle's CLIP text tower is kept once: the renderer folder leaves it out when it is the same
+        renderer.save(directory / "renderer", with_text_encoder=not renderer.text_encoder_is(bundle.clip))
         components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
     manifest = dict(bundle.manifest) | {"name": bundle.name, "format_version": FORMAT_VERSION,
                                         "components": components}

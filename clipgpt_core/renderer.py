@@ -33,18 +33,32 @@ class RenderError(ValueError):
     """Input or weights the renderer cannot use; the message says what is wrong and what to do."""
 
 
-def save_pipeline(pipe, directory: str | Path) -> Path:
-    """save_pretrained with float16 safetensors (half the size), leaving `pipe` in float32 holding
-    exactly the weights on disk (float32 -> float16 -> float32), so it renders as a reload does."""
+TEXT_PARTS = ("text_encoder", "tokenizer")   # what a bundle's renderer takes from the bundle's CLIP
+
+
+def save_pipeline(pipe, directory: str | Path, with_text_encoder: bool = True) -> Path:
+    """save_pretrained with the UNet and VAE as float16 safetensors (half the size), leaving `pipe` in
+    float32 holding exactly the weights on disk (float32 -> float16 -> float32), so it renders as a
+    reload does.
+    with_text_encoder=False leaves out text_encoder/ and tokenizer/ (a bundle's renderer: they are the
+    bundle's CLIP text tower, kept once; Renderer.load(directory, clip=...) puts them back)."""
+    import shutil
     from diffusers.utils import logging
     level = logging.get_verbosity()
     logging.set_verbosity_error()      # .to(float16) warns about modules to keep in float32; there are none
+    # the UNet and VAE in float16; the text encoder stays float32, the CLIP text tower's exact weights
+    halved = [m for m in (pipe.unet, pipe.vae) if m is not None]
     try:
-        pipe.to(torch.float16)
+        for m in halved:
+            m.to(torch.float16)
         pipe.save_pretrained(directory, safe_serialization=True)
     finally:
-        pipe.to(torch.float32)
+        for m in halved:
+            m.to(torch.float32)
         logging.set_verbosity(level)
+    if not with_text_encoder:
+        for part in TEXT_PARTS:
+            shutil.rmtree(Path(directory) / part, ignore_errors=True)
     return Path(directory)
 
 
@@ -71,13 +85,22 @@ class Renderer:
 
     # ------------------------------------------------------------------------- loading
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "Renderer":
-        """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32."""
+    def load(cls, directory: str | Path, device: str = "cpu", clip=None) -> "Renderer":
+        """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32. A folder
+        without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`."""
         from diffusers import StableDiffusionPipeline
         directory = Path(directory)
         if not (directory / "model_index.json").is_file():
             raise RenderError(f"No diffusers pipeline at {directory} (no model_index.json)")
-        pipe = StableDiffusionPipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True)
+        parts = {}
+        if not (directory / "text_encoder").is_dir():
+            if clip is None:
+                raise RenderError(f"{directory} has no text_encoder/: it is a bundle's renderer, whose text encoder "
+                                  f"is the bundle's CLIP; load it with its bundle (load_bundle(...).renderer)")
+            from .hf_text import text_encoder_from_clip, tokenizer_from_clip
+            parts = {"text_encoder": text_encoder_from_clip(clip), "tokenizer": tokenizer_from_clip(clip)}
+        pipe = StableDiffusionPipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True,
+                                                       **parts)
         pipe.set_progress_bar_config(desc="render")     # on: the Render tab's progress bar follows it
         return cls(pipe.to(device), str(directory))
 
@@ -100,8 +123,15 @@ class Renderer:
         pipe.set_progress_bar_config(desc="render")
         return cls(pipe.to(device), model_id, from_hub=True)
 
-    def save(self, directory: str | Path) -> Path:
-        return save_pipeline(self.pipe, directory)
+    def text_encoder_is(self, clip) -> bool:
+        """Is this pipeline's text encoder exactly `clip`'s text tower (no learned tokens added)?"""
+        from .prior import _text_tower
+        mine = self.pipe.text_encoder.get_input_embeddings().weight
+        theirs = _text_tower(clip.model).token_embedding.weight
+        return mine.shape == theirs.shape and torch.equal(mine.detach().cpu().float(), theirs.detach().cpu().float())
+
+    def save(self, directory: str | Path, with_text_encoder: bool = True) -> Path:
+        return save_pipeline(self.pipe, directory, with_text_encoder)
 
     # ------------------------------------------------------------------------- tokens
     @property

@@ -59,13 +59,14 @@ class RendererTrainConfig:
     vae_channels: tuple = (8, 16, 32)  # 64 -> 32 -> 16 px
     vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
     # stage 2: the UNet
-    steps_unet: int = 2200
+    steps_unet: int = 3200
     batch_unet: int = 32
     lr_unet: float = 8e-4
     n_latents: int = 12000            # scenes rendered and encoded once for stage 2
     unet_channels: tuple = (32, 64, 128)  # 16x16 (no attention), 8x8 and 4x4 (self + cross-attention)
     unet_norm_groups: int = 8
     head_dim: int = 32
+    pooled_text: bool = True          # UNet addition_embed_type="text": pooled text added to the time embedding
     caption_dropout: float = 0.1      # share of captions replaced by "" (the unconditional prompt)
     ema_decay: float = 0.9995         # the ceiling; EMA warm-up (power 3/4) ramps towards it
     prediction_type: str = "v_prediction"
@@ -94,7 +95,11 @@ def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: i
         sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=ch,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=cfg.unet_norm_groups)
+        cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=cfg.unet_norm_groups,
+        # the text also as a global signal: an attention-pooled text embedding added to the timestep
+        # embedding, so every ResNet block sees it (colour and background are global decisions)
+        addition_embed_type="text" if cfg.pooled_text else None,
+        addition_embed_type_num_heads=max(1, cross_attention_dim // cfg.head_dim))
 
 
 def make_scheduler(cfg: RendererTrainConfig) -> DDPMScheduler:

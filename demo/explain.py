@@ -11,6 +11,8 @@ from clipgpt_core import targets
 from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, explain, fit_curve
 from clipgpt_core.images import load_image
 
+from .render import bundle_renderer, has_renderer
+
 TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positives vs negatives"]
 IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
 METHOD_NAMES = {"search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
@@ -94,9 +96,9 @@ def build(bundle) -> None:
             raise gr.Error(str(e)) from e
         table = [e.row() for e in ranked]
         order = np.argsort(x)
-        plot = pd.DataFrame({"CLIP_t (cosine)": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
+        plot = pd.DataFrame({"CLIP_t (centred cosine)": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
                              "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
-        xs = emb @ _text_features(bundle, best.text)
+        xs = _clip_t(bundle, emb, best.text)
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
         gal = lambda idx: [(_display(images[i]), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
@@ -117,11 +119,11 @@ def build(bundle) -> None:
         if not state:
             raise gr.Error("Explain something first")
         from clipgpt_core.renderer import RenderError
-        if getattr(bundle, "renderer_loader", None) is None and getattr(bundle, "_renderer", None) is None:
+        if not has_renderer(bundle):
             return [], ("This bundle has no renderer (the Render tab says how to add one); the explanation is: "
                         f"**{state['text']}**")
+        r = bundle_renderer(bundle)
         try:
-            r = bundle.renderer
             prompt = state["text"]
             if state.get("token_file"):
                 if state["token"] not in r.tokens:
@@ -161,7 +163,7 @@ def build(bundle) -> None:
         with gr.Column(scale=3):
             status = gr.Markdown()
             table = gr.Dataframe(headers=HEADERS, label="Explanations, best first", wrap=True)
-            plot = gr.ScatterPlot(x="CLIP_t (cosine)", y="score", color="series", label="f against h(CLIP_t)",
+            plot = gr.ScatterPlot(x="CLIP_t (centred cosine)", y="score", color="series", label="f against h(CLIP_t)",
                                   height=300)
             top = gr.Gallery(label="Highest f", columns=8, height=170)
             bottom = gr.Gallery(label="Lowest f", columns=8, height=170)
@@ -179,7 +181,8 @@ def build(bundle) -> None:
                      concurrency_id="renderer")
 
 
-def _text_features(bundle, text: str) -> np.ndarray:
+def _clip_t(bundle, emb: np.ndarray, text: str) -> np.ndarray:
+    """CLIP_t of every image as explain() scores it (centred cosine)."""
     from clipgpt_core.explain import explainer_for
     ex = explainer_for(bundle)
-    return ex.features([ex.ids(text)])[0]
+    return emb @ ex.features([ex.ids(text)])[0] - emb @ ex.centre

@@ -24,16 +24,26 @@ def _display(image: Image.Image, side: int = 256) -> Image.Image:
     return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
 
 
+def has_renderer(bundle) -> bool:
+    """Without loading it: does the bundle have a renderer (its own, or Stable Diffusion to try)?"""
+    return bundle.renderer_loader is not None or bundle._renderer is not None
+
+
+def bundle_renderer(bundle):
+    """The bundle's renderer, loaded on first use; gr.Error saying how to get one, or why it failed."""
+    if not has_renderer(bundle):
+        raise gr.Error(NO_RENDERER)
+    try:
+        return bundle.renderer          # an absent pretrained model says so here
+    except RenderError as e:
+        raise gr.Error(str(e)) from e
+
+
 def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab."""
 
     def renderer():
-        if bundle.renderer_loader is None and bundle.renderer is None:
-            raise gr.Error(NO_RENDERER)
-        try:
-            return bundle.renderer          # loaded on first use; an absent pretrained model says so here
-        except RenderError as e:
-            raise gr.Error(str(e)) from e
+        return bundle_renderer(bundle)
 
     def render(prompt, negative_prompt, guidance_scale, steps, seed, num_images,
                progress=gr.Progress(track_tqdm=True)):
@@ -60,7 +70,7 @@ def build(bundle) -> None:
         return (f"Added {', '.join(added)}: use it in a prompt, e.g. “a {added[0]} on a black background”. "
                 f"Loaded tokens: {', '.join(r.tokens)}")
 
-    if bundle.renderer_loader is None and bundle._renderer is None:
+    if not has_renderer(bundle):
         gr.Markdown(NO_RENDERER)
     with gr.Row():
         with gr.Column(scale=2):

@@ -231,6 +231,10 @@ def test_bundle_with_a_renderer(bundle, tiny_dir, tmp_path):
     path = save_bundle(b, tmp_path / "b")
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["components"]["renderer"] == {"kind": "diffusers_stable_diffusion", "path": "renderer"}
+    # its text encoder is the bundle's CLIP text tower: stored once, in clip/
+    assert b.renderer.text_encoder_is(bundle.clip) and not (path / "renderer" / "text_encoder").exists()
+    with pytest.raises(RenderError, match="load it with its bundle"):
+        Renderer.load(path / "renderer")
     loaded = load_bundle(path)
     assert "renderer" in repr(loaded) and loaded._renderer is None      # loaded on first use
     prompt = "a small green star in the top left"
