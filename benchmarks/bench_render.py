@@ -150,7 +150,7 @@ def main():
     torch.set_num_threads(args.threads)
     t0 = time.time()
     bundle = load_bundle(args.bundle)
-    renderer = Renderer.load(args.renderer) if args.renderer else bundle.renderer
+    renderer = Renderer.load(args.renderer, clip=bundle.clip) if args.renderer else bundle.renderer
     if renderer is None:
         raise SystemExit(f"bundle {bundle.name} has no renderer: train one (python -m clipgpt_core.train_renderer) "
                          f"or pass --renderer DIR")

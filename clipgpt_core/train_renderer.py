@@ -2,6 +2,7 @@
 
     python -m clipgpt_core.train_renderer                           # -> assets/shapes/renderer
     python -m clipgpt_core.train_renderer --device cuda             # the same recipe on a GPU
+    python -m clipgpt_core.train_renderer --out DIR --with-text-encoder   # a standalone pipeline
     python -m clipgpt_core.train_renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
 
 Two stages, as Stable Diffusion was made, then one diffusers pipeline:
@@ -18,7 +19,10 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      SNR 0, v is not, and v is also the better-conditioned target at the high noise levels where
      colour and background are decided.
   3. StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler),
-     save_pretrained in float16 safetensors (loaded back in float32).
+     save_pretrained with the UNet and VAE in float16 safetensors (loaded back in float32). The text
+     encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves them out
+     (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
+     StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
 
 Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
 their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
@@ -46,6 +50,7 @@ from .training import fit, run_cli, world_pairs, write_train_record
 class RendererTrainConfig:
     bundle: str = "shapes"            # whose CLIP text tower conditions the UNet (frozen)
     out: str = "assets/shapes/renderer"
+    with_text_encoder: bool = False   # False: leave out text_encoder/ + tokenizer/, the bundle's CLIP text tower
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     seed: int = 0
     threads: int = 2                  # CPU threads; on a machine busy with other jobs, 1 is faster
@@ -269,7 +274,7 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
     unet = train_unet(cfg, vae, tokenizer, text_encoder, data, unet_log, progress)
     t_unet = time.time() - t0 - t_vae - t_encode
     pipe = assemble(vae, text_encoder, tokenizer, unet, cfg)
-    save_pipeline(pipe, cfg.out)
+    save_pipeline(pipe, cfg.out, cfg.with_text_encoder)
 
     def tail(log, key):   # mean of the last 10 % of steps
         values = [r[key] for r in log[-max(1, len(log) // 10):]]
