@@ -3,6 +3,7 @@ classifier's logits?
 
     python benchmarks/bench_explain.py                 # -> benchmarks/results/explain.json and a table
     python benchmarks/bench_explain.py --n 512 --sets alt,ours --methods search,dissect
+    python benchmarks/bench_explain.py --end-to-end-only     # seconds for 512 PIL images, embedding included
 
 For every (function, image set, method): the top explanation, whether it states the answer
 (targets.states_answer), held-out Spearman rho (and the ceiling any tie-free x could reach on those
@@ -52,11 +53,20 @@ def main(argv=None):
     ap.add_argument("--classifier", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT, help="explain()'s prior_weight")
     ap.add_argument("--centre", action=argparse.BooleanOptionalAction, default=True, help="centred CLIP_t (default)")
+    ap.add_argument("--end-to-end", type=int, default=512, metavar="N",
+                    help="also time explain() on N PIL images, embedding included, per method (0: skip)")
+    ap.add_argument("--end-to-end-only", action="store_true", help="only that timing (no recovery runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     bundle = load_bundle()
     methods = args.methods.split(",")
+    if args.end_to_end_only:
+        timing = end_to_end(bundle, args.end_to_end, methods)
+        out = Path(args.out).with_name("explain_end_to_end.json")
+        out.write_text(json.dumps(timing | {"command": "python " + " ".join(sys.argv)}, indent=1))
+        print(f"wrote {out}")
+        return
     sets = {}
     for name, seed in (("alt", 1_000_000), ("ours", 2_000_000)):
         if name in args.sets.split(",") or (name == "ours" and args.classifier):
@@ -101,8 +111,24 @@ def main(argv=None):
         Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summarise(rows)}, indent=1))
     summary = summarise(rows)
     print_table(summary)
-    Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summary}, indent=1))
+    timing = end_to_end(bundle, args.end_to_end, methods) if args.end_to_end else None
+    Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summary,
+                                         "end_to_end": timing}, indent=1))
     print(f"wrote {args.out}")
+
+
+def end_to_end(bundle, n: int, methods) -> dict:
+    """Seconds for explain() on n PIL images (independent renderer), embedding included, default budget:
+    what a user waits for. Function: has_red."""
+    images, scenes = world_sample(n, seed=3_000_000, renderer="alt")
+    f = PLANTED["has_red"].score(scenes, images)
+    out = {"images": n, "function": "has_red", "threads": torch.get_num_threads(), "seconds": {}}
+    for m in methods:
+        t = time.time()
+        best = explain(bundle, images, f, method=m, progress=False)[0]
+        out["seconds"][m] = round(time.time() - t, 2)
+        print(f"end to end, {n} images, {m}: {out['seconds'][m]} s ({best.text})", flush=True)
+    return out
 
 
 def summarise(rows):
