@@ -233,12 +233,14 @@ def test_explain_tab(client, tmp_path):
         target_kind="Planted function", method="search", api_name="/explain", **EXPLAIN)
     assert len(table["data"]) >= 1 and "ρ" in status and "recovered" in status
     assert len(top) == 8 and len(bottom) == 8 and token_file is None
-    rendered, message = client.predict(api_name="/explain_render")
-    assert "renderer" in message or len(rendered) == 4
-    # inversion: a token file to download
+    rendered, message = client.predict(api_name="/explain_render")      # the built-in renderer draws the text
+    assert len(rendered) == 4 and "Rendered" in message
+    # inversion: a token file to download, and its learned token through the renderer
     out = client.predict(target_kind="Planted function", method="inversion", api_name="/explain",
                          **(EXPLAIN | {"budget": 5}))
     assert out[-1] and str(out[-1]).endswith(".safetensors")
+    rendered, message = client.predict(api_name="/explain_render")
+    assert len(rendered) == 4 and "<f-" in message
     # the user's scores as a CSV
     for i in range(12):
         world.example(i).image.save(tmp_path / f"{i}.png")
