@@ -5,13 +5,12 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from clipgpt_core import targets
 from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, explain, fit_curve
 from clipgpt_core.images import load_image
-
-from .render import bundle_renderer, has_renderer
+from demo import upscale
+from demo.render import bundle_renderer, has_renderer
 
 TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positives vs negatives"]
 IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
@@ -19,13 +18,6 @@ METHOD_NAMES = {"search": "prior-guided search", "dissect": "CLIP-Dissect baseli
                 "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
 USER_ERRORS = (ValueError, RuntimeError, OSError)
 HEADERS = ["explanation", "held-out Spearman ρ", "held-out R²", "prior log p", "method"]
-
-
-def _display(image: Image.Image, side: int = 128) -> Image.Image:
-    if max(image.size) >= side:
-        return image
-    f = max(1, side // max(image.size))
-    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
 
 
 def build(bundle) -> None:
@@ -101,7 +93,7 @@ def build(bundle) -> None:
         xs = _clip_t(bundle, emb, best.text)
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
-        gal = lambda idx: [(_display(images[i]), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
+        gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
         status = (f"**{best.text}** — held-out Spearman ρ {best.spearman:.3f} (the most any text could reach on "
                   f"these scores: {best.extra.get('spearman_ceiling', 1):.2f}), R² {best.r2:.3f}, "
                   f"log p {best.log_prior:.1f}; h {best.direction}; {len(f)} images, {best.seconds:.1f} s "
@@ -132,7 +124,7 @@ def build(bundle) -> None:
             images = r.render([prompt], num_images=4, steps=20, seed=0)
         except (RenderError, *USER_ERRORS) as e:
             raise gr.Error(str(e)) from e
-        return [(_display(im, 192), prompt) for im in images], f"Rendered “{prompt}”."
+        return [(upscale(im, 192), prompt) for im in images], f"Rendered “{prompt}”."
 
     planted_choices = [(f"{p.description}  →  {p.answer}", k) for k, p in targets.PLANTED.items()]
     clf_choices = targets.ClassifierTarget.outputs(classifier) if classifier is not None else []

@@ -8,6 +8,7 @@ from PIL import Image
 
 from clipgpt_core.retrieval import TEXT_MODES, NearestImages
 from clipgpt_core.world import ATTRIBUTES
+from demo import upscale
 
 SOURCES = ["Built-in gallery", "My folder", "Remote clip-retrieval back-end"]
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -17,20 +18,12 @@ TEXT_EXAMPLES = ["a red circle", "a large blue star on a black background",
 USER_ERRORS = (ValueError, RuntimeError, OSError)  # core errors carry messages meant for people
 
 
-def _display(image: Image.Image, side: int = 160) -> Image.Image:
-    """Small gallery images are upscaled with hard edges, so shapes stay crisp."""
-    if max(image.size) >= side:
-        return image
-    f = max(1, side // max(image.size))
-    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
-
-
 def _format(hits) -> list[tuple[Image.Image, str]]:
     items = []
     for h in hits:
         image = h.image if h.image is not None else (Image.open(h.image_path).convert("RGB") if h.image_path else None)
         if image is not None:
-            items.append((_display(image), f"{h.similarity:.3f} · {h.caption or Path(h.image_path or '').name}"))
+            items.append((upscale(image, 160), f"{h.similarity:.3f} · {h.caption or Path(h.image_path or '').name}"))
     return items
 
 

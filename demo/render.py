@@ -3,9 +3,9 @@ clipgpt_core.renderer.Renderer (a diffusers StableDiffusionPipeline)."""
 from __future__ import annotations
 
 import gradio as gr
-from PIL import Image
 
 from clipgpt_core.renderer import GUIDANCE, NUM_IMAGES, STEPS, RenderError
+from demo import upscale
 
 EXAMPLES = ["a large red circle on a black background", "a small blue star in the top left",
             "a yellow square on a gray background", "two green triangles on a white background"]
@@ -14,14 +14,6 @@ NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-cor
                "and add `\"renderer\": {\"kind\": \"diffusers_stable_diffusion\", \"path\": \"renderer\"}` to the "
                "bundle's manifest.json components; or start the app with an `open_clip:` bundle to drive "
                "Stable Diffusion 1.5 from the local Hugging Face cache.")
-
-
-def _display(image: Image.Image, side: int = 256) -> Image.Image:
-    """64x64 renders are upscaled with hard edges, so they are not blurred in the gallery."""
-    if max(image.size) >= side:
-        return image
-    f = max(1, side // max(image.size))
-    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
 
 
 def has_renderer(bundle) -> bool:
@@ -54,7 +46,7 @@ def build(bundle) -> None:
                               steps=int(steps), seed=seed, negative_prompt=negative_prompt or None)
         except RenderError as e:
             raise gr.Error(str(e)) from e
-        return [(_display(im), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
+        return [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
 
     def load_tokens(path):
         if not path:
