@@ -302,13 +302,14 @@ def test_render_tab_without_a_renderer_says_how_to_get_one(bundle):
         demo.close()
 
 
-def test_the_built_in_renderer_draws_what_the_prompt_says(bundle):
+def test_the_built_in_renderer_draws_what_the_prompt_says():
     """The shipped renderer, judged by the benchmark's pixel judge: large objects in the prompted colour on
     the prompted background (an untrained UNet gets ~1/8 colours and ~1/3 backgrounds right)."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.bench_render import pixel_judge
+    bundle = load_bundle()        # a fresh one: other tests load learned tokens into the shared bundle's renderer
     renderer = bundle.renderer
     assert renderer is not None and renderer.text_encoder_is(bundle.clip)   # the bundle's CLIP, stored once
     renderer.pipe.set_progress_bar_config(disable=True)
