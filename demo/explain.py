@@ -70,7 +70,8 @@ def build(bundle) -> None:
         return images, emb, t.score(images), t.answer
 
     def run(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
-            n_images, image_folder, method, budget, prior_weight, seed, progress=gr.Progress(track_tqdm=True)):
+            n_images, image_folder, method, budget, prior_weight, seed, centre=True,
+            progress=gr.Progress(track_tqdm=True)):
         try:
             images, emb, f, answer = get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder,
                                                  pos_files, neg_files, image_source, n_images, image_folder)
@@ -79,18 +80,18 @@ def build(bundle) -> None:
                 emb = bundle.clip.encode_images(images)
             budget = int(budget) if budget else None
             ranked = explain(bundle, emb, f, method=method, budget=budget, prior_weight=float(prior_weight),
-                             seed=int(seed or 0))
+                             seed=int(seed or 0), centre=bool(centre))
             if not ranked:
                 raise targets.TargetError("No explanation came out; raise the budget")
             best = ranked[0]
-            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0))
+            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0), centre=bool(centre))
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         table = [e.row() for e in ranked]
         order = np.argsort(x)
-        plot = pd.DataFrame({"CLIP_t (centred cosine)": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
+        plot = pd.DataFrame({"CLIP_t": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
                              "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
-        xs = _clip_t(bundle, emb, best.text)
+        xs = _clip_t(bundle, emb, best.text, bool(centre))
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
         gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
@@ -151,11 +152,15 @@ def build(bundle) -> None:
             prior_weight = gr.Slider(0, 0.1, value=DEFAULT_PRIOR_WEIGHT, step=0.005,
                                      label="Prior weight (× log p of the text, against Spearman ρ)")
             seed = gr.Number(value=0, precision=0, label="Seed (fit / held-out split and sampling)")
+            centre = gr.Checkbox(value=True, label="Centre CLIP_t on a generic caption",
+                                 info="cos(image, text) − cos(image, the concept list's mean text); off: raw "
+                                      "cosine, which tracks how crowded an image is (it fitted the classifier's "
+                                      "logits better in the benchmark)")
             go = gr.Button("Explain", variant="primary")
         with gr.Column(scale=3):
             status = gr.Markdown()
             table = gr.Dataframe(headers=HEADERS, label="Explanations, best first", wrap=True)
-            plot = gr.ScatterPlot(x="CLIP_t (centred cosine)", y="score", color="series", label="f against h(CLIP_t)",
+            plot = gr.ScatterPlot(x="CLIP_t", y="score", color="series", label="f against h(CLIP_t)",
                                   height=300)
             top = gr.Gallery(label="Highest f", columns=8, height=170)
             bottom = gr.Gallery(label="Lowest f", columns=8, height=170)
@@ -166,15 +171,15 @@ def build(bundle) -> None:
             render_status = gr.Markdown()
     state = gr.State(None)
     inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
-              n_images, image_folder, method, budget, prior_weight, seed]
+              n_images, image_folder, method, budget, prior_weight, seed, centre]
     go.click(run, inputs, [table, status, plot, top, bottom, token_file, state], api_name="explain",
              concurrency_limit=1, concurrency_id="explain")
     render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
                      concurrency_id="renderer")
 
 
-def _clip_t(bundle, emb: np.ndarray, text: str) -> np.ndarray:
-    """CLIP_t of every image as explain() scores it (centred cosine)."""
+def _clip_t(bundle, emb: np.ndarray, text: str, centre: bool = True) -> np.ndarray:
+    """CLIP_t of every image as explain() scores it (centred cosine, or raw)."""
     from clipgpt_core.explain import explainer_for
     ex = explainer_for(bundle)
-    return emb @ ex.features([ex.ids(text)])[0] - emb @ ex.centre
+    return emb @ ex.features([ex.ids(text)])[0] - (emb @ ex.centre if centre else 0.0)
