@@ -708,11 +708,18 @@ def explain(bundle, images, scores, method: str = "search", budget: int | None =
     return out
 
 
+def clip_t(bundle, emb: np.ndarray, text: str, centre: bool = True) -> np.ndarray:
+    """CLIP_t of every image embedding (N, D) for one text, as explain() scores it -> (N,)."""
+    ex = explainer_for(bundle)
+    x = emb @ ex.features([ex.ids(text)])[0]
+    return x - emb @ ex.centre if centre else x
+
+
 def fit_curve(bundle, images_or_emb, scores, text: str, seed: int = 0, centre: bool = True):
     """For plots: held-out (x = CLIP_t, f, h(x)) of one text, with h fitted on the fit half."""
     ex = explainer_for(bundle)
     p = ex.problem(images_or_emb, scores, seed, centre)
-    x = p.sims(ex.features([ex.ids(text)]))[:, 0]
+    x = clip_t(bundle, p.emb, text, centre)
     rho = spearman_columns(p.rf_fit, x[p.fit][:, None])[0]
     h = monotone_fit(x[p.fit], p.f[p.fit], bool(rho >= 0))
     return x[p.held], p.f[p.held], h.predict(x[p.held]), p.held

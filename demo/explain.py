@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from clipgpt_core import targets
-from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, explain, fit_curve
+from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, clip_t, explain, fit_curve
 from clipgpt_core.images import load_image
 from demo import upscale
 from demo.render import bundle_renderer, has_renderer
@@ -91,7 +91,7 @@ def build(bundle) -> None:
         order = np.argsort(x)
         plot = pd.DataFrame({"CLIP_t": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
                              "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
-        xs = _clip_t(bundle, emb, best.text, bool(centre))
+        xs = clip_t(bundle, emb, best.text, bool(centre))
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
         gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
@@ -177,9 +177,3 @@ def build(bundle) -> None:
     render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
                      concurrency_id="renderer")
 
-
-def _clip_t(bundle, emb: np.ndarray, text: str, centre: bool = True) -> np.ndarray:
-    """CLIP_t of every image as explain() scores it (centred cosine, or raw)."""
-    from clipgpt_core.explain import explainer_for
-    ex = explainer_for(bundle)
-    return emb @ ex.features([ex.ids(text)])[0] - (emb @ ex.centre if centre else 0.0)
