@@ -144,13 +144,14 @@ def main():
     p.add_argument("--seeds", type=int, default=4, help="images per prompt")
     p.add_argument("--out", default="benchmarks/results/render.json")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-UNet baseline")
+    p.add_argument("--device", default="cpu", help="where to render (seconds per image are this device's)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a machine busy with other jobs)")
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    bundle = load_bundle(args.bundle)
-    renderer = Renderer.load(args.renderer, clip=bundle.clip) if args.renderer else bundle.renderer
+    bundle = load_bundle(args.bundle, device=args.device)
+    renderer = Renderer.load(args.renderer, args.device, clip=bundle.clip) if args.renderer else bundle.renderer
     if renderer is None:
         raise SystemExit(f"bundle {bundle.name} has no renderer: train one (python -m clipgpt_core.train_renderer) "
                          f"or pass --renderer DIR")
@@ -158,7 +159,7 @@ def main():
     defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
                 if k in ("guidance_scale", "steps")}
     report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
-              "threads": args.threads,
+              "device": args.device, "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",
               "sets": {}}

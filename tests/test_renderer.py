@@ -13,7 +13,9 @@ from clipgpt_core import load_bundle, save_bundle
 from clipgpt_core.bundle import Bundle, BundleError
 from clipgpt_core.renderer import Renderer, RenderError
 from clipgpt_core.train_renderer import (RendererTrainConfig, encode_scenes, encode_text, make_scheduler, make_unet,
-                                         make_vae, to_pixels, train, train_unet, train_vae, unet_loss, vae_loss)
+                                         make_vae, object_masks, to_pixels, train, train_unet, train_vae, unet_loss,
+                                         vae_loss)
+from clipgpt_core import world
 from clipgpt_core.training import world_pairs
 
 
@@ -85,6 +87,27 @@ def test_a_few_steps_lower_the_loss(bundle, tmp_path):
     with torch.no_grad():
         after = unet_loss(unet, scheduler, z, text, t, noise).item()
     assert after < 0.8 * before, (before, after)
+
+
+def test_object_masks_cover_the_objects_and_weight_the_loss():
+    small = world.Obj("red", "circle", "small", cx=10.0, cy=50.0, extent=12.0, angle=0.0)
+    large = world.Obj("blue", "square", "large", cx=40.0, cy=20.0, extent=26.0, angle=0.0)
+    masks = object_masks([world.Scene("gray", (small,)), world.Scene("gray", (small, large))], 16)   # (2, 1, 16, 16)
+    assert masks.shape == (2, 1, 16, 16) and set(masks.unique().tolist()) == {0.0, 1.0}
+    assert masks[0, 0, 50 // 4, 10 // 4] == 1 and masks[0, 0, 20 // 4, 40 // 4] == 0 and masks[0, 0, 0, 15] == 0
+    assert 4 <= masks[0].sum() <= 16                       # a small object: about 3x3 of 16x16 latent cells
+    assert masks[1].sum() > 4 * masks[0].sum()              # the large square covers far more
+    # a weight of ones is plain MSE; weighting the object cells changes the loss
+    cfg = tiny_config("/tmp/unused")
+    torch.manual_seed(0)
+    unet, scheduler = make_unet(cfg, 128, 16), make_scheduler(cfg)
+    z, noise, text = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16), torch.randn(2, 32, 128)
+    t = torch.tensor([100, 900])
+    with torch.no_grad():
+        plain = unet_loss(unet, scheduler, z, text, t, noise)
+        ones = unet_loss(unet, scheduler, z, text, t, noise, torch.ones(2, 1, 16, 16))
+        weighted = unet_loss(unet, scheduler, z, text, t, noise, 1 + 4 * masks)
+    assert torch.allclose(plain, ones) and not torch.allclose(plain, weighted)
 
 
 def test_the_saved_pipeline_is_stable_diffusion_and_round_trips(bundle, trained, tiny_dir, renderer):
