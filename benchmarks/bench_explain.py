@@ -7,8 +7,10 @@ classifier's logits?
 
 For every (function, image set, method): the top explanation, whether it states the answer
 (targets.states_answer), held-out Spearman rho (and the ceiling any tie-free x could reach on those
-scores), held-out R^2, the prior log-prob of the top explanation and of the answer written as a caption,
-and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
+scores, and a linear probe's rho: a ridge regression on the whole image embedding, the most one text's
+CLIP_t, itself a linear readout of the embedding, can roughly reach with this CLIP), whether the
+CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^2, the prior log-prob
+of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
 "ours" = world.render, on seeds no training run draws (1,000,000+).
 """
@@ -52,7 +54,8 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--classifier", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT, help="explain()'s prior_weight")
-    ap.add_argument("--centre", action=argparse.BooleanOptionalAction, default=True, help="centred CLIP_t (default)")
+    ap.add_argument("--centre", choices=["auto", "yes", "no"], default="auto",
+                    help="CLIP_t: auto (explain()'s default), centred (yes) or raw cosine (no)")
     ap.add_argument("--end-to-end", type=int, default=512, metavar="N",
                     help="also time explain() on N PIL images, embedding included, per method (0: skip)")
     ap.add_argument("--end-to-end-only", action="store_true", help="only that timing (no recovery runs)")
@@ -87,20 +90,23 @@ def main(argv=None):
                 t = ClassifierTarget(clf, out)
                 jobs.append(("classifier", out, "ours", t.score(images), t.answer, True))
     rows = []
+    centre = {"auto": "auto", "yes": True, "no": False}[args.centre]
     for kind, fname, s, f, answer, single in jobs:
         emb = sets[s][2]
         lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
+        probe = linear_probe_spearman(emb, f)
         for m in methods:
             t = time.time()
             ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
-                             centre=args.centre)
+                             centre=centre)
             sec = time.time() - t
             best = ranked[0]
             row = {"kind": kind, "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
                    else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
                    "recovered": states_answer(best.text, answer), "spearman": best.spearman,
                    "spearman_h": best.extra["spearman_h"], "r2": best.r2,
-                   "spearman_ceiling": best.extra["spearman_ceiling"], "log_prior": best.log_prior,
+                   "spearman_ceiling": best.extra["spearman_ceiling"], "probe_spearman": probe,
+                   "centred": best.extra["centred"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
             rows.append(row)
@@ -115,6 +121,18 @@ def main(argv=None):
     Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summary,
                                          "end_to_end": timing}, indent=1))
     print(f"wrote {args.out}")
+
+
+def linear_probe_spearman(emb: np.ndarray, f: np.ndarray, seed: int = 0) -> float:
+    """A reference, not an explanation: held-out rho of a ridge regression of f on the whole image
+    embedding, fitted on explain()'s fit half. Any text's CLIP_t (centred or raw) is one linear readout of
+    the embedding, so this is roughly the most a single text can reach with this CLIP on these images."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import RidgeCV
+    perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
+    fit, held = np.sort(perm[:len(f) // 2]), np.sort(perm[len(f) // 2:])
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(emb[fit], f[fit])
+    return float(spearmanr(f[held], ridge.predict(emb[held]))[0])
 
 
 def end_to_end(bundle, n: int, methods) -> dict:
@@ -144,6 +162,9 @@ def summarise(rows):
             "spearman": float(np.mean([r["spearman"] for r in rs])),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
             "spearman_over_ceiling": float(np.mean([r["spearman"] / max(r["spearman_ceiling"], 1e-6) for r in rs])),
+            "spearman_ceiling": float(np.mean([r["spearman_ceiling"] for r in rs])),
+            "probe_spearman": float(np.mean([r["probe_spearman"] for r in rs])),
+            "centred_share": float(np.mean([r["centred"] for r in rs])),
             "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
             "log_prior_answer": float(np.mean([r["log_prior_answer"] for r in rs])),
             "seconds": float(np.mean([r["seconds"] for r in rs]))}
@@ -151,11 +172,12 @@ def summarise(rows):
 
 
 def print_table(summary):
-    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} {'R2':>6s} "
-          f"{'log p':>6s} {'log p ans':>9s} {'s/expl':>6s}")
+    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
+          f"{'probe':>6s} {'ceil':>5s} {'R2':>6s} {'log p':>6s} {'log p ans':>9s} {'s/expl':>6s} {'centred':>7s}")
     for k, v in summary.items():
-        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} {v['spearman_over_ceiling']:8.3f} "
-              f"{v['r2']:6.3f} {v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f}")
+        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
+              f"{v['spearman_over_ceiling']:8.3f} {v['probe_spearman']:6.3f} {v['spearman_ceiling']:5.2f} {v['r2']:6.3f} "
+              f"{v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f} {v['centred_share']:7.2f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
 METHOD_NAMES = {"search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
                 "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
 USER_ERRORS = (ValueError, RuntimeError, OSError)
+CENTRE = {"auto": "auto", "centred": True, "raw cosine": False}   # the radio's choices -> explain(centre=...)
 HEADERS = ["explanation", "held-out Spearman ρ", "held-out R²", "prior log p", "method"]
 
 
@@ -70,7 +71,7 @@ def build(bundle) -> None:
         return images, emb, t.score(images), t.answer
 
     def run(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
-            n_images, image_folder, method, budget, prior_weight, seed, centre=True,
+            n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
             progress=gr.Progress(track_tqdm=True)):
         try:
             images, emb, f, answer = get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder,
@@ -80,25 +81,26 @@ def build(bundle) -> None:
                 emb = bundle.clip.encode_images(images)
             budget = int(budget) if budget else None
             ranked = explain(bundle, emb, f, method=method, budget=budget, prior_weight=float(prior_weight),
-                             seed=int(seed or 0), centre=bool(centre))
+                             seed=int(seed or 0), centre=CENTRE.get(centre, "auto"))
             if not ranked:
                 raise targets.TargetError("No explanation came out; raise the budget")
             best = ranked[0]
-            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0), centre=bool(centre))
+            centred = best.extra["centred"]                   # what "auto" chose
+            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0), centre=centred)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         table = [e.row() for e in ranked]
         order = np.argsort(x)
         plot = pd.DataFrame({"CLIP_t": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
                              "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
-        xs = clip_t(bundle, emb, best.text, bool(centre))
+        xs = clip_t(bundle, emb, best.text, centred)
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
         gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
         status = (f"**{best.text}** — held-out Spearman ρ {best.spearman:.3f} (the most any text could reach on "
                   f"these scores: {best.extra.get('spearman_ceiling', 1):.2f}), R² {best.r2:.3f}, "
-                  f"log p {best.log_prior:.1f}; h {best.direction}; {len(f)} images, {best.seconds:.1f} s "
-                  f"({METHOD_NAMES[method]}).")
+                  f"log p {best.log_prior:.1f}; h {best.direction}; CLIP_t {'centred' if centred else 'raw cosine'}; "
+                  f"{len(f)} images, {best.seconds:.1f} s ({METHOD_NAMES[method]}).")
         if answer:
             ok = targets.states_answer(best.text, answer)
             status += f"\n\nKnown answer {answer}: {'recovered ✓' if ok else 'not recovered ✗'}."
@@ -152,10 +154,10 @@ def build(bundle) -> None:
             prior_weight = gr.Slider(0, 0.1, value=DEFAULT_PRIOR_WEIGHT, step=0.005,
                                      label="Prior weight (× log p of the text, against Spearman ρ)")
             seed = gr.Number(value=0, precision=0, label="Seed (fit / held-out split and sampling)")
-            centre = gr.Checkbox(value=True, label="Centre CLIP_t on a generic caption",
-                                 info="cos(image, text) − cos(image, the concept list's mean text); off: raw "
-                                      "cosine, which tracks how crowded an image is (it fitted the classifier's "
-                                      "logits better in the benchmark)")
+            centre = gr.Radio(list(CENTRE), value="auto", label="CLIP_t",
+                              info="centred: cos(image, text) − cos(image, the concept list's mean text); raw "
+                                   "cosine also tracks how crowded an image is (it fits some classifier logits "
+                                   "better); auto: whichever lets the best concept fit the fit half better")
             go = gr.Button("Explain", variant="primary")
         with gr.Column(scale=3):
             status = gr.Markdown()

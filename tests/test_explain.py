@@ -66,6 +66,22 @@ def test_centred_similarity_removes_the_shared_caption_component(bundle, sample)
     assert rho["centred"] > rho["raw"] + 0.15 and rho["centred"] > 0.4, rho
 
 
+def test_auto_centre_picks_the_variant_the_fit_half_prefers(bundle, sample):
+    """A colour is explained on the centred CLIP_t; a function of the part every caption shares (how
+    crowded the image is) only on raw cosine, which centring removes: "auto" picks each right."""
+    images, scenes, emb = sample
+    ex = explainer_for(bundle)
+    has_red = PLANTED["has_red"].score(scenes, images)
+    assert ex.problem(emb, has_red, seed=0, centre="auto").centred
+    shared = emb @ ex.centre + np.random.default_rng(0).normal(0, 0.002, len(emb))
+    assert not ex.problem(emb, shared, seed=0, centre="auto").centred
+    ranked = explain(bundle, emb, shared, method="dissect", progress=False)
+    assert ranked[0].extra["centred"] is False
+    assert explain(bundle, emb, has_red, method="dissect", progress=False)[0].extra["centred"] is True
+    with pytest.raises(ValueError, match="centre must be"):
+        ex.problem(emb, has_red, seed=0, centre="sometimes")
+
+
 def test_monotone_fit_is_monotone():
     rng = np.random.default_rng(0)
     x = rng.normal(size=300)
@@ -250,8 +266,9 @@ def test_explain_tab(client, tmp_path):
     assert len(table["data"]) >= 1
     # raw cosine instead of the centred CLIP_t: the same dissect ranking, other held-out figures
     runs = [client.predict(target_kind="Planted function", method="dissect", api_name="/explain",
-                           **(EXPLAIN | {"centre": c}))[1] for c in (True, False)]
+                           **(EXPLAIN | {"centre": c}))[1] for c in ("centred", "raw cosine", "auto")]
     assert runs[0] != runs[1] and all("ρ" in r for r in runs)
+    assert "CLIP_t centred" in runs[0] and "CLIP_t raw cosine" in runs[1] and "CLIP_t centred" in runs[2]
 
 
 def test_explain_tab_bad_input_and_the_app_stays_up(client, tmp_path):
