@@ -285,7 +285,7 @@ def phrase_text(p: Phrase, rng: random.Random | None = None, plural_count: int |
     words = [w for w in (p.size, p.colour) if w]
     if rng and p.size and p.colour and rng.random() < 0.15:
         words = [p.colour, p.size]  # "a red small circle" is still true, if less usual
-    noun = PLURALS[p.shape] if plural_count else p.shape
+    noun = PLURALS[p.shape] if plural_count and plural_count > 1 else p.shape   # "one red circle"
     head = " ".join(words + [noun])
     if plural_count:
         text = f"{COUNT_WORDS[plural_count]} {head}"

@@ -122,3 +122,9 @@ def test_positions_cover_the_grid():
     assert world.Obj("red", "circle", "small", 32, 32, 12, 0).position == "center"
     assert world.Obj("red", "circle", "small", 60, 40, 12, 0).position == "right"
     assert world.Obj("red", "circle", "small", 40, 60, 12, 0).position == "bottom"
+
+
+def test_counts_agree_with_their_noun():
+    one, three = (world.Description((world.Phrase("circle", colour="red"),), count=k) for k in (1, 3))
+    assert world.caption_text(one) == "one red circle"
+    assert world.caption_text(three) == "three red circles"
