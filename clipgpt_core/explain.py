@@ -59,6 +59,11 @@ from .targets import TargetError, check_scores
 METHODS = ("search", "dissect", "inversion", "gumbel")
 DEFAULT_BUDGET = {"search": 4, "dissect": 0, "inversion": 150, "gumbel": 60}   # rounds / - / steps / steps
 DEFAULT_PRIOR_WEIGHT = 0.01
+# The fluency floor, in nats per token (the prior's restricted vocabulary). On the built-in prior,
+# 200 sampled ShapesWorld captions have no token below about -7; "a large small in the center" has one
+# at about -9 and "a large the right" at -11 (full vocabulary; see tests/test_explain.py).
+FLUENCY_FLOOR = -8.0
+DISFLUENT_PENALTY = 1.0      # subtracted from the objective (rho is at most 1): disfluent texts rank last
 MAX_IMAGES = 20_000
 
 
@@ -227,10 +232,10 @@ class TokenSpace:
         return rows
 
     @torch.no_grad()
-    def log_probs(self, rows: list[tuple[int, ...]], chunk: int = 512) -> np.ndarray:
-        """Mean log p per token (end-of-text included) in this vocabulary: (M,). A row with a token
+    def token_log_probs(self, rows: list[tuple[int, ...]], chunk: int = 512) -> list[np.ndarray]:
+        """log p of every token (end-of-text included) in this vocabulary, per row. A row with a token
         outside it is scored with the full vocabulary."""
-        out = np.zeros(len(rows))
+        out = []
         for i in range(0, len(rows), chunk):
             part = [(self.sot,) + tuple(r)[:self.cfg.context_length - 2] + (self.eot,) for r in rows[i:i + chunk]]
             ids = torch.zeros(len(part), max(map(len, part)), dtype=torch.long, device=self.ids.device)
@@ -242,11 +247,15 @@ class TokenSpace:
                 n = len(r) - 1
                 if all(t in self.index for t in r[1:]):
                     k = torch.tensor([self.index[t] for t in r[1:]], device=logp.device)
-                    out[i + j] = float(logp[j, torch.arange(n), k].mean())
+                    out.append(logp[j, torch.arange(n), k].cpu().numpy())
                 else:
                     full = self.gpt.logits(states[j, :n]).float().log_softmax(-1)
-                    out[i + j] = float(full[torch.arange(n), torch.tensor(r[1:])].mean())
+                    out.append(full[torch.arange(n), torch.tensor(r[1:])].cpu().numpy())
         return out
+
+    def log_probs(self, rows: list[tuple[int, ...]], chunk: int = 512) -> np.ndarray:
+        """Mean log p per token (end-of-text included) in this vocabulary: (M,)."""
+        return np.array([lp.mean() for lp in self.token_log_probs(rows, chunk)])
 
     @torch.no_grad()
     def next_tokens(self, rows: list[tuple[int, ...]], top: int) -> list[list[list[int]]]:
@@ -300,7 +309,7 @@ class Explainer:
         self.space = TokenSpace(self.prior, phrases)
         self.sot, self.eot = self.space.sot, self.space.eot
         self._features: dict[tuple, np.ndarray] = {}
-        self._logp: dict[tuple, float] = {}
+        self._logp: dict[tuple, tuple[float, float]] = {}       # row -> (mean, min) token log p
         mean = self.features([self.ids(c) for c in self.concepts]).mean(0)
         self.centre = mean / np.linalg.norm(mean)                   # (D,) the generic caption direction
         self.edit_groups = getattr(bundle.captioner, "edits", None) or {}
@@ -309,6 +318,10 @@ class Explainer:
         # one when ranking: 0 = explanations say what f responds to (a decreasing fit mostly finds
         # confounds, e.g. "a purple triangle" for the number of circles: one object, so few circles)
         self.decreasing = 0.0
+        # texts with a token less likely than this under the prior (restricted vocabulary) rank after
+        # every fluent text: it drops word salad ("a large small in the center") without the length
+        # penalty a larger prior_weight brings (calibration in FLUENCY_FLOOR's comment)
+        self.fluency_floor: float | None = FLUENCY_FLOOR
 
     # -- text -> ids -> features / prior ---------------------------------------------------------
     def ids(self, text: str) -> tuple[int, ...]:
@@ -329,11 +342,25 @@ class Explainer:
         return self.mean_logp(rows) * np.array([len(r) + 1 for r in rows])
 
     def mean_logp(self, rows: list[tuple]) -> np.ndarray:
+        return self._token_stats(rows)[:, 0]
+
+    def min_logp(self, rows: list[tuple]) -> np.ndarray:
+        """The least likely token's log p in each row: one word the prior would never put there (as in
+        "a large small in the center") makes it low, however short or long the text."""
+        return self._token_stats(rows)[:, 1]
+
+    def disfluent(self, rows: list[tuple]) -> np.ndarray:
+        """(M,) 1.0 where a row has a token below the fluency floor, else 0.0."""
+        if self.fluency_floor is None or not rows:
+            return np.zeros(len(rows))
+        return (self.min_logp(rows) < self.fluency_floor).astype(np.float64)
+
+    def _token_stats(self, rows: list[tuple]) -> np.ndarray:          # (M, 2): mean and min token log p
         new = list(dict.fromkeys(r for r in rows if r not in self._logp))
         if new:
-            for r, v in zip(new, self.space.log_probs(new)):
-                self._logp[r] = float(v)
-        return np.array([self._logp[r] for r in rows])
+            for r, lp in zip(new, self.space.token_log_probs(new)):
+                self._logp[r] = (float(lp.mean()), float(lp.min()))
+        return np.array([self._logp[r] for r in rows], dtype=np.float64).reshape(len(rows), 2)
 
     # -- problem --------------------------------------------------------------------------------
     def problem(self, images, scores, seed: int, centre: bool | str = True) -> Problem:
@@ -366,14 +393,16 @@ class Explainer:
         best = [float(np.nanmax(spearman_columns(p.rf_fit, p.sims(feats, p.fit)))) for p in (centred, raw)]
         return centred if best[0] >= best[1] else raw
 
-    def fit_scores(self, p: Problem, rows: list[tuple], prior_weight: float, neg: float | None = None):
+    def fit_scores(self, p: Problem, rows: list[tuple], prior_weight: float, neg: float | None = None,
+                   fluency: bool = True):
         """-> (objective, rho_fit) for rows: rho on the fit half (a decreasing fit counts x `neg`)
         + prior_weight x log p(text) (total: the prior also prefers short texts)."""
         feats = self.features(rows)
         rho = spearman_columns(p.rf_fit, p.sims(feats, p.fit))
         neg = self.decreasing if neg is None else neg
         fit = np.maximum(rho, -neg * rho)
-        return fit + prior_weight * self.logp(rows), rho
+        penalty = DISFLUENT_PENALTY * self.disfluent(rows) if fluency else 0.0
+        return fit + prior_weight * self.logp(rows) - penalty, rho
 
     def evaluate(self, p: Problem, text: str, feat: np.ndarray, method: str, prior_weight: float,
                  logp: float, neg: float | None = None) -> Explanation:
@@ -392,13 +421,17 @@ class Explainer:
         e.extra["spearman_h"] = _spearman_ties(p.f[p.held], pred)
         return e
 
-    def finish(self, p: Problem, rows: list[tuple], method: str, prior_weight: float, keep: int) -> list[Explanation]:
-        """Held-out figures of candidate rows, ranked by the fit-half objective; exact log-priors."""
+    def finish(self, p: Problem, rows: list[tuple], method: str, prior_weight: float, keep: int,
+               fluency: bool = True) -> list[Explanation]:
+        """Held-out figures of candidate rows, ranked by the fit-half objective; exact log-priors.
+        fluency=False: no fluency floor (inversion's read-outs are nearest tokens, not captions)."""
         rows = list(dict.fromkeys(rows))
         feats, lps = self.features(rows), self.logp(rows)
         out = [self.evaluate(p, self.decode(r), f, method, prior_weight, lp) for r, f, lp in zip(rows, feats, lps)]
-        for e, r in zip(out, rows):
+        for e, r, bad in zip(out, rows, self.disfluent(rows)):
             e.extra["ids"] = list(r)
+            e.extra["fluent"] = not bad
+            e.objective -= DISFLUENT_PENALTY * bad * fluency
         out = sorted(out, key=lambda e: -e.objective)[:keep]
         if out:
             for e, lp in zip(out, self.prior.log_prob([e.text for e in out])):
@@ -515,9 +548,9 @@ class Explainer:
                 for i in range(len(c), 0, -1):
                     cands.setdefault(c[:i], r)
         rows = [c for c in _with_prefixes(cands) if self.eot not in c]
-        obj, _ = self.fit_scores(p, rows, prior_weight)
+        obj, _ = self.fit_scores(p, rows, prior_weight, fluency=False)
         best = [rows[i] for i in np.argsort(-obj)[:max(keep, 20)]]
-        out = self.finish(p, best, "inversion", prior_weight, keep)
+        out = self.finish(p, best, "inversion", prior_weight, keep, fluency=False)
         # the learned tokens themselves: held-out rho, and a diffusers learned_embeds file per explanation
         with torch.no_grad():
             x = torch.cat([sot.expand(restarts, 1, -1), v, eot.expand(restarts, 1, -1)], 1)

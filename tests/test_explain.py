@@ -112,6 +112,30 @@ def test_text_tower_on_ids_equals_encode_texts(bundle):
     assert lp == pytest.approx(full, abs=0.05)        # the restricted vocabulary holds nearly all the mass
 
 
+def test_the_fluency_floor_parts_captions_from_word_salad(bundle, sample):
+    """Every caption the world writes clears the floor; word salad that search once returned does not, and
+    ranks after every fluent text (at the default prior_weight, which alone did not stop it)."""
+    import random
+    from clipgpt_core.explain import FLUENCY_FLOOR
+    from clipgpt_core.training import world_captions
+    ex = explainer_for(bundle)
+    captions = world_captions(random.Random(5), 300, split="any")
+    assert ex.min_logp([ex.ids(t) for t in captions]).min() > FLUENCY_FLOOR
+    salad = ["a large small in the center", "a large the right", "circle red a"]
+    assert (ex.min_logp([ex.ids(t) for t in salad]) < FLUENCY_FLOOR).all()
+    images, scenes, emb = sample
+    p = ex.problem(emb, PLANTED["object_center"].score(scenes, images), seed=0)
+    rows = [ex.ids(t) for t in ["a large small in the center", "a small diamond in the center", "a red circle"]]
+    ranked = ex.finish(p, rows, "search", 0.01, keep=3)
+    assert ranked[-1].text == "a large small in the center" and not ranked[-1].extra["fluent"]
+    assert all(e.extra["fluent"] for e in ranked[:2])
+    ex.fluency_floor = None                                # off: ranked by fit and prior alone
+    try:
+        assert all(e.extra["fluent"] for e in ex.finish(p, rows, "search", 0.01, keep=3))
+    finally:
+        ex.fluency_floor = FLUENCY_FLOOR
+
+
 def test_token_files_load_back_and_into_a_renderer(bundle, sample, tmp_path):
     images, scenes, emb = sample
     f = PLANTED["number_of_circles"].score(scenes, images)
