@@ -19,8 +19,12 @@ per problem, whichever of the two lets the best concept of the concept list fit 
 
 The images are embedded once and split into a fit half and a held-out half (fixed seed). A text is
 scored on the fit half by Spearman's rho between f and CLIP_t, plus prior_weight x its log-prob
-under the caption prior (total, so the prior also asks for short texts); h is an isotonic regression of f on CLIP_t fitted on the fit half
-(increasing or decreasing, whichever fits); every reported figure is on the held-out half.
+under the caption prior (total, so the prior also asks for short texts); h is an isotonic regression
+of f on CLIP_t fitted on the fit half (increasing or decreasing, whichever fits); every reported figure
+is on the held-out half. For the methods that write text from the prior (search, gumbel), a text with
+a token the prior finds less likely than FLUENCY_FLOOR ranks after every fluent text: that stops word
+salad such as "a large small in the center", which a larger prior_weight stopped only by also pushing
+towards short texts (and lower recovery).
 
 Methods
   dissect    CLIP-Dissect's SoftWPMI ranking of a concept list (the baseline)
