@@ -286,7 +286,7 @@ class Problem:
     centred: bool = True     # whether base is the centre (False: raw cosine, base = 0)
 
     def sims(self, feats: np.ndarray, idx=None) -> np.ndarray:
-        """Centred CLIP_t of the images (idx: a subset) for text features (M, D) -> (n, M)."""
+        """CLIP_t (centred or raw, as base says) of the images (idx: a subset) for text features (M, D) -> (n, M)."""
         idx = slice(None) if idx is None else idx
         return self.emb[idx] @ feats.T - self.base[idx, None]
 
