@@ -115,12 +115,12 @@ def render_all(renderer, prompts, k: int, seed: int, **kw) -> list[list]:
     return [renderer.render([p["text"]], num_images=k, seed=seed + i, **kw) for i, p in enumerate(prompts)]
 
 
-def seconds_per_image(renderer, prompts, n: int = 8) -> float:
-    renderer.render([prompts[0]["text"]], seed=0)                           # warm-up
+def seconds_per_image(renderer, prompts, n: int = 8, **kw) -> float:
+    renderer.render([prompts[0]["text"]], seed=0, **kw)                     # warm-up
     times = []
     for i in range(n):
         t = time.perf_counter()
-        renderer.render([prompts[i % len(prompts)]["text"]], seed=i)
+        renderer.render([prompts[i % len(prompts)]["text"]], seed=i, **kw)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
@@ -144,6 +144,8 @@ def main():
     p.add_argument("--seeds", type=int, default=4, help="images per prompt")
     p.add_argument("--out", default="benchmarks/results/render.json")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-UNet baseline")
+    p.add_argument("--guidance-scale", type=float, default=None, help="instead of the renderer's default")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps instead of the renderer's default")
     p.add_argument("--device", default="cpu", help="where to render (seconds per image are this device's)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a machine busy with other jobs)")
     args = p.parse_args()
@@ -158,6 +160,8 @@ def main():
     renderer.pipe.set_progress_bar_config(disable=True)
     defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
                 if k in ("guidance_scale", "steps")}
+    settings = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("steps", args.steps)) if v is not None}
+    defaults |= settings
     report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
               "device": args.device, "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
@@ -166,7 +170,7 @@ def main():
     sets = {"seen": prompt_set(args.n, "train", EVAL_SEED), "heldout": prompt_set(args.n, "heldout", EVAL_SEED + 1)}
     rng = random.Random(EVAL_SEED + 2)
     for name, prompts in sets.items():
-        images = render_all(renderer, prompts, args.seeds, EVAL_SEED)
+        images = render_all(renderer, prompts, args.seeds, EVAL_SEED, **settings)
         report["sets"][f"renderer_{name}"] = judge(bundle.clip, prompts, images)
         report["sets"][f"real_renders_{name}"] = judge(bundle.clip, prompts, [real_renders(q, args.seeds, rng)
                                                                               for q in prompts])
@@ -175,11 +179,11 @@ def main():
     if not args.no_baseline:
         few = everything[::4]
         report["sets"]["untrained_unet_all"] = judge(bundle.clip, few, render_all(untrained(renderer), few, args.seeds,
-                                                                                 EVAL_SEED))
+                                                                                 EVAL_SEED, **settings))
     a, b = report["sets"]["renderer_seen"], report["sets"]["renderer_heldout"]
     report["renderer_all"] = {k: (a[k] + b[k]) / 2 for k in a                # seen and held-out weigh the same
                               if isinstance(a[k], float) and isinstance(b.get(k), float)}
-    report["seconds_per_image"] = round(seconds_per_image(renderer, everything), 3)
+    report["seconds_per_image"] = round(seconds_per_image(renderer, everything, **settings), 3)
     report["bar"] = {"pixel_colour >= 0.80": report["renderer_all"]["pixel_colour"] >= 0.80,
                      "pixel_background >= 0.90": report["renderer_all"]["pixel_background"] >= 0.90,
                      "seconds_per_image <= 5": report["seconds_per_image"] <= 5}

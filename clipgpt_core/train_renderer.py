@@ -37,6 +37,7 @@ the VAE costs nothing per step. Seeds are fixed; each stage has its own seeded s
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class RendererTrainConfig:
     caption_dropout: float = 0.1      # share of captions replaced by "" (the unconditional prompt)
     ema_decay: float = 0.9995         # the ceiling; EMA warm-up (power 3/4) ramps towards it
     object_weight: float = 4.0        # extra loss weight on latent cells an object covers (0: plain MSE)
+    object_weight_max_t: int = 800    # ... at timesteps below this only: the noisiest, where the background
+                                      # is chosen and no object is resolved yet, keep plain MSE
+    background_share: float = 0.8     # share of stage-2 captions that state the background (describe: 0.5)
     single_object_share: float = 0.8  # share of stage-2 scenes with one object (the rest: 2-4 objects)
     prediction_type: str = "v_prediction"
     # shared by both stages
@@ -253,15 +257,25 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_unet, weight_decay=0.01)
     scale = vae.config.scaling_factor
 
+    force_background = max(0.0, (cfg.background_share - 0.5) / 0.5)   # describe() states it half the time
+
+    def caption(scene) -> str:
+        d = world.describe(scene, rng)
+        if d.background is None and rng.random() < force_background:
+            d = dataclasses.replace(d, background=scene.background)
+        return world.caption_text(d, rng)
+
     def step() -> float:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
-        captions = [world.caption_text(world.describe(scenes[i], rng), rng) if rng.random() >= cfg.caption_dropout
-                    else "" for i in idx]
+        captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         noise = torch.randn(z.shape, generator=g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
-        weight = (1 + cfg.object_weight * masks[idx]).to(cfg.device) if cfg.object_weight else None
+        weight = None
+        if cfg.object_weight:
+            weight = 1 + cfg.object_weight * masks[idx] * (t < cfg.object_weight_max_t).float()[:, None, None, None]
+            weight = weight.to(cfg.device)
         loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight)
         _step(opt, unet.parameters(), loss, cfg.grad_clip)
         ema.step(unet.parameters())
