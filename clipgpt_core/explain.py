@@ -496,9 +496,10 @@ class Explainer:
         scored: dict[tuple, float] = {}
 
         def score(new):
+            # no fluency floor while searching: an edit of a disfluent text is often the best fluent one
             new = [r for r in dict.fromkeys(new) if r and r not in scored and len(r) <= self.max_len]
             if new:
-                obj, _ = self.fit_scores(p, new, prior_weight)
+                obj, _ = self.fit_scores(p, new, prior_weight, fluency=False)
                 scored.update(zip(new, obj.tolist()))
         score(self.space.sample(n_samples, temperature, gen, max_len=self.max_len))
         for _ in tqdm(range(budget), desc="explain: search", disable=not progress):
@@ -512,7 +513,9 @@ class Explainer:
                 new += self.space.sample(8, temperature, gen, prefix=b[:int(rng.integers(1, len(b)))], max_len=self.max_len)
             new += self.space.sample(n_samples // 4, temperature, gen, max_len=self.max_len)
             score(new)
-        best = sorted(scored, key=scored.get, reverse=True)[:max(keep, 20)]
+        rows = list(scored)
+        final = np.array([scored[r] for r in rows]) - DISFLUENT_PENALTY * self.disfluent(rows)
+        best = [rows[i] for i in np.argsort(-final, kind="stable")[:max(keep, 20)]]
         return self.finish(p, best, "search", prior_weight, keep)
 
     def inversion(self, p: Problem, budget=150, prior_weight=DEFAULT_PRIOR_WEIGHT, seed=0, keep=10, k=2, restarts=16,
