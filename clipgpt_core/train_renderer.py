@@ -25,6 +25,9 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      benchmarks/results/render_recipe_sweep.json): pixel colour 0.36 plain -> 0.64 (weight 4) -> 0.75
      (weight 4 and 80 % single objects), background 0.95 / 0.93 / 0.98; weights of 7-15 gave colour
      0.70-0.81 but lost background (0.72-0.87); figures are +-0.05 (16 prompts x 2 seeds a set).
+     On this CPU, weight 4 + 80 % single objects gave colour 0.73 but background 0.77 (asked for gray,
+     it drew black or white), so the weight now applies below t = 800 only and 80 % of captions state
+     the background: colour 0.82, background 1.00 (bench_render --n 24 --seeds 2).
   3. StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler),
      save_pretrained with the UNet and VAE in float16 safetensors (loaded back in float32). The text
      encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves them out
