@@ -54,7 +54,7 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import EMAModel
 
 from . import world
-from .training import fit, run_cli, world_pairs, write_train_record
+from .training import OBJECT_MIX, fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -230,12 +230,13 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
 @torch.no_grad()
 def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
-    (N, 4, 16, 16) each, and object masks (N, 1, 16, 16), on the CPU. Sets vae.config.scaling_factor = 1 / std of sampled latents."""
+    (N, 4, 16, 16) each, and object masks (N, 1, 16, 16), on the CPU. Sets vae.config.scaling_factor =
+    1 / std of sampled latents."""
     rng = random.Random(cfg.seed + 1)
     scenes, means, stds = [], [], []
     from tqdm import tqdm
-    rest = (1 - cfg.single_object_share) / 0.5
-    mix = (cfg.single_object_share, 0.3 * rest, 0.12 * rest, 0.08 * rest)
+    rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
+    mix = (cfg.single_object_share, *(share * rest for share in OBJECT_MIX[1:]))
     for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
         images, _, batch_scenes, _ = world_pairs(rng, min(256, cfg.n_latents - i), object_mix=mix)
         post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist

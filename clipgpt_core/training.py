@@ -54,7 +54,10 @@ def read_captions(path: str | Path) -> list[str]:
     return captions
 
 
-def world_pairs(rng: random.Random, n: int, split: str = "train", object_mix=(0.5, 0.3, 0.12, 0.08)):
+OBJECT_MIX = (0.5, 0.3, 0.12, 0.08)   # shares of scenes with 1, 2, 3 and 4 objects
+
+
+def world_pairs(rng: random.Random, n: int, split: str = "train", object_mix=OBJECT_MIX):
     """n rendered examples in random render styles -> images, captions, scenes, descriptions."""
     images, captions, scenes, descs = [], [], [], []
     for _ in range(n):
