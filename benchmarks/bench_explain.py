@@ -7,8 +7,9 @@ classifier's logits?
 
 For every (function, image set, method): the top explanation, whether it states the answer
 (targets.states_answer), held-out Spearman rho (and the ceiling any tie-free x could reach on those
-scores, and a linear probe's rho: a ridge regression on the whole image embedding, the most one text's
-CLIP_t, itself a linear readout of the embedding, can roughly reach with this CLIP), whether the
+scores, and linear probes' rho: ridge regressions on the whole image embedding, see
+linear_probe_spearman; one text's CLIP_t is itself a linear readout of the embedding, so they estimate
+the most any text can reach with this CLIP), whether the
 CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^2, the prior log-prob
 of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
@@ -59,10 +60,13 @@ def main(argv=None):
     ap.add_argument("--end-to-end", type=int, default=512, metavar="N",
                     help="also time explain() on N PIL images, embedding included, per method (0: skip)")
     ap.add_argument("--end-to-end-only", action="store_true", help="only that timing (no recovery runs)")
+    ap.add_argument("--probe-train", type=int, default=2048, metavar="N",
+                    help="images (same renderer, other seeds) the linear-probe reference is fitted on")
+    ap.add_argument("--bundle", default="shapes", help="the bundle to explain with (a name or a directory)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    bundle = load_bundle()
+    bundle = load_bundle(args.bundle)
     methods = args.methods.split(",")
     if args.end_to_end_only:
         timing = end_to_end(bundle, args.end_to_end, methods)
@@ -70,31 +74,34 @@ def main(argv=None):
         out.write_text(json.dumps(timing | {"command": "python " + " ".join(sys.argv)}, indent=1))
         print(f"wrote {out}")
         return
-    sets = {}
+    sets, probe_sets = {}, {}       # image sets explained; the probe reference's training images
     for name, seed in (("alt", 1_000_000), ("ours", 2_000_000)):
         if name in args.sets.split(",") or (name == "ours" and args.classifier):
             images, scenes = world_sample(args.n, seed=seed, renderer=name)
             t = time.time()
             sets[name] = (images, scenes, bundle.clip.encode_images(images))
             print(f"{name}: {args.n} images embedded in {time.time() - t:.1f} s", flush=True)
-    jobs = []                      # (kind, function name, set, scores, answer)
+            images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=name)
+            probe_sets[name] = (images, scenes, bundle.clip.encode_images(images))
+    jobs = []                      # (kind, function name, set, scores, answer, single attribute, probe scores)
     for s in args.sets.split(","):
         images, scenes, _ = sets[s]
         fns = list(PLANTED.values()) if s == "alt" else list(PLANTED.values())[:args.ours_functions]
-        jobs += [("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute) for p in fns]
+        jobs += [("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute,
+                  p.score(probe_sets[s][1], probe_sets[s][0])) for p in fns]
     clf = load_classifier() if args.classifier else None
     if clf is not None:
         images, _, _ = sets["ours"]
         for out in ClassifierTarget.outputs(clf):
             if not out.startswith("unit"):
                 t = ClassifierTarget(clf, out)
-                jobs.append(("classifier", out, "ours", t.score(images), t.answer, True))
+                jobs.append(("classifier", out, "ours", t.score(images), t.answer, True, t.score(probe_sets["ours"][0])))
     rows = []
     centre = {"auto": "auto", "yes": True, "no": False}[args.centre]
-    for kind, fname, s, f, answer, single in jobs:
+    for kind, fname, s, f, answer, single, f_probe in jobs:
         emb = sets[s][2]
         lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
-        probe = linear_probe_spearman(emb, f)
+        probe = linear_probe_spearman(probe_sets[s][2], f_probe, emb, f)
         for m in methods:
             t = time.time()
             ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
@@ -105,7 +112,8 @@ def main(argv=None):
                    else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
                    "recovered": states_answer(best.text, answer), "spearman": best.spearman,
                    "spearman_h": best.extra["spearman_h"], "r2": best.r2,
-                   "spearman_ceiling": best.extra["spearman_ceiling"], "probe_spearman": probe,
+                   "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
+                   "spearman_ceiling": best.extra["spearman_ceiling"], **probe,
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
@@ -123,16 +131,24 @@ def main(argv=None):
     print(f"wrote {args.out}")
 
 
-def linear_probe_spearman(emb: np.ndarray, f: np.ndarray, seed: int = 0) -> float:
-    """A reference, not an explanation: held-out rho of a ridge regression of f on the whole image
-    embedding, fitted on explain()'s fit half. Any text's CLIP_t (centred or raw) is one linear readout of
-    the embedding, so this is roughly the most a single text can reach with this CLIP on these images."""
-    from scipy.stats import spearmanr
+def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.ndarray, f: np.ndarray,
+                          seed: int = 0) -> dict:
+    """References, not explanations: ridge regressions of f on the whole image embedding, read on
+    explain()'s held-out half. Any text's CLIP_t (centred or raw) is one linear readout of the
+    (L2-normalised) embedding, so a probe estimates the most a single text can reach with this CLIP.
+      probe_spearman / probe_spearman_h: fitted on --probe-train other images of the same renderer (8x the
+        labels explain() gets); rho of the probe itself / of h(probe), h isotonic on the fit half as
+        explain() fits it (h's plateaus tie images, which a 0/1 f rewards);
+      probe_fit_spearman_h: fitted on explain()'s own fit half, the labels an explanation has."""
+    from clipgpt_core.explain import _spearman_ties, monotone_fit
     from sklearn.linear_model import RidgeCV
     perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
     fit, held = np.sort(perm[:len(f) // 2]), np.sort(perm[len(f) // 2:])
-    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(emb[fit], f[fit])
-    return float(spearmanr(f[held], ridge.predict(emb[held]))[0])
+    ridge = lambda e, y: RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(e, y).predict(emb)  # noqa: E731
+    rho_h = lambda x: _spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))  # noqa: E731
+    x_big, x_fit = ridge(emb_train, f_train), ridge(emb[fit], f[fit])
+    return {"probe_spearman": _spearman_ties(f[held], x_big[held]), "probe_spearman_h": rho_h(x_big),
+            "probe_fit_spearman_h": rho_h(x_fit)}
 
 
 def end_to_end(bundle, n: int, methods) -> dict:
@@ -161,9 +177,13 @@ def summarise(rows):
             "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
             "spearman": float(np.mean([r["spearman"] for r in rs])),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
+            "learned_spearman": (float(np.mean([r["learned_spearman"] for r in rs]))
+                                 if all(r.get("learned_spearman") is not None for r in rs) else None),
             "spearman_over_ceiling": float(np.mean([r["spearman"] / max(r["spearman_ceiling"], 1e-6) for r in rs])),
             "spearman_ceiling": float(np.mean([r["spearman_ceiling"] for r in rs])),
             "probe_spearman": float(np.mean([r["probe_spearman"] for r in rs])),
+            "probe_spearman_h": float(np.mean([r["probe_spearman_h"] for r in rs])),
+            "probe_fit_spearman_h": float(np.mean([r["probe_fit_spearman_h"] for r in rs])),
             "centred_share": float(np.mean([r["centred"] for r in rs])),
             "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
             "log_prior_answer": float(np.mean([r["log_prior_answer"] for r in rs])),
@@ -173,10 +193,10 @@ def summarise(rows):
 
 def print_table(summary):
     print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
-          f"{'probe':>6s} {'ceil':>5s} {'R2':>6s} {'log p':>6s} {'log p ans':>9s} {'s/expl':>6s} {'centred':>7s}")
+          f"{'probe':>6s} {'probe_h':>7s} {'fit_h':>6s} {'ceil':>5s} {'R2':>6s} {'log p':>6s} {'log p ans':>9s} {'s/expl':>6s} {'centred':>7s}")
     for k, v in summary.items():
         print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
-              f"{v['spearman_over_ceiling']:8.3f} {v['probe_spearman']:6.3f} {v['spearman_ceiling']:5.2f} {v['r2']:6.3f} "
+              f"{v['spearman_over_ceiling']:8.3f} {v['probe_spearman']:6.3f} {v['probe_spearman_h']:7.3f} {v['probe_fit_spearman_h']:6.3f} {v['spearman_ceiling']:5.2f} {v['r2']:6.3f} "
               f"{v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f} {v['centred_share']:7.2f}")
 
 
