@@ -139,7 +139,8 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
       probe_spearman / probe_spearman_h: fitted on --probe-train other images of the same renderer (8x the
         labels explain() gets); rho of the probe itself / of h(probe), h isotonic on the fit half as
         explain() fits it (h's plateaus tie images, which a 0/1 f rewards);
-      probe_fit_spearman_h: fitted on explain()'s own fit half, the labels an explanation has."""
+      probe_fit_spearman / probe_fit_spearman_h: fitted on explain()'s own fit half, the labels an
+        explanation has."""
     from clipgpt_core.explain import _spearman_ties, monotone_fit
     from sklearn.linear_model import RidgeCV
     perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
@@ -148,7 +149,7 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
     rho_h = lambda x: _spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))  # noqa: E731
     x_big, x_fit = ridge(emb_train, f_train), ridge(emb[fit], f[fit])
     return {"probe_spearman": _spearman_ties(f[held], x_big[held]), "probe_spearman_h": rho_h(x_big),
-            "probe_fit_spearman_h": rho_h(x_fit)}
+            "probe_fit_spearman": _spearman_ties(f[held], x_fit[held]), "probe_fit_spearman_h": rho_h(x_fit)}
 
 
 def end_to_end(bundle, n: int, methods) -> dict:
@@ -183,6 +184,7 @@ def summarise(rows):
             "spearman_ceiling": float(np.mean([r["spearman_ceiling"] for r in rs])),
             "probe_spearman": float(np.mean([r["probe_spearman"] for r in rs])),
             "probe_spearman_h": float(np.mean([r["probe_spearman_h"] for r in rs])),
+            "probe_fit_spearman": float(np.mean([r["probe_fit_spearman"] for r in rs])),
             "probe_fit_spearman_h": float(np.mean([r["probe_fit_spearman_h"] for r in rs])),
             "centred_share": float(np.mean([r["centred"] for r in rs])),
             "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
