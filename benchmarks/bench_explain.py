@@ -145,8 +145,13 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
     from sklearn.linear_model import RidgeCV
     perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
     fit, held = np.sort(perm[:len(f) // 2]), np.sort(perm[len(f) // 2:])
-    ridge = lambda e, y: RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(e, y).predict(emb)  # noqa: E731
-    rho_h = lambda x: _spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))  # noqa: E731
+
+    def ridge(e, y):        # fitted on (e, y), read on every image explained
+        return RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(e, y).predict(emb)
+
+    def rho_h(x):           # rho(f, h(x)) on the held-out half, h isotonic on the fit half
+        return _spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))
+
     x_big, x_fit = ridge(emb_train, f_train), ridge(emb[fit], f[fit])
     return {"probe_spearman": _spearman_ties(f[held], x_big[held]), "probe_spearman_h": rho_h(x_big),
             "probe_fit_spearman": _spearman_ties(f[held], x_fit[held]), "probe_fit_spearman_h": rho_h(x_fit)}
