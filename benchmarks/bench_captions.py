@@ -8,7 +8,8 @@ coverage (the share of WORLD.md's values that occur in the samples).
 Captioner, on fresh images (seen and held-out combinations apart, drawn by our renderer and by
 the independent one in benchmarks/alt_render.py): per attribute, how often the
 caption of a single-object image states it ("stated") and states the right value ("right");
-the share of captions true of their image; two-object binding (stated colour-shape pairs that
+the share of captions true of their image; two-object scenes named with exactly their colour-shape
+pairs (exact_pairs_two_objects); two-object binding (stated colour-shape pairs that
 exist in the image); BLEU-4 and CIDEr (pycocoevalcap) against 5 generated references per image.
 Caption->CLIP: cosine(predicted, true image embedding) vs the raw text embedding, and
 text->image R@1/@5 of full single-object descriptions via the prior vs via the raw text.
@@ -98,9 +99,22 @@ def bench_captioner(bundle, n: int, split: str, seed: int, renderer: str = "worl
     out["binding"] = {"pairs_right": pairs_right / max(1, pairs), "pairs_stated": pairs}
     out["true_two_objects"] = float(np.mean([(d := parse_caption(c)) is not None and world.is_true(d, s)
                                              for c, s in zip(two_caps, two_scenes)]))
+    out["exact_pairs_two_objects"] = float(np.mean([exact_pairs(parse_caption(c), s)
+                                                   for c, s in zip(two_caps, two_scenes)]))
     out.update(bleu_cider(captions + two_caps, scenes + two_scenes, seed))
     out["examples"] = [[c, world.caption_text(world.describe(s, random.Random(0)))] for c, s in zip(captions[:6], scenes)]
     return out
+
+
+def exact_pairs(d, scene) -> bool:
+    """The caption names exactly the scene's colour-shape pairs: one phrase per object, each with a
+    colour, and the multiset of (colour, shape) equal to the scene's."""
+    if d is None or d.count is not None and d.count != len(scene.objects):
+        return False
+    phrases = list(d.phrases) * (d.count or 1)
+    if any(p.colour is None for p in phrases):
+        return False
+    return sorted((p.colour, p.shape) for p in phrases) == sorted((o.colour, o.shape) for o in scene.objects)
 
 
 def bleu_cider(captions, scenes, seed) -> dict:

@@ -5,6 +5,11 @@
 Reports, separately for seen colour-shape combinations and held-out ones:
   * zero-shot accuracy per attribute on single-object images (clipgpt_core.zeroshot protocol);
   * binding: two-object image, true caption vs the caption with the two colours swapped;
+  * presence in 3-object scenes: AUC of "is there a {shape}" read as the cosine to "a {shape}" minus
+    the mean over the other shapes, and of each colour read the same way through the text embedding
+    averaged over "a {colour} {shape}" for all shapes;
+  * counting: scenes of 1-4 objects that share one shape, candidates "one circle / two circles /
+    three circles / four circles" (chance 0.25);
   * text->image recall@1/@5 of full single-object descriptions over N images (a hit is an image
     the description is true of, so exact duplicates of the query's scene also count);
   * the same figures for a random-init model of the same architecture (the chance baseline).
@@ -80,6 +85,47 @@ def binding(clip, n: int, split: str, seed: int, renderer: str = "world") -> flo
     return correct / n
 
 
+def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
+    """AUC per shape and per colour of zero-shot presence on n 3-object scenes."""
+    from sklearn.metrics import roc_auc_score
+    rng = random.Random(seed)
+    scenes = [world.sample_scene(rng, n_objects=3, split=split) for _ in range(n)]
+    embs = clip.encode_images([draw(s, rng, renderer) for s in scenes])
+    shape_txt = clip.encode_texts([f"a {s}" for s in world.SHAPES])
+    colour_txt = clip.encode_texts([f"a {c} {s}" for c in world.COLOURS for s in world.SHAPES])
+    colour_txt = colour_txt.reshape(len(world.COLOURS), len(world.SHAPES), -1).mean(1)
+    colour_txt /= np.linalg.norm(colour_txt, axis=1, keepdims=True)
+    out = {}
+    for kind, values, txt in (("shape", world.SHAPES, shape_txt), ("colour", list(world.COLOURS), colour_txt)):
+        sims = embs @ txt.T
+        score = sims - sims.mean(axis=1, keepdims=True)
+        out[kind] = {}
+        for k, v in enumerate(values):
+            has = [any(getattr(o, kind) == v for o in s.objects) for s in scenes]
+            out[kind][v] = round(float(roc_auc_score(has, score[:, k])), 4) if 0 < sum(has) < n else None
+    return out
+
+
+def counting(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
+    """Scenes of 1-4 objects sharing one shape; pick among "one/two/three/four {shape}s"."""
+    from clipgpt_core.train_clip import count_prompt
+    rng = random.Random(seed)
+    right, by_count = [], {k: [] for k in (1, 2, 3, 4)}
+    for _ in range(n):
+        k, bg = rng.randint(1, 4), rng.choice(list(world.BACKGROUNDS))
+        shape = rng.choice([s for s in world.SHAPES if any(c != bg and world.split_allows(c, s, split)
+                                                           for c in world.COLOURS)])
+        colours = [c for c in world.COLOURS if c != bg and world.split_allows(c, shape, split)]
+        scene = world.sample_scene(rng, kinds=[(rng.choice(colours), shape) for _ in range(k)], background=bg)
+        sims = clip.encode_texts([count_prompt(shape, m) for m in (1, 2, 3, 4)]) @ clip.encode_images(
+            [draw(scene, rng, renderer)])[0]
+        hit = int(np.argmax(sims)) + 1 == k
+        right.append(hit)
+        by_count[k].append(hit)
+    return {"accuracy": float(np.mean(right)),
+            "by_count": {k: round(float(np.mean(v)), 3) for k, v in by_count.items() if v}}
+
+
 def recall(clip, scenes, embs, ks=(1, 5)) -> dict[str, float]:
     descs = [world.Description((world.Phrase(o.shape, o.colour, o.size, o.position),), background=s.background)
              for s in scenes for o in s.objects]
@@ -107,7 +153,10 @@ def evaluate(clip, n: int, sets=tuple(SETS)) -> dict:
         embs = clip.encode_images(images)
         result[name] = {"zero_shot": zero_shot(clip, scenes, embs),
                         "binding": binding(clip, n // 2, split, EVAL_SEED + 10 + offset, renderer),
-                        **recall(clip, scenes, embs)}
+                        **recall(clip, scenes, embs),
+                        "presence_3_objects": three_object_presence(clip, n, split, EVAL_SEED + 20 + offset,
+                                                                    renderer),
+                        "counting": counting(clip, n // 2, split, EVAL_SEED + 30 + offset, renderer)}
     return result
 
 

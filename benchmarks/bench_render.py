@@ -8,11 +8,16 @@ Reported per set:
   * pixel judge (independent of any model; the issue's bar): background = the WORLD.md palette colour
     nearest to most border pixels; object colour = the most frequent palette colour among the other
     pixels that lie near a palette colour (blended edge pixels do not count);
+  * silhouette judge (benchmarks/silhouette.py, also model-free): the shape of the largest object's outline,
+    matched against ideal shapes it rasterises itself; `silhouette_shape` = share of images whose judged shape is
+    the prompted one (also split by prompted size);
   * the bundle's CLIP zero-shot (clipgpt_core.zeroshot protocol), per stated attribute;
   * diversity: mean pairwise cosine distance between CLIP image embeddings of one prompt's images;
   * seconds per 64x64 image at the renderer's default settings, one image per call.
 Baselines in the same run: real ShapesWorld renders of the same prompts through the same judges (what a
-perfect renderer would score), and the same pipeline with an untrained UNet (chance).
+perfect renderer would score), and the same pipeline with an untrained UNet (chance). `silhouette_ceiling`: the
+silhouette judge on scenes of the same prompts drawn by clipgpt_core.world.render (random RenderStyle) and by the
+independent benchmarks/alt_render.py, by size: the judge's own accuracy on real pixels.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import alt_render  # noqa: E402
+from benchmarks.silhouette import judge_shape  # noqa: E402
 from clipgpt_core import world, zeroshot  # noqa: E402
 from clipgpt_core.bundle import load_bundle  # noqa: E402
 from clipgpt_core.renderer import Renderer  # noqa: E402
@@ -68,6 +75,26 @@ def real_renders(p: dict, k: int, rng: random.Random) -> list:
     return images
 
 
+def silhouette_ceiling(prompts: list[dict], k: int, rng: random.Random) -> dict:
+    """The silhouette judge on k scenes per prompt, each drawn by world.render (random style) and by
+    alt_render (anti-aliased or not): accuracy per renderer, overall and by prompted size."""
+    hits = {"world_render": {"small": [], "large": []}, "alt_render": {"small": [], "large": []}}
+    for p in prompts:
+        for _ in range(k):
+            bg = p["background"] or rng.choice([b for b in world.BACKGROUNDS if b != p["colour"]])
+            scene = world.sample_scene(rng, kinds=[(p["colour"], p["shape"])], background=bg, sizes=[p["size"]])
+            drawn = {"world_render": world.render(scene, rng, world.RenderStyle.random(rng)),
+                     "alt_render": alt_render.render(scene, rng, antialias=rng.random() < 0.5)}
+            for name, image in drawn.items():
+                hits[name][p["size"]].append(judge_shape(image)[0] == p["shape"])
+    out = {}
+    for name, by_size in hits.items():
+        every = by_size["small"] + by_size["large"]
+        out[name] = {"all": float(np.mean(every))} | {s: float(np.mean(h)) if h else None for s, h in by_size.items()}
+        out[name]["n_images"] = len(every)
+    return out
+
+
 # ----------------------------------------------------------------------------- judges
 def pixel_judge(image) -> tuple[str, str | None]:
     """-> (background name, object colour name or None)."""
@@ -92,6 +119,11 @@ def judge(clip, prompts: list[dict], images: list[list]) -> dict:
     out = {"pixel_colour": float(np.mean([c == p["colour"] for (p, _), (_, c) in zip(flat, pix)]))}
     stated = [(p, b) for (p, _), (b, _) in zip(flat, pix) if p["background"]]
     out["pixel_background"] = float(np.mean([b == p["background"] for p, b in stated])) if stated else None
+    shape_hits = [(p["size"], judge_shape(im)[0] == p["shape"]) for p, im in flat]
+    out["silhouette_shape"] = float(np.mean([h for _, h in shape_hits]))
+    for size in world.SIZES:
+        sized = [h for s, h in shape_hits if s == size]
+        out[f"silhouette_shape_{size}"] = float(np.mean(sized)) if sized else None
     embs = clip.encode_images([im for _, im in flat])
     known = [{"colour": p["colour"], "shape": p["shape"], "size": p["size"]} for p, _ in flat]
     for attribute in zeroshot.TEMPLATES:
@@ -166,6 +198,7 @@ def main():
               "device": args.device, "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",
+              "silhouette_judge": "benchmarks/silhouette.py: largest object's outline vs self-rasterised ideal shapes",
               "sets": {}}
     sets = {"seen": prompt_set(args.n, "train", EVAL_SEED), "heldout": prompt_set(args.n, "heldout", EVAL_SEED + 1)}
     rng = random.Random(EVAL_SEED + 2)
@@ -176,6 +209,8 @@ def main():
                                                                               for q in prompts])
         print(name, json.dumps(report["sets"][f"renderer_{name}"]), flush=True)
     everything = sets["seen"] + sets["heldout"]
+    report["silhouette_ceiling"] = silhouette_ceiling(everything, args.seeds, random.Random(EVAL_SEED + 3))
+    print("silhouette ceiling", json.dumps(report["silhouette_ceiling"]), flush=True)
     if not args.no_baseline:
         few = everything[::4]
         report["sets"]["untrained_unet_all"] = judge(bundle.clip, few, render_all(untrained(renderer), few, args.seeds,
@@ -191,12 +226,16 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
 
-    cols = ["pixel_colour", "pixel_background", "clip_colour", "clip_shape", "clip_size", "clip_position",
-            "clip_background", "diversity"]
+    cols = ["pixel_colour", "pixel_background", "silhouette_shape", "clip_colour", "clip_shape", "clip_size",
+            "clip_position", "clip_background", "diversity"]
     print("\n| set | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     rows = dict(report["sets"]) | {"renderer_all": report["renderer_all"]}
     for name, r in rows.items():
         print(f"| {name} | " + " | ".join("" if r.get(c) is None else f"{r[c]:.3f}" for c in cols) + " |")
+    print("\nsilhouette judge on real renders of the same prompts' scenes (ceiling):")
+    for name, r in report["silhouette_ceiling"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {'' if r[k] is None else f'{r[k]:.3f}'}" for k in ("all", "small", "large"))
+              + f" ({r['n_images']} images)")
     print(f"\nseconds per 64x64 image (defaults {defaults}): {report['seconds_per_image']}")
     print("bar:", report["bar"])
 

@@ -8,6 +8,7 @@
       captioner/mapper_config.json + mapper.safetensors            ClipCap mapper
       captioner/decoder.safetensors                                its fine-tuned prior blocks
       embedding_prior/embedding_prior_config.json + ...safetensors caption -> image embedding
+      */trained_against.json        what the component was trained against (fingerprints), see LINEAGE
       renderer/model_index.json + unet/ vae/ scheduler/   a diffusers StableDiffusionPipeline
                                     (save_pretrained), text -> image; its text_encoder/ and tokenizer/
                                     are the bundle's CLIP text tower (hf_text), so they are not stored twice
@@ -20,7 +21,9 @@ the tag "random-init" gives the same architecture with random weights, for tests
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +78,53 @@ class Bundle:
         return f"Bundle({self.name!r}, clip={self.clip.model_name}, path={self.path}, with={parts})"
 
 
-def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu") -> Bundle:
+# What each component reads of the others. A component trained against other weights than the
+# bundle now holds is stale: a captioner reads CLIP image embeddings and decodes with the prior's
+# blocks; the embedding prior maps CLIP text to CLIP image embeddings; the prior (initialised from
+# the text tower) and the renderer (conditioned on its hidden states) read only the text tower.
+DEPENDS_ON = {"prior": ("clip_text",), "captioner": ("clip", "prior"), "embedding_prior": ("clip",),
+              "renderer": ("clip_text",)}
+LINEAGE_FILE = "trained_against.json"
+RETRAIN_ALL = "python -m clipgpt_core.train_bundle"
+
+
+def dependency_fingerprints(path: Path, components: dict, clip: ClipEncoder) -> dict[str, str]:
+    """The fingerprints a component can depend on, as the bundle at `path` holds them now."""
+    found = {"clip": clip.fingerprint(), "clip_text": clip.fingerprint("text")}
+    if "prior" in components:
+        h = hashlib.sha256()
+        for f in sorted((path / components["prior"]["path"]).glob("*.safetensors")):
+            h.update(f.read_bytes())
+        found["prior"] = h.hexdigest()[:12]
+    return found
+
+
+def write_lineage(directory: str | Path, name: str, fingerprints: dict[str, str], **extra) -> None:
+    """Record what component `name`, saved in `directory`, was trained against."""
+    record = {dep: fingerprints[dep] for dep in DEPENDS_ON.get(name, ())} | extra
+    (Path(directory) / LINEAGE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[str, str]:
+    """component -> why it no longer matches what it depends on (components without a lineage
+    file, from bundles written before lineage existed, are trusted)."""
+    now = dependency_fingerprints(path, components, clip)
+    stale = {}
+    for name, deps in DEPENDS_ON.items():
+        record_file = path / components[name]["path"] / LINEAGE_FILE if name in components else None
+        if record_file is None or not record_file.is_file():
+            continue
+        record = json.loads(record_file.read_text())
+        for dep in deps:
+            if dep in record and record[dep] != now.get(dep):
+                stale[name] = f"{name} was trained against {dep} {record[dep]}, the bundle's {dep} is {now.get(dep)}"
+                break
+    return stale
+
+
+def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", strict: bool = True) -> Bundle:
+    """strict=False leaves out stale components (with a log line) instead of refusing the bundle:
+    the retraining commands use it to read a half-retrained bundle."""
     spec = str(name_or_path) if name_or_path is not None else "shapes"
     if spec.startswith("open_clip:"):
         return _pretrained_bundle(spec[len("open_clip:"):], device)
@@ -98,6 +147,14 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu") -> 
     except FileNotFoundError as e:
         raise BundleError(f"Bundle {path} is incomplete: {e}. Retrain it with "
                           f"`python -m clipgpt_core.train_clip --out {clip_dir}`.") from e
+    stale = stale_components(path, components, clip)
+    if stale and strict:
+        raise BundleError(f"Bundle {path} mixes components trained against different models: "
+                          f"{'; '.join(stale.values())}. Retrain the stale ones with `{RETRAIN_ALL} --out {path}` "
+                          f"(it retrains only what is stale, in dependency order).")
+    for name, why in stale.items():
+        logging.warning("leaving out the stale %s of %s: %s", name, path, why)
+    components = {k: v for k, v in components.items() if k not in stale}
     bundle = Bundle(manifest.get("name", path.name), clip, path, manifest.get("gallery"), manifest)
     _load_text_components(bundle, components, device)
     if "renderer" in components:
@@ -178,10 +235,17 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     # (an open_clip: bundle's) is not copied into the bundle
     renderer = bundle.renderer if (bundle._renderer is not None or "renderer" in components) else None
     components.pop("renderer", None)
+    own_text_encoder = False
     if renderer is not None and not renderer.from_hub:
         # the bundle's CLIP text tower is kept once: the renderer folder leaves it out when it is the same
-        renderer.save(directory / "renderer", with_text_encoder=not renderer.text_encoder_is(bundle.clip))
+        own_text_encoder = not renderer.text_encoder_is(bundle.clip)
+        renderer.save(directory / "renderer", with_text_encoder=own_text_encoder)
         components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
+    fingerprints = dependency_fingerprints(directory, components, bundle.clip)
+    for name in DEPENDS_ON:
+        if name in components and (directory / components[name]["path"]).is_dir() and not (
+                name == "renderer" and own_text_encoder):
+            write_lineage(directory / components[name]["path"], name, fingerprints)
     manifest = dict(bundle.manifest) | {"name": bundle.name, "format_version": FORMAT_VERSION,
                                         "components": components}
     if bundle.gallery:

@@ -6,6 +6,7 @@ ones (ViT-B-32 ...) come out of the same factory, `open_clip.create_model_and_tr
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -58,6 +59,13 @@ class ClipEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def fingerprint(self, part: str = "all") -> str:
+        """A short hash of the weights: "all", or "text" (the text tower up to its final norm, which is
+        all the caption prior and the renderer read). Components record the fingerprint of the CLIP
+        they were trained against, so a bundle whose parts no longer match is refused, and caches of
+        embeddings are rebuilt when the model changes."""
+        return weights_fingerprint(self.model.state_dict(), part, self.model_name)
+
     def image_tensor(self, images) -> torch.Tensor:
         """list of images (PIL, paths, arrays) -> (N, 3, H, W) normalised tensor."""
         return torch.stack([self.preprocess(load_image(im)) for im in images])
@@ -103,6 +111,25 @@ class ClipEncoder:
                   "model_cfg": open_clip.get_model_config(self.model_name),
                   "preprocess_cfg": dict(self.model.visual.preprocess_cfg)}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
+TEXT_HEAD = ("text_projection", "logit_scale")   # text-side weights that are not the text tower proper
+
+
+def is_text_tower(name: str) -> bool:
+    """Weights of the text transformer (embeddings, blocks, final norm): what the prior and renderer read."""
+    return not name.startswith("visual.") and name not in TEXT_HEAD
+
+
+def weights_fingerprint(state: dict, part: str = "all", model_name: str = "") -> str:
+    if part not in ("all", "text"):
+        raise ValueError(f"fingerprint part must be 'all' or 'text', not {part!r}")
+    h = hashlib.sha256(model_name.encode() if part == "all" else b"")
+    for name, t in sorted(state.items()):
+        if part == "all" or is_text_tower(name):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def create_clip(model_name: str, pretrained: str | None = None, device: str = "cpu",

@@ -108,18 +108,9 @@ def build_folder_index(clip, folder, out_dir=None, progress=True) -> Path:
     """Index a folder of the user's images. Default location: the cache, keyed by folder+model."""
     paths = folder_images(folder)
     if out_dir is None:
-        key = hashlib.sha1(f"{Path(folder).resolve()}|{model_fingerprint(clip)}".encode()).hexdigest()[:12]
+        key = hashlib.sha1(f"{Path(folder).resolve()}|{clip.fingerprint()}".encode()).hexdigest()[:12]
         out_dir = DEFAULT_CACHE / "folders" / key
     return build_index(clip, paths, None, out_dir, progress=progress)
-
-
-def model_fingerprint(clip) -> str:
-    """A short hash of the weights, so cached embeddings are rebuilt when the model changes."""
-    h = hashlib.sha1(clip.model_name.encode())
-    for name, t in sorted(clip.model.state_dict().items())[:8]:
-        h.update(name.encode())
-        h.update(t.detach().float().flatten()[:256].numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 def build_world_gallery(clip, out_dir, n: int = 5000, seed: int = 0, progress: bool = True) -> Path:
@@ -145,7 +136,7 @@ def build_world_gallery(clip, out_dir, n: int = 5000, seed: int = 0, progress: b
 def world_gallery(bundle, progress: bool = True) -> Path:
     """The bundle's built-in gallery index folder, built on first use and cached."""
     spec = bundle.gallery or {"kind": "shapesworld", "size": 5000, "seed": 0}
-    key = f"{bundle.name}-{spec['size']}-{spec['seed']}-{model_fingerprint(bundle.clip)}"
+    key = f"{bundle.name}-{spec['size']}-{spec['seed']}-{bundle.clip.fingerprint()}"
     out_dir = DEFAULT_CACHE / "galleries" / key
     index_dir = out_dir / "index"
     if not (index_dir / "image.index").exists():

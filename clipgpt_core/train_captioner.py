@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
-from .training import fit, run_cli, world_pairs, write_train_record
+from .training import Resume, fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CaptionerTrainConfig:
     seed: int = 0
     threads: int = 2
     device: str = "auto"       # auto: cuda when there is one
+    checkpoint: str = "runs/train_captioner"   # resumable state: run the same command again to continue
 
 
 def train(cfg: CaptionerTrainConfig) -> Captioner:
@@ -46,7 +47,7 @@ def train(cfg: CaptionerTrainConfig) -> Captioner:
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    bundle = load_bundle(cfg.bundle, device=device)
+    bundle = load_bundle(cfg.bundle, device=device, strict=False)   # its old captioner may be stale
     if bundle.prior is None:
         raise SystemExit(f"bundle {cfg.bundle} has no prior: run python -m clipgpt_core.train_prior first")
     clip, prior = bundle.clip, bundle.prior
@@ -78,7 +79,8 @@ def train(cfg: CaptionerTrainConfig) -> Captioner:
         opt.step()
         return loss.item()
 
-    ema = fit(step, opt, cfg, "train captioner")
+    ema = fit(step, opt, cfg, "train captioner",
+              resume=Resume(cfg.checkpoint, {"mapper": mapper, "decoder": decoder.gpt}, rng))
     decoder.gpt.eval().requires_grad_(False)
     captioner = Captioner(clip, prior, mapper.eval(), decoder=decoder)
     captioner.save(cfg.out)

@@ -16,7 +16,7 @@ import torch
 
 from .embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
 from .train_clip import soft_ce, truth_matrix
-from .training import fit, run_cli, world_pairs, write_train_record
+from .training import Resume, fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -33,6 +33,7 @@ class EmbeddingPriorTrainConfig:
     cosine_weight: float = 1.0
     seed: int = 0
     threads: int = 2
+    checkpoint: str = "runs/train_embedding_prior"   # resumable state: run the same command again to continue
 
 
 def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
@@ -40,7 +41,7 @@ def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    clip = load_bundle(cfg.bundle).clip
+    clip = load_bundle(cfg.bundle, strict=False).clip
     net = EmbeddingPriorNet(EmbeddingPriorConfig(clip.dim, cfg.hidden, cfg.layers))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
     t0 = time.time()
@@ -61,7 +62,7 @@ def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
             net.logit_scale.clamp_(0, 4.6)
         return loss.item()
 
-    ema = fit(step, opt, cfg, "train embedding prior")
+    ema = fit(step, opt, cfg, "train embedding prior", resume=Resume(cfg.checkpoint, {"net": net}, rng))
     prior = EmbeddingPrior(clip, net.eval())
     prior.save(cfg.out)
     write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)

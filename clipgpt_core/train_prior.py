@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .prior import CaptionPrior
-from .training import fit, read_captions, run_cli, world_captions, write_train_record
+from .training import Resume, fit, read_captions, run_cli, world_captions, write_train_record
 
 
 @dataclass
@@ -37,6 +37,7 @@ class PriorTrainConfig:
     seed: int = 0
     threads: int = 2
     log_every: int = 50
+    checkpoint: str = "runs/train_prior"   # resumable state: run the same command again to continue
 
 
 def train(cfg: PriorTrainConfig) -> CaptionPrior:
@@ -50,7 +51,7 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
     corpus = read_captions(cfg.captions) if cfg.captions else None
     next_batch = (lambda: rng.choices(corpus, k=cfg.batch)) if corpus else (lambda: world_captions(rng, cfg.batch))
 
-    prior = CaptionPrior.from_clip(load_bundle(cfg.clip).clip, tie_head=not cfg.untied_head)
+    prior = CaptionPrior.from_clip(load_bundle(cfg.clip, strict=False).clip, tie_head=not cfg.untied_head)
     gpt = prior.gpt.train()
     decay = [p for n, p in gpt.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in gpt.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -69,7 +70,8 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
         opt.step()
         return loss.item()
 
-    ema = fit(step, opt, cfg, "train prior", disable=not accelerator.is_main_process)
+    resume = Resume(cfg.checkpoint, {"prior": model}, rng) if accelerator.num_processes == 1 else None
+    ema = fit(step, opt, cfg, "train prior", disable=not accelerator.is_main_process, resume=resume)
     accelerator.wait_for_everyone()
     prior = CaptionPrior(model.eval(), str(accelerator.device))
     if accelerator.is_main_process:

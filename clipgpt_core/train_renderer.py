@@ -310,7 +310,7 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
         torch.set_num_threads(cfg.threads)
     if clip is None:
         from .bundle import load_bundle
-        clip = load_bundle(cfg.bundle).clip
+        clip = load_bundle(cfg.bundle, strict=False).clip
     text_encoder = text_encoder_from_clip(clip).to(cfg.device).requires_grad_(False)
     tokenizer = tokenizer_from_clip(clip)
     t0 = time.time()

@@ -71,3 +71,29 @@ def test_missing_pretrained_weights_fail_fast_and_say_what_to_do(tmp_path, monke
 def test_bad_bundle_specs(spec, message):
     with pytest.raises((BundleError, WeightsNotAvailable), match=message):
         load_bundle(spec)
+
+
+def test_mixed_bundle_is_refused_and_names_the_retrain_command(tmp_path):
+    """Every component records the fingerprints of what it was trained against; a bundle whose CLIP
+    was swapped under its captioner and embedding prior is refused (strict) or loaded without them."""
+    import shutil
+    shutil.copytree(load_bundle().path, tmp_path / "mixed", ignore=shutil.ignore_patterns("renderer", "classifier"))
+    manifest = (tmp_path / "mixed" / "manifest.json")
+    manifest.write_text(manifest.read_text().replace('"renderer"', '"renderer_unused"'))
+    other = create_clip("shapes-clip")            # random weights: a different image side and text tower
+    other.save(tmp_path / "mixed" / "clip")
+    with pytest.raises(BundleError, match=r"python -m clipgpt_core.train_bundle --out .*mixed") as e:
+        load_bundle(tmp_path / "mixed")
+    for name in ("captioner was trained against clip", "embedding_prior", "prior was trained against clip_text"):
+        assert name in str(e.value)
+    partial = load_bundle(tmp_path / "mixed", strict=False)
+    assert partial.embedding_prior is None and partial.captioner.mapper is None
+
+
+def test_saved_bundle_records_what_it_was_trained_against(tmp_path):
+    import json
+    b = load_bundle()
+    save_bundle(b, tmp_path / "copy")
+    record = json.loads((tmp_path / "copy" / "captioner" / "trained_against.json").read_text())
+    assert record["clip"] == b.clip.fingerprint() and set(record) == {"clip", "prior"}
+    assert load_bundle(tmp_path / "copy").captioner.mapper is not None

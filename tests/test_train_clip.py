@@ -16,7 +16,7 @@ TINY = {"embed_dim": 32,
 
 def held_out_loss(clip, seed=99):
     cfg = T.TrainConfig(pairs=16)
-    images, caps, negs, truth, valid, _ = T.make_batch(random.Random(seed), cfg)
+    images, caps, negs, truth, valid, _, _ = T.make_batch(random.Random(seed), cfg)
     pp = clip.model.visual.preprocess_cfg
     with torch.no_grad():
         img = clip.model.encode_image(T.images_to_tensor(images, pp["mean"], pp["std"]))
@@ -26,10 +26,12 @@ def held_out_loss(clip, seed=99):
 
 def test_truth_matrix_marks_every_true_pair():
     cfg = T.TrainConfig(pairs=12)
-    _, caps, negs, truth, valid, facts = T.make_batch(random.Random(0), cfg)
+    _, caps, negs, truth, valid, facts, scenes = T.make_batch(random.Random(0), cfg)
     assert truth.diagonal().all() and len(negs) == len(caps)
     assert all(n != c for n, c, v in zip(negs, caps, valid) if v)
-    assert facts.shape == (len(caps), len(T.FACTS))
+    assert facts.shape == (len(caps), len(T.FACTS)) and len(scenes) == len(caps)
+    # every caption is true of its own scene, every valid negative false
+    assert all(truth[i, i] for i in range(len(caps)))
 
 
 def test_scene_facts_are_the_ground_truth():
@@ -40,31 +42,66 @@ def test_scene_facts_are_the_ground_truth():
                   "position:top left", "position:bottom right", "background:black", "count:2"}
 
 
-def test_few_steps_lower_the_loss(tmp_path):
+def test_binding_texts_swap_two_colours():
+    scene = world.Scene("black", (world.Obj("red", "square", "large", 10, 10, 24, 0),
+                                  world.Obj("blue", "cross", "small", 50, 50, 12, 0)))
+    true, swapped = T.binding_texts(scene, random.Random(0))
+    assert sorted(true.split(" and ")) == ["a blue cross", "a red square"]
+    assert sorted(swapped.split(" and ")) == ["a blue square", "a red cross"]
+    same = world.Scene("black", scene.objects[:1] * 2)
+    assert T.binding_texts(same, random.Random(0)) is None
+
+
+def tiny_config(tmp_path, name, **kw):
     (tmp_path / "tiny-test-clip.json").write_text(json.dumps(TINY))
     open_clip.add_model_config(tmp_path / "tiny-test-clip.json")
-    torch.manual_seed(0)
-    before = held_out_loss(T.create_clip("tiny-test-clip"))
-    cfg = T.TrainConfig(out=str(tmp_path / "clip"), model_name="tiny-test-clip", steps=40, restart_steps=0, binding_steps=0,
-                        pairs=16, warmup=5, lr=3e-3, save_every=1000, threads=2)
+    return T.TrainConfig(out=str(tmp_path / name), checkpoint=str(tmp_path / f"{name}-ckpt"),
+                         model_name="tiny-test-clip", text_from="", freeze_text=False, **kw)
+
+
+def test_few_steps_lower_the_loss(tmp_path):
+    cfg = tiny_config(tmp_path, "clip", steps=40, pairs=16, warmup=5, lr=3e-3, save_every=1000, threads=2)
+    before = held_out_loss(T.build_model(cfg))
     clip = T.train(cfg)
     after = held_out_loss(clip)
     assert after < before - 0.1, (before, after)
     # the saved component reloads to the same model
     reloaded = load_clip(tmp_path / "clip")
     assert abs(held_out_loss(reloaded) - after) < 1e-4
-    assert json.loads((tmp_path / "clip" / "train_config.json").read_text())["completed_steps"] == 40
+    record = json.loads((tmp_path / "clip" / "train_config.json").read_text())
+    assert record["completed_steps"] == 40 and record["fingerprint"] == clip.fingerprint()
 
 
-def test_restart_stage_on_its_own_equals_one_run(tmp_path):
-    """--resume DIR --start-stage 2 after a finished stage 1 gives the weights of one whole run."""
+def test_interrupted_run_resumes_bit_for_bit(tmp_path):
+    """Stopped mid-run (and mid-schedule) then run again with the same command: the weights equal
+    those of one uninterrupted run."""
     from safetensors.torch import load_file
-    common = dict(steps=2, restart_steps=2, binding_steps=2, pairs=3, warmup=1, save_every=1000, threads=1)
-    T.train(T.TrainConfig(out=str(tmp_path / "whole"), **common))
-    T.train(T.TrainConfig(out=str(tmp_path / "stage1"), stop_after=2, **common))
-    T.train(T.TrainConfig(out=str(tmp_path / "stage2"), resume=str(tmp_path / "stage1"), start_stage=2, **common))
+    common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1)
+    T.train(tiny_config(tmp_path, "whole", **common))
+    T.train(tiny_config(tmp_path, "split", stop_after=3, **common))     # checkpoint at 2 and at 3
+    stopped = load_file(tmp_path / "split" / "open_clip_model.safetensors")
+    T.train(tiny_config(tmp_path, "split", **common))                   # the same command again
     whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
-    split = load_file(tmp_path / "stage2" / "open_clip_model.safetensors")
-    stage1 = load_file(tmp_path / "stage1" / "open_clip_model.safetensors")
+    split = load_file(tmp_path / "split" / "open_clip_model.safetensors")
     assert all(torch.equal(whole[k], split[k]) for k in whole)
-    assert not all(torch.equal(whole[k], stage1[k]) for k in whole)
+    assert not all(torch.equal(whole[k], stopped[k]) for k in whole)
+
+
+def test_frozen_text_tower_is_kept(tmp_path):
+    """v2 trains the image side against a frozen copy of another CLIP's text tower: the text
+    fingerprint (what the prior and renderer depend on) does not move, the image side does."""
+    source = tiny_config(tmp_path, "source", steps=1, pairs=3, warmup=1, threads=1)
+    first = T.train(source)
+    cfg = tiny_config(tmp_path, "v2", steps=3, pairs=3, warmup=1, threads=1)
+    cfg.text_from, cfg.freeze_text = str(tmp_path / "source"), True
+    second = T.train(cfg)
+    assert second.fingerprint("text") == first.fingerprint("text")
+    assert second.fingerprint() != first.fingerprint()
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    import pytest
+    T.train(tiny_config(tmp_path, "a", steps=2, pairs=3, warmup=1, threads=1))
+    other = tiny_config(tmp_path, "a", steps=2, pairs=3, warmup=1, threads=1, lr=1e-2)
+    with pytest.raises(ValueError, match="another run"):
+        T.train(other)

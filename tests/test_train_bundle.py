@@ -1,0 +1,55 @@
+"""One command retrains a bundle's stale components in dependency order, and only those."""
+import json
+import shutil
+
+import pytest
+
+from clipgpt_core import BundleError, load_bundle
+from clipgpt_core import train_bundle as TB
+
+TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1}
+
+
+@pytest.fixture
+def small_bundle(tmp_path):
+    """The built-in bundle without its renderer (the renderer stage has its own tests)."""
+    out = tmp_path / "bundle"
+    shutil.copytree(load_bundle().path, out, ignore=shutil.ignore_patterns("renderer", "classifier"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["components"].pop("renderer")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, capsys):
+    ckpts = str(tmp_path / "ckpt")
+    done = TB.run(small_bundle, overrides=TINY, checkpoints=ckpts)
+    assert list(done) == ["clip", "prior", "captioner", "embedding_prior"]
+    assert all(isinstance(v, float) for v in done.values())          # minutes: every stage ran
+    bundle = load_bundle(small_bundle)                                # strict: consistent again
+    assert bundle.captioner.mapper is not None and bundle.embedding_prior is not None
+    times = json.loads((small_bundle / "train_times.json").read_text())
+    assert set(times) == set(done) and all("machine" in t for t in times.values())
+    record = json.loads((small_bundle / "captioner" / "trained_against.json").read_text())
+    assert record["clip"] == bundle.clip.fingerprint() and "recipe" in record
+    # nothing is stale now
+    assert set(TB.run(small_bundle, overrides=TINY, checkpoints=ckpts).values()) == {"up to date"}
+    # a new recipe for the embedding prior retrains it alone
+    again = TB.run(small_bundle, overrides=TINY | {"cosine_weight": 0.5}, checkpoints=str(tmp_path / "c2"))
+    assert again == {"clip": "up to date", "prior": "up to date", "captioner": "up to date",
+                     "embedding_prior": again["embedding_prior"]}
+    assert isinstance(again["embedding_prior"], float)
+
+
+def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_path):
+    TB.run(small_bundle, stages=["clip"], overrides=TINY, checkpoints=str(tmp_path / "ckpt"))
+    with pytest.raises(BundleError, match="train_bundle"):
+        load_bundle(small_bundle)
+    done = TB.run(small_bundle, overrides=TINY, checkpoints=str(tmp_path / "ckpt"))
+    assert done["clip"] == "up to date" and isinstance(done["captioner"], float)
+    load_bundle(small_bundle)
+
+
+def test_unknown_stage_is_an_error():
+    with pytest.raises(SystemExit):
+        TB.main(["--stages", "clip,captionr"])
