@@ -1,4 +1,4 @@
-"""Parser for the ShapesWorld caption language (shared WORLD.md) into `world.Description`,
+"""Parser for the ShapesWorld caption language (docs/world.md) into `world.Description`,
 so that text from any writer (world.caption_text, a captioning model, a person) can be
 checked with `world.is_true(parse_caption(text), scene)` and scored attribute by attribute.
 

@@ -34,6 +34,9 @@ class CaptionerTrainConfig:
     hidden: int = 512
     noise: float = 0.02        # Gaussian noise on the image embedding (CapDec): robustness to new renderers
     tune_prior: bool = True    # fine-tune the decoder's blocks with the mapper
+    object_mix: tuple = (0.35, 0.35, 0.2, 0.1)   # shares of scenes with 1..4 objects
+    state_colour: bool = True  # train on captions that give every object its colour: a caption that names
+                               # "a cross and a green square" says less than the image shows
     prior_lr_scale: float = 0.25
     seed: int = 0
     threads: int = 2
@@ -65,7 +68,8 @@ def train(cfg: CaptionerTrainConfig) -> Captioner:
     t0 = time.time()
 
     def step() -> float:
-        images, captions, _, _ = world_pairs(rng, cfg.batch)
+        images, captions, _, _ = world_pairs(rng, cfg.batch, object_mix=cfg.object_mix,
+                                             must_state=frozenset({"colour"}) if cfg.state_colour else frozenset())
         # captions that would not fit after the prefix are dropped, not cut: a cut caption would
         # teach the captioner to stop mid-sentence
         keep = [i for i, c in enumerate(captions) if len(prior.encode(c)) + 2 <= room]

@@ -44,7 +44,6 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -54,7 +53,7 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import EMAModel
 
 from . import world
-from .training import OBJECT_MIX, fit, run_cli, world_pairs, write_train_record
+from .training import OBJECT_MIX, Resume, StateOf, fit, run_cli, world_pairs, write_train_record
 
 
 @dataclass
@@ -95,6 +94,7 @@ class RendererTrainConfig:
     warmup: int = 100
     min_lr: float = 2e-5
     grad_clip: float = 1.0
+    checkpoint: str = "runs/train_renderer"   # resumable state of both stages ("" = none)
 
 
 # ----------------------------------------------------------------------------- components
@@ -194,8 +194,20 @@ def object_masks(scenes, size: int) -> torch.Tensor:
     return out.clamp_(max=1)
 
 
+@dataclass
+class Stage:
+    """One stage's schedule for fit(), with the whole renderer recipe so a checkpoint is only
+    continued by the same run."""
+    steps: int
+    lr: float
+    warmup: int
+    min_lr: float
+    recipe: dict
+
+
 def _stage(steps, lr, cfg):
-    return SimpleNamespace(steps=steps, lr=lr, warmup=min(cfg.warmup, max(1, steps // 5)), min_lr=cfg.min_lr)
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "threads", "device", "checkpoint")}
+    return Stage(steps, lr, min(cfg.warmup, max(1, steps // 5)), cfg.min_lr, recipe)
 
 
 def _step(opt, params, loss, clip):
@@ -223,7 +235,8 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
             log.append({"loss": loss.item(), "mse": mse, "kl": kl})
         return mse
 
-    fit(step, opt, _stage(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress)
+    fit(step, opt, _stage(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/vae", {"vae": vae}, rng) if cfg.checkpoint else None)
     return vae.eval()
 
 
@@ -287,7 +300,9 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
             log.append({"loss": loss.item()})
         return loss.item()
 
-    fit(step, opt, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet", disable=not progress)
+    state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
+    fit(step, opt, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet", disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/unet", state, rng) if cfg.checkpoint else None)
     ema.copy_to(unet.parameters())
     return unet.eval()
 

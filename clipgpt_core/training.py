@@ -57,14 +57,16 @@ def read_captions(path: str | Path) -> list[str]:
 OBJECT_MIX = (0.5, 0.3, 0.12, 0.08)   # shares of scenes with 1, 2, 3 and 4 objects
 
 
-def world_pairs(rng: random.Random, n: int, split: str = "train", object_mix=OBJECT_MIX):
-    """n rendered examples in random render styles -> images, captions, scenes, descriptions."""
+def world_pairs(rng: random.Random, n: int, split: str = "train", object_mix=OBJECT_MIX,
+                must_state: frozenset = frozenset()):
+    """n rendered examples in random render styles -> images, captions, scenes, descriptions.
+    must_state: attributes every caption states (world.describe)."""
     images, captions, scenes, descs = [], [], [], []
     for _ in range(n):
         k = rng.choices([1, 2, 3, 4], weights=object_mix)[0]
         scene = world.sample_scene(rng, n_objects=k, split=split)
         images.append(world.render(scene, rng, world.RenderStyle.random(rng)))
-        descs.append(world.describe(scene, rng))
+        descs.append(world.describe(scene, rng, must_state=must_state))
         captions.append(world.caption_text(descs[-1], rng))
         scenes.append(scene)
     return images, captions, scenes, descs
@@ -106,10 +108,38 @@ class Resume:
     seconds: float = 0.0     # training time over every session of the run, set by fit()
 
 
-def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | None = None) -> float:
+class StateOf:
+    """Gives save_checkpoint / load_checkpoint a state_dict() for things that are not modules: a
+    torch.Generator, an EMA of weights (diffusers' EMAModel) ..."""
+
+    def __init__(self, get, put):
+        self.state_dict, self.load_state_dict = get, put
+
+    @classmethod
+    def generator(cls, g):
+        return cls(lambda: {"state": g.get_state()}, lambda d: g.set_state(d["state"]))
+
+    @classmethod
+    def ema(cls, ema):
+        import torch
+
+        def get():
+            return {f"shadow.{i}": p for i, p in enumerate(ema.shadow_params)} | {
+                "optimization_step": torch.tensor(ema.optimization_step)}
+
+        def put(d):
+            for i, p in enumerate(ema.shadow_params):
+                p.data.copy_(d[f"shadow.{i}"])
+            ema.optimization_step = int(d["optimization_step"])
+        return cls(get, put)
+
+
+def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | None = None,
+        pass_step: bool = False) -> float:
     """The loop the small trainers share: warm-up + cosine schedule (cfg.steps, lr, warmup, min_lr;
     a param group's "lr_scale" scales it),
-    one `step_fn()` per step (it returns the loss as a float), a progress bar with the smoothed loss.
+    one `step_fn()` per step (`step_fn(step)` with pass_step; it returns the loss as a float), a
+    progress bar with the smoothed loss.
     With `resume`, a checkpoint every `resume.every` steps and at the end; a run started again with
     the same arguments restarts from it and ends with the same weights. Returns the smoothed loss."""
     start, ema, spent = 0, None, 0.0
@@ -126,7 +156,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr) * g.get("lr_scale", 1.0)
-        loss = step_fn()
+        loss = step_fn(step) if pass_step else step_fn()
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.set_postfix(loss=f"{ema:.3f}")
         if resume and ((step + 1) % resume.every == 0 or step + 1 == last):

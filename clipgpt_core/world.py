@@ -1,4 +1,4 @@
-"""ShapesWorld: a procedural image-caption world with ground truth (see shared WORLD.md).
+"""ShapesWorld: a procedural image-caption world with ground truth (docs/world.md).
 
 Three layers, each deterministic given a seed:
   1. `sample_scene(rng)`        -> Scene (background + non-overlapping objects)

@@ -38,8 +38,10 @@ def test_init_copies_the_clip_text_tower(fresh):
     assert torch.allclose(short, want[:, :6], atol=1e-5)
 
 
-def test_kv_cache_sampling_equals_no_cache(fresh):
-    _, prior = fresh
+def test_kv_cache_sampling_equals_no_cache():
+    # the trained prior: an untrained one spreads its mass over ~45k tokens, so top-p's float32 cumulative
+    # sum decides the nucleus edge by rounding, and the cached and uncached paths round differently
+    prior = load_bundle().prior
     for kw in ({"temperature": 1.0}, {"temperature": 0.7, "top_k": 40}, {"temperature": 1.0, "top_p": 0.9},
                {"temperature": 0.0}):
         a = prior.sample(6, seed=5, prefix="a red", **kw)

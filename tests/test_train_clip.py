@@ -16,7 +16,7 @@ TINY = {"embed_dim": 32,
 
 def held_out_loss(clip, seed=99):
     cfg = T.TrainConfig(pairs=16)
-    images, caps, negs, truth, valid, _, _ = T.make_batch(random.Random(seed), cfg)
+    images, caps, negs, truth, valid, _, _, _ = T.make_batch(random.Random(seed), cfg)
     pp = clip.model.visual.preprocess_cfg
     with torch.no_grad():
         img = clip.model.encode_image(T.images_to_tensor(images, pp["mean"], pp["std"]))
@@ -26,10 +26,11 @@ def held_out_loss(clip, seed=99):
 
 def test_truth_matrix_marks_every_true_pair():
     cfg = T.TrainConfig(pairs=12)
-    _, caps, negs, truth, valid, facts, scenes = T.make_batch(random.Random(0), cfg)
+    _, caps, negs, truth, valid, facts, scenes, stated = T.make_batch(random.Random(0), cfg)
     assert truth.diagonal().all() and len(negs) == len(caps)
     assert all(n != c for n, c, v in zip(negs, caps, valid) if v)
-    assert facts.shape == (len(caps), len(T.FACTS)) and len(scenes) == len(caps)
+    assert facts.shape == stated.shape == (len(caps), len(T.FACTS)) and len(scenes) == len(caps)
+    assert (stated <= facts).all()     # a caption states only what is true of its scene
     # every caption is true of its own scene, every valid negative false
     assert all(truth[i, i] for i in range(len(caps)))
 
