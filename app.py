@@ -11,6 +11,7 @@ import os
 
 import gradio as gr
 
+from clipgpt_core.access import ServerFiles, is_shared
 from clipgpt_core.bundle import load_bundle
 from clipgpt_core.retrieval import NearestImages
 from demo import caption, explain, nearest, render, sample
@@ -20,8 +21,9 @@ Explore a CLIP model's joint text–image space. The built-in bundle is trained 
 (coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
 
 
-def build_demo(bundle, progress: bool = True) -> gr.Blocks:
-    finder = NearestImages(bundle, progress=progress)
+def build_demo(bundle, progress: bool = True, files: ServerFiles = ServerFiles()) -> gr.Blocks:
+    """files: which server folders users may name (ServerFiles() = any, for a local app)."""
+    finder = NearestImages(bundle, progress=progress, files=files)
     if bundle.gallery is not None:
         finder.builtin_index()  # build (or load) the gallery before serving, not on the first click
     with gr.Blocks(title="CLIP GPT") as demo:
@@ -35,7 +37,7 @@ def build_demo(bundle, progress: bool = True) -> gr.Blocks:
         with gr.Tab("Render"):
             render.build(bundle)
         with gr.Tab("Explain"):
-            explain.build(bundle)
+            explain.build(bundle, files)
     return demo
 
 
@@ -45,8 +47,12 @@ def main(argv=None):
     p.add_argument("--share", action="store_true", help="create a temporary public link")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="on a shared app (a Space, --share, or a --host beyond loopback), a server folder users "
+                        "may index and explain (repeatable); without it, server folders are off there")
     args = p.parse_args(argv)
-    demo = build_demo(load_bundle(args.bundle))
+    files = ServerFiles.shared(args.allow_dir) if is_shared(args.host, args.share) else ServerFiles()
+    demo = build_demo(load_bundle(args.bundle), files=files)
     demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port)
 
 

@@ -117,6 +117,9 @@ def judge(clip, prompts: list[dict], images: list[list]) -> dict:
     flat = [(p, im) for p, ims in zip(prompts, images) for im in ims]
     pix = [pixel_judge(im) for _, im in flat]
     out = {"pixel_colour": float(np.mean([c == p["colour"] for (p, _), (_, c) in zip(flat, pix)]))}
+    for size in world.SIZES:
+        sized = [c == p["colour"] for (p, _), (_, c) in zip(flat, pix) if p["size"] == size]
+        out[f"pixel_colour_{size}"] = float(np.mean(sized)) if sized else None
     stated = [(p, b) for (p, _), (b, _) in zip(flat, pix) if p["background"]]
     out["pixel_background"] = float(np.mean([b == p["background"] for p, b in stated])) if stated else None
     shape_hits = [(p["size"], judge_shape(im)[0] == p["shape"]) for p, im in flat]
@@ -219,9 +222,10 @@ def main():
     report["renderer_all"] = {k: (a[k] + b[k]) / 2 for k in a                # seen and held-out weigh the same
                               if isinstance(a[k], float) and isinstance(b.get(k), float)}
     report["seconds_per_image"] = round(seconds_per_image(renderer, everything, **settings), 3)
-    report["bar"] = {"pixel_colour >= 0.80": report["renderer_all"]["pixel_colour"] >= 0.80,
-                     "pixel_background >= 0.90": report["renderer_all"]["pixel_background"] >= 0.90,
-                     "seconds_per_image <= 5": report["seconds_per_image"] <= 5}
+    every = report["renderer_all"]
+    bars = {"silhouette_shape_large": 0.75, "pixel_colour_large": 0.90, "pixel_background": 0.95}   # issue 13
+    report["bar"] = {f"{k} >= {v}": every.get(k) is not None and every[k] >= v for k, v in bars.items()}
+    report["bar"]["seconds_per_image <= 2"] = report["seconds_per_image"] <= 2
     report["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -9,12 +9,12 @@ The core class behind the app's "Nearest images" tab (the tab only formats what 
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from . import index as gallery
 from . import zeroshot
+from .access import ServerFiles
 from .images import load_image
 
 MAX_K = 200
@@ -22,10 +22,11 @@ TEXT_MODES = ("raw", "via prior")   # the CLIP text embedding, or the caption->i
 
 
 class NearestImages:
-    def __init__(self, bundle, progress: bool = True):
+    def __init__(self, bundle, progress: bool = True, files: ServerFiles = ServerFiles()):
         self.bundle = bundle
         self.clip = bundle.clip
         self.progress = progress
+        self.files = files          # which server folders may be indexed (all, for a local app)
         self._local: dict[str, gallery.LocalIndex] = {}
 
     # ------------------------------------------------------------------ sources
@@ -42,12 +43,13 @@ class NearestImages:
         """Index a folder of images with this bundle's CLIP (cached per folder and model)."""
         if not folder or not str(folder).strip():
             raise gallery.GalleryError("Give the path of a folder of images to index")
-        index_dir = gallery.build_folder_index(self.clip, str(folder).strip(), out_dir, self.progress)
-        self._local[f"folder:{Path(folder).expanduser().resolve()}"] = idx = gallery.LocalIndex(index_dir)
+        folder = self.files.check(folder)
+        index_dir = gallery.build_folder_index(self.clip, str(folder), out_dir, self.progress)
+        self._local[f"folder:{folder}"] = idx = gallery.LocalIndex(index_dir)
         return idx
 
     def folder_index(self, folder: str) -> gallery.LocalIndex:
-        key = f"folder:{Path(str(folder).strip()).expanduser().resolve()}"
+        key = f"folder:{self.files.check(folder)}"
         return self._local[key] if key in self._local else self.index_folder(folder)
 
     # ------------------------------------------------------------------ queries

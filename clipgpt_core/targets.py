@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from . import world
+from .access import ServerFiles
 from .captions import parse_caption, stated_attributes
 from .component import load_component, save_component
 from .images import load_image
@@ -373,9 +374,10 @@ def _readable(path: str | Path, where: str) -> str:
     return str(p)
 
 
-def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES) -> tuple[list[str], np.ndarray]:
+def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES,
+                    files: ServerFiles = ServerFiles()) -> tuple[list[str], np.ndarray]:
     """A CSV of image paths and scores (two columns; a header row is optional; relative paths are read
-    from the CSV's folder) -> (paths, scores)."""
+    from the CSV's folder) -> (paths, scores). `files` says which server folders the paths may name."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TargetError(f"No CSV file at {path}")
@@ -397,16 +399,18 @@ def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES) -> tuple[lis
         except ValueError:
             raise TargetError(f"{path.name} line {i}: the score {r[1]!r} is not a number") from None
         p = Path(r[0].strip()).expanduser()
-        paths.append(_readable(p if p.is_absolute() else path.parent / p, f"{path.name} line {i}"))
+        p = files.check(p if p.is_absolute() else path.parent / p, "image")
+        paths.append(_readable(p, f"{path.name} line {i}"))
     return paths, check_scores(scores, len(paths), min_images)
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-def _images_in(folder_or_files, what: str) -> list[str]:
+def _images_in(folder_or_files, what: str, files: ServerFiles = ServerFiles()) -> list[str]:
+    """A folder's images (checked against `files`), or a list of image files (uploads)."""
     if isinstance(folder_or_files, (str, Path)):
-        folder = Path(folder_or_files).expanduser()
+        folder = files.check(folder_or_files)
         if not folder.is_dir():
             raise TargetError(f"{what}: not a folder: {folder}")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -419,9 +423,10 @@ def _images_in(folder_or_files, what: str) -> list[str]:
     return [_readable(p, what) for p in files]
 
 
-def scores_from_folders(positives, negatives, min_images: int = MIN_IMAGES) -> tuple[list[str], np.ndarray]:
+def scores_from_folders(positives, negatives, min_images: int = MIN_IMAGES,
+                        files: ServerFiles = ServerFiles()) -> tuple[list[str], np.ndarray]:
     """A folder (or list of files) of positives against one of negatives -> (paths, 1/0 scores)."""
-    pos, neg = _images_in(positives, "Positives"), _images_in(negatives, "Negatives")
+    pos, neg = _images_in(positives, "Positives", files), _images_in(negatives, "Negatives", files)
     return pos + neg, check_scores([1.0] * len(pos) + [0.0] * len(neg), None, min_images)
 
 

@@ -78,7 +78,9 @@ class RendererTrainConfig:
     batch_unet: int = 32
     lr_unet: float = 8e-4
     n_latents: int = 12000            # scenes rendered and encoded once for stage 2
-    unet_channels: tuple = (32, 64, 128)  # 16x16 (no attention), 8x8 and 4x4 (self + cross-attention)
+    unet_channels: tuple = (32, 64, 128)  # 16x16, 8x8 and 4x4 latent cells
+    full_res_attention: bool = True   # self + cross-attention at 16x16 too (v1: only at 8x8 and 4x4), where
+                                      # a large object spans 6-7 cells and its outline is drawn
     unet_norm_groups: int = 8
     head_dim: int = 32
     pooled_text: bool = True          # UNet addition_embed_type="text": pooled text added to the time embedding
@@ -114,8 +116,10 @@ def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: i
     heads = tuple(max(1, c // cfg.head_dim) for c in ch)
     return UNet2DConditionModel(
         sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=ch,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        down_block_types=tuple("CrossAttnDownBlock2D" if i or cfg.full_res_attention else "DownBlock2D"
+                               for i in range(n)),
+        up_block_types=tuple("CrossAttnUpBlock2D" if i < n - 1 or cfg.full_res_attention else "UpBlock2D"
+                             for i in range(n)),
         cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=cfg.unet_norm_groups,
         # the text also as a global signal: an attention-pooled text embedding added to the timestep
         # embedding, so every ResNet block sees it (colour and background are global decisions)

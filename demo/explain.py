@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from clipgpt_core import targets
+from clipgpt_core.access import ServerFiles
 from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, clip_t, explain, fit_curve
 from clipgpt_core.images import load_image
 from demo import upscale
@@ -21,8 +22,9 @@ CENTRE = {"auto": "auto", "centred": True, "raw cosine": False}   # the radio's 
 HEADERS = ["explanation", "held-out Spearman ρ", "held-out R²", "prior log p", "method"]
 
 
-def build(bundle) -> None:
-    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+def build(bundle, files: ServerFiles = ServerFiles()) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab. `files`: which server folders typed paths
+    (and the paths in a CSV) may name."""
     classifier = targets.load_classifier(bundle)
     shapes_world = (bundle.gallery or {}).get("kind") == "shapesworld"
     cache: dict = {}
@@ -41,13 +43,13 @@ def build(bundle) -> None:
             if target_kind == TARGETS[2]:
                 if not csv_file:
                     raise targets.TargetError("Upload a CSV of image paths and scores")
-                paths, f = targets.scores_from_csv(csv_file)
+                paths, f = targets.scores_from_csv(csv_file, files=files)
             else:
                 pos = pos_files or (pos_folder or "").strip()
                 neg = neg_files or (neg_folder or "").strip()
                 if not pos or not neg:
                     raise targets.TargetError("Give a folder (or files) of positives and one of negatives")
-                paths, f = targets.scores_from_folders(pos, neg)
+                paths, f = targets.scores_from_folders(pos, neg, files=files)
             return [load_image(p) for p in paths], None, f, {}
         if image_source == IMAGE_SOURCES[0]:
             if not shapes_world:
@@ -57,7 +59,7 @@ def build(bundle) -> None:
             folder = (image_folder or "").strip()
             if not folder:
                 raise targets.TargetError("Type the folder of your images")
-            images = [load_image(p) for p in targets._images_in(folder, "Images")]
+            images = [load_image(p) for p in targets._images_in(folder, "Images", files)]
             scenes, emb = None, None
         if target_kind == TARGETS[0]:
             if planted not in targets.PLANTED:
