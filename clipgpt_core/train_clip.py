@@ -83,7 +83,7 @@ class TrainConfig:
     text_probe_weight: float = 1.0  # the facts a caption states, probed from its text embedding
     presence_weight: float = 1.0  # "a {shape}" / "a {colour} ..." presence, read through CLIP text
     count_weight: float = 0.5    # "one/two/three/four {shape}s" on one-shape scenes
-    binding_weight: float = 0.5  # listing vs the listing with two colours swapped
+    binding_weight: float = 1.0  # listing vs the listing with two colours swapped
     seed: int = 0
     threads: int = 2
     device: str = "cpu"          # "cuda" on a machine with a GPU
@@ -139,25 +139,34 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
             np.stack([stated_facts(d) for d in descs]))
 
 
+PAIRS = [(c, s) for c in world.COLOURS for s in world.SHAPES]
+# held-out pairs never occur in training: asking the model to say they are absent would teach it that
+TRAIN_PAIRS = [cs for cs in PAIRS if world.split_allows(*cs, "train")]
 FACTS = ([f"shape:{v}" for v in world.SHAPES] + [f"colour:{v}" for v in world.COLOURS]
          + [f"size:{v}" for v in world.SIZES] + [f"position:{v}" for v in world.POSITIONS]
-         + [f"background:{v}" for v in world.BACKGROUNDS] + [f"count:{n}" for n in (1, 2, 3, 4)])
+         + [f"background:{v}" for v in world.BACKGROUNDS] + [f"count:{n}" for n in (1, 2, 3, 4)]
+         # colour-shape conjunctions: without them the probes ask only for a bag of attributes, and
+         # both towers learned one (a caption and its colour-swapped twin at cosine 0.95-0.998)
+         + [f"pair:{c} {s}" for c, s in TRAIN_PAIRS])
 
 
 def scene_facts(scene) -> np.ndarray:
-    """Multi-hot ground truth: which shapes, colours, sizes, positions occur; background; count."""
+    """Multi-hot ground truth: which shapes, colours, sizes, positions, colour-shape pairs occur;
+    background; count."""
     on = {f"background:{scene.background}", f"count:{len(scene.objects)}"}
     for o in scene.objects:
-        on |= {f"shape:{o.shape}", f"colour:{o.colour}", f"size:{o.size}", f"position:{o.position}"}
+        on |= {f"shape:{o.shape}", f"colour:{o.colour}", f"size:{o.size}", f"position:{o.position}",
+               f"pair:{o.colour} {o.shape}"}
     return np.array([f in on for f in FACTS], dtype=np.float32)
 
 
 def stated_facts(d: world.Description) -> np.ndarray:
-    """Multi-hot of what a caption states: its shapes, stated colours, sizes, positions and
-    background, and how many objects it speaks of."""
+    """Multi-hot of what a caption states: its shapes, stated colours, sizes, positions, colour-shape
+    pairs and background, and how many objects it speaks of."""
     on = {f"count:{d.count or len(d.phrases)}"} | ({f"background:{d.background}"} if d.background else set())
     for p in d.phrases:
         on |= {f"shape:{p.shape}"} | {f"{a}:{getattr(p, a)}" for a in ("colour", "size", "position") if getattr(p, a)}
+        on |= {f"pair:{p.colour} {p.shape}"} if p.colour else set()
     return np.array([f in on for f in FACTS], dtype=np.float32)
 
 
@@ -179,7 +188,7 @@ def count_prompt(shape: str, n: int) -> str:
 
 
 PRESENCE_SHAPES = [f"a {s}" for s in world.SHAPES]                                   # (6,)
-PRESENCE_COLOURS = [f"a {c} {s}" for c in world.COLOURS for s in world.SHAPES]       # (8 * 6,)
+PRESENCE_COLOURS = [f"a {c} {s}" for c, s in PAIRS]                                  # (8 * 6,)
 COUNTS = [count_prompt(s, n) for s in world.SHAPES for n in (1, 2, 3, 4)]           # (6 * 4,)
 
 
@@ -258,6 +267,7 @@ class AuxHeads(nn.Module):
         self.presence_scale = nn.Parameter(torch.tensor(20.0))
         self.shape_bias = nn.Parameter(torch.zeros(len(world.SHAPES)))
         self.colour_bias = nn.Parameter(torch.zeros(len(world.COLOURS)))
+        self.pair_bias = nn.Parameter(torch.zeros(len(TRAIN_PAIRS)))
 
 
 def centred(sims: torch.Tensor) -> torch.Tensor:
@@ -276,16 +286,21 @@ def aux_losses(clip: ClipEncoder, heads: AuxHeads, img, trunk, scenes, rng, cfg:
         loss = loss + cfg.trunk_weight * F.binary_cross_entropy_with_logits(heads.trunk_probe(trunk), facts)
     if cfg.presence_weight:
         shape_txt = encode(PRESENCE_SHAPES)                                              # (6, D)
-        colour_txt = F.normalize(encode(PRESENCE_COLOURS).view(len(world.COLOURS), len(world.SHAPES), -1)
-                                 .mean(1), dim=-1)                                       # (8, D)
+        pair_txt = encode(PRESENCE_COLOURS)                                              # (48, D)
+        colour_txt = F.normalize(pair_txt.view(len(world.COLOURS), len(world.SHAPES), -1).mean(1), dim=-1)  # (8, D)
         has_shape = torch.tensor([[any(o.shape == s for o in sc.objects) for s in world.SHAPES]
                                   for sc in scenes], dtype=torch.float, device=dev)
         has_colour = torch.tensor([[any(o.colour == c for o in sc.objects) for c in world.COLOURS]
                                    for sc in scenes], dtype=torch.float, device=dev)
+        has_pair = torch.tensor([[any((o.colour, o.shape) == cs for o in sc.objects) for cs in TRAIN_PAIRS]
+                                 for sc in scenes], dtype=torch.float, device=dev)
+        pair_txt = pair_txt[[PAIRS.index(cs) for cs in TRAIN_PAIRS]]                     # (42, D)
         s_logits = heads.presence_scale * centred(img @ shape_txt.T) + heads.shape_bias
         c_logits = heads.presence_scale * centred(img @ colour_txt.T) + heads.colour_bias
+        p_logits = heads.presence_scale * centred(img @ pair_txt.T) + heads.pair_bias
         loss = loss + cfg.presence_weight * (F.binary_cross_entropy_with_logits(s_logits, has_shape)
-                                             + F.binary_cross_entropy_with_logits(c_logits, has_colour))
+                                             + F.binary_cross_entropy_with_logits(c_logits, has_colour)
+                                             + F.binary_cross_entropy_with_logits(p_logits, has_pair))
     scale = model.logit_scale.exp()
     one_shape = [(i, world.SHAPES.index(sc.objects[0].shape), len(sc.objects)) for i, sc in enumerate(scenes)
                  if len({o.shape for o in sc.objects}) == 1]
