@@ -106,6 +106,7 @@ class Resume:
     rng: random.Random
     every: int = 100
     seconds: float = 0.0     # training time over every session of the run, set by fit()
+    key: dict | None = None  # what must match for a checkpoint to continue (default: run_key(cfg))
 
 
 class StateOf:
@@ -145,7 +146,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
     start, ema, spent = 0, None, 0.0
     if resume:
         meta = load_checkpoint(resume.directory, resume.modules, opt, resume.rng)
-        if meta and meta.get("run") != run_key(cfg):
+        if meta and meta.get("run") != (resume.key or run_key(cfg)):
             raise ValueError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
                              f"delete it (or pass --fresh) to start over")
         start, ema, spent = (meta["step"], meta["loss_ema"], meta["seconds"]) if meta else (0, None, 0.0)
@@ -161,7 +162,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
         bar.set_postfix(loss=f"{ema:.3f}")
         if resume and ((step + 1) % resume.every == 0 or step + 1 == last):
             save_checkpoint(resume.directory, resume.modules, opt, step + 1, resume.rng, loss_ema=ema,
-                            run=run_key(cfg), seconds=time.time() - t0)
+                            run=resume.key or run_key(cfg), seconds=time.time() - t0)
     if resume:
         resume.seconds = time.time() - t0
     return ema

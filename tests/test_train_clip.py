@@ -40,7 +40,8 @@ def test_scene_facts_are_the_ground_truth():
                                   world.Obj("blue", "cross", "small", 50, 50, 12, 0)))
     on = {f for f, v in zip(T.FACTS, T.scene_facts(scene)) if v}
     assert on == {"shape:star", "shape:cross", "colour:red", "colour:blue", "size:large", "size:small",
-                  "position:top left", "position:bottom right", "background:black", "count:2"}
+                  "position:top left", "position:bottom right", "background:black", "count:2",
+                  "pair:blue cross"}     # red star is a held-out pair: no training fact names it
 
 
 def test_binding_texts_swap_two_colours():
@@ -56,6 +57,7 @@ def test_binding_texts_swap_two_colours():
 def tiny_config(tmp_path, name, **kw):
     (tmp_path / "tiny-test-clip.json").write_text(json.dumps(TINY))
     open_clip.add_model_config(tmp_path / "tiny-test-clip.json")
+    kw = {"pretrain_steps": 1, "binding_stage_steps": 0} | kw
     return T.TrainConfig(out=str(tmp_path / name), checkpoint=str(tmp_path / f"{name}-ckpt"),
                          model_name="tiny-test-clip", text_from="", freeze_text=False, **kw)
 
@@ -74,13 +76,14 @@ def test_few_steps_lower_the_loss(tmp_path):
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
-    """Stopped mid-run (and mid-schedule) then run again with the same command: the weights equal
+    """Stopped mid-run (in either stage) then run again with the same command: the weights equal
     those of one uninterrupted run."""
     from safetensors.torch import load_file
-    common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1)
+    common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1, binding_stage_steps=3)
     T.train(tiny_config(tmp_path, "whole", **common))
     T.train(tiny_config(tmp_path, "split", stop_after=3, **common))     # checkpoint at 2 and at 3
     stopped = load_file(tmp_path / "split" / "open_clip_model.safetensors")
+    T.train(tiny_config(tmp_path, "split", stop_after=7, **common))     # into the binding stage
     T.train(tiny_config(tmp_path, "split", **common))                   # the same command again
     whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
     split = load_file(tmp_path / "split" / "open_clip_model.safetensors")
