@@ -71,7 +71,8 @@ def _mapper_loss(bundle, mapper, decoder=None, seed=7):
 
 
 def test_captioner_training_lowers_the_loss(bundle, tmp_path):
-    cfg = CaptionerTrainConfig(out=str(tmp_path / "captioner"), steps=20, batch=24, warmup=2, lr=3e-3)
+    cfg = CaptionerTrainConfig(out=str(tmp_path / "captioner"), steps=20, batch=24, warmup=2, lr=3e-3,
+                               checkpoint=str(tmp_path / "ckpt"))
     before = _mapper_loss(bundle, PrefixMapper(MapperConfig(bundle.clip.dim, bundle.prior.cfg.width,
                                                             cfg.prefix_length, cfg.hidden)).eval())
     trained = train_captioner(cfg)
@@ -127,7 +128,8 @@ def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
     images, captions, _, _ = world_pairs(random.Random(11), 64)
     img = bundle.clip.encode_images(images)
     raw = (bundle.clip.encode_texts(captions) * img).sum(1).mean()
-    ep = train_embedding_prior(EmbeddingPriorTrainConfig(out=str(tmp_path / "ep"), steps=40, batch=48, warmup=2))
+    ep = train_embedding_prior(EmbeddingPriorTrainConfig(out=str(tmp_path / "ep"), steps=40, batch=48, warmup=2,
+                                                             checkpoint=str(tmp_path / "ckpt")))
     via = (ep.predict(captions) * img).sum(1).mean()
     assert via > raw + 0.02, (raw, via)   # the trained CLIP's text is already close (~0.8): closer still
 

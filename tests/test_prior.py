@@ -82,7 +82,8 @@ def test_log_prob_is_the_sum_of_token_log_probs(fresh):
 def test_training_lowers_the_loss(tmp_path):
     held_out = world_captions(__import__("random").Random(123), 64)
     before = CaptionPrior.from_clip(load_bundle().clip).log_prob(held_out).mean()
-    prior = train(PriorTrainConfig(out=str(tmp_path / "prior"), steps=25, batch=32, warmup=5, lr=3e-3))
+    prior = train(PriorTrainConfig(out=str(tmp_path / "prior"), steps=25, batch=32, warmup=5, lr=3e-3,
+                                   checkpoint=str(tmp_path / "ckpt")))
     after = prior.log_prob(held_out).mean()
     assert after > before + 5, (before, after)
     loaded = CaptionPrior.load(tmp_path / "prior")

@@ -33,7 +33,7 @@ def tiny_config(out, **kw) -> RendererTrainConfig:
     return RendererTrainConfig(**dict(
         out=str(out), with_text_encoder=True, device="cpu", threads=1, steps_vae=2, steps_unet=2, batch_vae=4, batch_unet=4, n_latents=16,
         vae_channels=(8, 16, 16), vae_norm_groups=8, unet_channels=(16, 32, 32), unet_norm_groups=8, head_dim=16,
-        warmup=1) | kw)
+        warmup=1, checkpoint="") | kw)
 
 
 def pixels(renderer, prompt, seed=0, **kw) -> np.ndarray:
