@@ -140,8 +140,10 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
     captions = [world.caption_text(d, rng) for d in descs]
     negs = []
     for d, s, cap in zip(descs, scenes, captions):
-        found = world.negatives(d, s, rng, n=cfg.text_negatives)
-        found += [None] * (cfg.text_negatives - len(found))
+        # a held-out pair must not occur in training text either: stated only in negatives, "a red star"
+        # was pushed away from every image, and the CLIP read red stars as anything but red (0.00)
+        found = [x for x in world.negatives(d, s, rng, n=cfg.text_negatives + 4) if states_only_train_pairs(x)]
+        found = found[:cfg.text_negatives] + [None] * (cfg.text_negatives - len(found[:cfg.text_negatives]))
         negs += [world.caption_text(x, rng) if x else cap for x in found]
     truth = truth_matrix(descs, scenes)
     neg_valid = [n != c for n, c in zip(negs, np.repeat(captions, cfg.text_negatives))]
@@ -168,6 +170,10 @@ def scene_facts(scene) -> np.ndarray:
         on |= {f"shape:{o.shape}", f"colour:{o.colour}", f"size:{o.size}", f"position:{o.position}",
                f"pair:{o.colour} {o.shape}"}
     return np.array([f in on for f in FACTS], dtype=np.float32)
+
+
+def states_only_train_pairs(d: world.Description) -> bool:
+    return all(p.colour is None or world.split_allows(p.colour, p.shape, "train") for p in d.phrases)
 
 
 def stated_facts(d: world.Description) -> np.ndarray:
@@ -297,7 +303,10 @@ def aux_losses(clip: ClipEncoder, heads: AuxHeads, img, trunk, scenes, rng, cfg:
     if cfg.presence_weight:
         shape_txt = encode(PRESENCE_SHAPES)                                              # (6, D)
         pair_txt = encode(PRESENCE_COLOURS)                                              # (48, D)
-        colour_txt = F.normalize(pair_txt.view(len(world.COLOURS), len(world.SHAPES), -1).mean(1), dim=-1)  # (8, D)
+        allowed = torch.tensor([world.split_allows(c, s, "train") for c, s in PAIRS], dtype=torch.float,
+                               device=dev).view(len(world.COLOURS), len(world.SHAPES), 1)
+        colour_txt = F.normalize((pair_txt.view(len(world.COLOURS), len(world.SHAPES), -1) * allowed).sum(1),
+                                 dim=-1)                                                 # (8, D), train pairs only
         has_shape = torch.tensor([[any(o.shape == s for o in sc.objects) for s in world.SHAPES]
                                   for sc in scenes], dtype=torch.float, device=dev)
         has_colour = torch.tensor([[any(o.colour == c for o in sc.objects) for c in world.COLOURS]

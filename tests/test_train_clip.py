@@ -31,8 +31,19 @@ def test_truth_matrix_marks_every_true_pair():
     assert all(n != c for n, c, v in zip(negs, caps, valid) if v)
     assert facts.shape == stated.shape == (len(caps), len(T.FACTS)) and len(scenes) == len(caps)
     assert (stated <= facts).all()     # a caption states only what is true of its scene
-    # every caption is true of its own scene, every valid negative false
+    # every caption is true of its own scene
     assert all(truth[i, i] for i in range(len(caps)))
+
+
+def test_no_training_text_names_a_held_out_pair():
+    """Held-out colour-shape pairs stay out of training text too, negatives included."""
+    from clipgpt_core.captions import parse_caption
+    cfg = T.TrainConfig(pairs=48)
+    for seed in range(3):
+        _, caps, negs, *_ = T.make_batch(random.Random(seed), cfg)
+        for text in caps + negs:
+            d = parse_caption(text)
+            assert d is not None and T.states_only_train_pairs(d), text
 
 
 def test_scene_facts_are_the_ground_truth():
