@@ -74,7 +74,7 @@ class TrainConfig:
     model_name: str = "shapes-clip-v2"
     text_from: str = ""          # a saved CLIP whose text tower to start from ("" = random init)
     freeze_text: bool = False    # keep that text tower as it is (then the prior and renderer stay valid)
-    steps: int = 7000
+    steps: int = 5000
     pretrain_steps: int = 600    # the first steps: each tower learns ground truth alone (see _pretrain_step)
     lr: float = 2e-3
     min_lr: float = 5e-5
