@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from .errors import ClipGPTError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-class AccessError(ValueError):
+class AccessError(ClipGPTError, ValueError):
     """A path the app may not read; the message says how the owner can allow it."""
 
 

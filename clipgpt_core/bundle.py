@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ClipGPTError
 from .captioner import Captioner
 from .captions import WORD_GROUPS
 from .clip_model import ClipEncoder, create_clip, load_clip
@@ -41,7 +42,7 @@ FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"
 
 
-class BundleError(RuntimeError):
+class BundleError(ClipGPTError, RuntimeError):
     """A bundle that cannot be loaded; the message says what is wrong and what to do."""
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from .errors import ClipGPTError
 from . import shapes_cnn  # noqa: F401  registers the built-in image tower with timm
 from .images import load_image
 
@@ -30,7 +31,7 @@ CONFIG_FILE = "open_clip_config.json"   # open_clip's own hub-export layout
 MAX_TEXT_CHARS = 2000                   # longer input is cut; CLIP sees <= context_length tokens anyway
 
 
-class WeightsNotAvailable(RuntimeError):
+class WeightsNotAvailable(ClipGPTError, RuntimeError):
     """Pretrained weights are not on this machine; the message says how to get them."""
 
 

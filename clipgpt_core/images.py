@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from .errors import ClipGPTError
 
 MAX_PIXELS = 50_000_000        # refuse anything larger (decompression bombs, absurd scans)
 WORKING_SIDE = 1024            # larger images are shrunk once on load; models use 64-224 px
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL raises DecompressionBombError above 2x this
 
 
-class BadImageError(ValueError):
+class BadImageError(ClipGPTError, ValueError):
     """An input that is not a usable image; the message says why, in plain words."""
 
 

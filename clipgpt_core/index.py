@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .errors import ClipGPTError
 from .images import BadImageError, load_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_CACHE = Path(os.environ.get("CLIPGPT_CACHE", Path.home() / ".cache" / "clipgpt"))
 
 
-class GalleryError(RuntimeError):
+class GalleryError(ClipGPTError, RuntimeError):
     """A gallery that cannot be built or read; the message says why."""
 
 

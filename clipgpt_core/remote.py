@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
+from .errors import ClipGPTError
 from .index import Hit
 
 MODALITIES = ("image", "text")   # which of the server's indices to search: image.index or text.index
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ClipGPTError, RuntimeError):
     """A remote back-end that cannot be used; the message says why and what to do."""
 
 

@@ -19,6 +19,7 @@ import secrets
 from pathlib import Path
 
 import torch
+from .errors import ClipGPTError
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 STEPS = (1, 200)
@@ -29,7 +30,7 @@ MAX_PROMPT_CHARS = 2000
 TOKEN = re.compile(r"<[^<>\s|]+>")  # a learned token as typed in a prompt: <concept>
 
 
-class RenderError(ValueError):
+class RenderError(ClipGPTError, ValueError):
     """Input or weights the renderer cannot use; the message says what is wrong and what to do."""
 
 

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .errors import ClipGPTError
 from . import world
 from .access import ServerFiles
 from .captions import parse_caption, stated_attributes
@@ -36,7 +37,7 @@ TOP_ROW = ("top left", "top", "top right")
 BOTTOM_ROW = ("bottom left", "bottom", "bottom right")
 
 
-class TargetError(ValueError):
+class TargetError(ClipGPTError, ValueError):
     """Scores or images that cannot be explained; the message says what is wrong."""
 
 

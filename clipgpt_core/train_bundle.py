@@ -96,7 +96,6 @@ def run(bundle: Path, stages=ORDER, force=(), overrides: dict | None = None,
     manifest = json.loads((bundle / "manifest.json").read_text())
     components = manifest["components"]
     times_file = bundle / "train_times.json"
-    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     forced = set()
     for name in force:     # a forced stage forces everything after it that can depend on it
         forced |= set(ORDER[ORDER.index(name):])
@@ -117,6 +116,8 @@ def run(bundle: Path, stages=ORDER, force=(), overrides: dict | None = None,
         fingerprints = dependency_fingerprints(bundle, components, load_clip(bundle / components["clip"]["path"]))
         out = bundle / components[stage]["path"]
         write_lineage(out, stage, fingerprints, recipe=recipe(cfg), minutes_this_session=minutes, machine=machine())
+        # read again: another stage may have finished meanwhile in a second process
+        times = json.loads(times_file.read_text()) if times_file.is_file() else {}
         times[stage] = {"minutes": _recorded_minutes(out, minutes), "machine": machine()}
         times_file.write_text(json.dumps(times, indent=2))
         done[stage] = minutes

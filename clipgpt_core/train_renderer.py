@@ -74,7 +74,7 @@ class RendererTrainConfig:
     vae_channels: tuple = (8, 16, 32)  # 64 -> 32 -> 16 px
     vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
     # stage 2: the UNet
-    steps_unet: int = 3200
+    steps_unet: int = 4000            # v1: 3200
     batch_unet: int = 32
     lr_unet: float = 8e-4
     n_latents: int = 12000            # scenes rendered and encoded once for stage 2
