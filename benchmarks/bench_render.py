@@ -187,11 +187,12 @@ def main():
     import torch
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    bundle = load_bundle(args.bundle, device=args.device)
+    # strict=False: only the CLIP and the renderer are read, so a bundle being retrained can be measured
+    bundle = load_bundle(args.bundle, device=args.device, strict=False)
     renderer = Renderer.load(args.renderer, args.device, clip=bundle.clip) if args.renderer else bundle.renderer
     if renderer is None:
-        raise SystemExit(f"bundle {bundle.name} has no renderer: train one (python -m clipgpt_core.train_renderer) "
-                         f"or pass --renderer DIR")
+        raise SystemExit(f"bundle {bundle.name} has no renderer trained against its CLIP: train one "
+                         f"(python -m clipgpt_core.train_bundle --out DIR) or pass --renderer DIR")
     renderer.pipe.set_progress_bar_config(disable=True)
     defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
                 if k in ("guidance_scale", "steps")}
