@@ -24,6 +24,7 @@ file), layer.py (a whole layer in one job).
 from .api import DEFAULT_BUDGET, METHODS, clip_t, explain, fit_curve, method_config
 from .errors import ExplainError
 from .explanation import Explanation
+from .layer import COLUMNS as LAYER_COLUMNS, LayerTable, explain_layer, layer_activations
 from .partial import all_claims, claim_bank, claim_text
 from .problem import (DEFAULT_PRIOR_WEIGHT, DISFLUENT_PENALTY, FLUENCY_FLOOR, MAX_IMAGES, Explainer, Problem,
                       Settings, explainer_for, world_concepts)
@@ -33,7 +34,7 @@ from .tokens import TextTower, TokenSpace, load_learned_embeds, save_learned_emb
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_PRIOR_WEIGHT", "DISFLUENT_PENALTY", "FLUENCY_FLOOR", "MAX_IMAGES", "METHODS",
            "ExplainError", "Explainer", "Explanation", "Problem", "Settings", "TextTower", "TokenSpace",
-           "all_claims", "claim_bank", "claim_text", "clip_t", "explain", "explainer_for",
-           "fit_curve", "load_learned_embeds", "method_config", "monotone_fit", "r2_score",
+           "all_claims", "claim_bank", "claim_text", "clip_t", "explain", "explain_layer", "explainer_for",
+           "fit_curve", "layer_activations", "load_learned_embeds", "method_config", "monotone_fit", "r2_score",
            "ridge_probe", "save_learned_embeds", "spearman_ceiling", "spearman_columns", "spearman_ties",
            "world_concepts"]

@@ -2,13 +2,14 @@
 background", "large", "two stars", "a red star").
 
 A claim is a set of attribute values of ShapesWorld ({"colour": "red"}; {"count": 2, "shape": "star"}).
-Its CLIP text direction is the mean text embedding of world captions that state it, written by the
-world's own caption language (world.describe's probabilities and world.caption_text's templates) with
-every attribute the claim leaves open drawn at random: prompt ensembling (the CLIP paper, section 3.1.4),
-so the direction reads the claim without committing to the rest. A claim is scored on the fit half by
-rho(f, CLIP_t) minus `attribute_penalty` for every attribute beyond the first (count + shape counts
-two), so an extra attribute must pay for itself in fit and the minimal true claim wins over a longer
-one that fits the same. Compositions of the best claims are compose.py's.
+It is read through the world captions that state exactly it: world.caption_text of a Description
+with the claimed values and nothing else, one caption per shape when the claim names none (a phrase
+needs a noun), averaged in CLIP's text space (prompt ensembling, the CLIP paper's section 3.1.4), so
+the direction reads "red" without committing to a shape. Two readings of each claim (ClaimBank); the
+one that fits the fit half better is used. A claim is scored on the fit half by rho(f, CLIP_t) minus
+`attribute_penalty` for every attribute beyond the first ("a red star" and "two stars" state two), so
+an extra attribute must pay for itself in fit and the minimal true claim wins over a longer one that
+fits the same. Compositions of the best claims ("A or B", "A but not B") are compose.py's.
 """
 from __future__ import annotations
 
