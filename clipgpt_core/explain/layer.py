@@ -149,13 +149,14 @@ def _runner_up(texts, idx) -> str:
 
 
 def _candidates(ex, p, concepts):
-    """(texts, CLIP_t directions (C, D), attributes per text (C,), claims): every claim in both readings
+    """(texts, CLIP_t directions (C, D), attributes per text (C,), claims): every claim in every reading
     (partial.py) on a ShapesWorld bundle, else the concept list's texts (centred)."""
     if ex.shapes_world and not concepts:
         bank = claim_bank(ex)
-        v = bank.vectors(p)                                                           # (M, 2, D)
-        return (bank.texts * 2, np.concatenate([v[:, 0], v[:, 1]]), np.tile(bank.n_attributes, 2),
-                [dict(c) for c in bank.claims] * 2)
+        v = bank.vectors(p)                                                           # (M, R, D)
+        r = v.shape[1]
+        return (bank.texts * r, v.transpose(1, 0, 2).reshape(-1, v.shape[2]), np.tile(bank.n_attributes, r),
+                [dict(c) for c in bank.claims] * r)
     texts = list(dict.fromkeys(concepts or ex.concepts))
     feats = ex.features([ex.ids(t) for t in texts])
     return texts, p.vector(feats), np.ones(len(texts)), [None] * len(texts)

@@ -5,8 +5,8 @@ A claim is a set of attribute values of ShapesWorld ({"colour": "red"}; {"count"
 It is read through the world captions that state exactly it: world.caption_text of a Description
 with the claimed values and nothing else, one caption per shape when the claim names none (a phrase
 needs a noun), averaged in CLIP's text space (prompt ensembling, the CLIP paper's section 3.1.4), so
-the direction reads "red" without committing to a shape. Two readings of each claim (ClaimBank); the
-one that fits the fit half better is used. A claim is scored on the fit half by rho(f, CLIP_t) minus
+the direction reads "red" without committing to a shape. Four readings of each claim (ClaimBank);
+the one that fits the fit half better is used. A claim is scored on the fit half by rho(f, CLIP_t) minus
 `attribute_penalty` for every attribute beyond the first ("a red star" and "two stars" state two), so
 an extra attribute must pay for itself in fit and the minimal true claim wins over a longer one that
 fits the same. Compositions of the best claims ("A or B", "A but not B") are compose.py's.
@@ -35,7 +35,8 @@ class Config:
     max_terms: int = 3                # claims in a composition
     compose_pool: int = 8             # compositions are made of the best this many single-attribute claims
                                       # and the best half as many claims of any length
-    compose_margin: float = 0.03      # a composition must beat the best single claim by this (fit-half objective)
+    compose_margin: float = 0.06      # a composition must beat the best single claim (and every composition
+                                      # without one of its terms) by this much fit-half objective
 
 
 def all_claims() -> list[dict]:
@@ -76,54 +77,65 @@ def claim_text(c: dict) -> str:
     return text
 
 
-def claim_captions(c: dict) -> list[str]:
+def claim_captions(c: dict, counted: bool = False) -> list[str]:
     """The world captions that state exactly the claim: world.caption_text of a description with the
-    claimed values and nothing else, one per shape when the claim names none (a phrase needs a noun)."""
+    claimed values and nothing else, one per shape when the claim names none (a phrase needs a noun).
+    counted=True adds, for a claim without a count or position, "two / three / four ..." of them (the
+    world's counted form states the colour or size of every object, so it reads "how red" rather than
+    "one red object")."""
     shapes = [c["shape"]] if "shape" in c else world.SHAPES
+    counts = [c["count"]] if "count" in c else [None] + ([2, 3, 4] if counted and "position" not in c else [])
     return [world.caption_text(world.Description(
         (world.Phrase(s, colour=c.get("colour"), size=c.get("size"), position=c.get("position")),),
-        count=c.get("count"), background=c.get("background"))) for s in shapes]
+        count=n, background=c.get("background"))) for s in shapes for n in counts]
+
+
+READINGS = ("captions", "contrast", "counted captions", "counted contrast")
 
 
 @dataclass
 class ClaimBank:
-    """Every claim's text, its directions and its number of attributes (M,). Two readings per claim,
-    (M, 2, D): 0 = the unit mean of its captions' text embeddings (a text, centred like any text);
-    1 = that mean minus the mean over the claims of the same attributes (the contrast "red rather than
-    another colour", which needs no centring). The reading that fits the fit half better is used."""
+    """Every claim's text, its directions and its number of attributes (M,). Four readings per claim,
+    (M, 4, D): the unit mean of its captions' text embeddings (a text, centred like any text); that mean
+    minus the mean over the claims of the same attributes (the contrast "red rather than another
+    colour", which needs no centring); and both again with the counted captions. The reading that fits
+    the fit half better is used (they all state the same claim)."""
     claims: list[dict]
     texts: list[str]
     feats: np.ndarray
     n_attributes: np.ndarray
 
     def vectors(self, p: Problem) -> np.ndarray:
-        """(M, 2, D) CLIP_t directions on this problem (reading 0 centred as the problem is)."""
+        """(M, 4, D) CLIP_t directions on this problem (the text readings centred as the problem is)."""
         v = self.feats.copy()
-        v[:, 0] = p.vector(v[:, 0]) if p.centred else v[:, 0]
+        for r in (0, 2):
+            v[:, r] = p.vector(v[:, r]) if p.centred else v[:, r]
         return v
 
 
 def claim_bank(ex: Explainer) -> ClaimBank:
-    """Built once per bundle (about 2,000 distinct captions through the text tower), cached on the Explainer."""
+    """Built once per bundle (about 2,500 distinct captions through the text tower), cached on the Explainer."""
     if ex.claims is not None:
         return ex.claims
     if not ex.shapes_world:
         raise ExplainError(f"method 'partial' describes ShapesWorld attributes; bundle {ex.bundle.name} is not a "
                            f"ShapesWorld bundle (use 'search' or 'dissect')")
     claims = all_claims()
-    caps = [claim_captions(c) for c in claims]
+    caps = [claim_captions(c, counted) for counted in (False, True) for c in claims]
     unique = list(dict.fromkeys(t for cs in caps for t in cs))
     index = {t: i for i, t in enumerate(unique)}
     text_feats = ex.clip.encode_texts(unique)
-    mean = np.stack([text_feats[[index[t] for t in cs]].mean(0) for cs in caps])        # (M, D)
+    mean = np.stack([text_feats[[index[t] for t in cs]].mean(0) for cs in caps]).reshape(2, len(claims), -1)
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(claims):
         groups.setdefault(tuple(sorted(c)), []).append(i)
-    contrast = mean.copy()
-    for idx in groups.values():
-        contrast[idx] -= mean[idx].mean(0)
-    feats = np.stack([mean / np.linalg.norm(mean, axis=1, keepdims=True), contrast], 1).astype(np.float32)
-    ex.claims = ClaimBank(claims, [claim_text(c) for c in claims], feats,
+    readings = []
+    for m in mean:
+        contrast = m.copy()
+        for idx in groups.values():
+            contrast[idx] -= m[idx].mean(0)
+        readings += [m / np.linalg.norm(m, axis=1, keepdims=True), contrast]
+    ex.claims = ClaimBank(claims, [claim_text(c) for c in claims], np.stack(readings, 1).astype(np.float32),
                           np.array([len(c) for c in claims], dtype=np.float64))
     return ex.claims
 
@@ -135,8 +147,8 @@ def objectives(rho: np.ndarray, bank: ClaimBank, cfg: Config, neg: float = 0.0) 
 
 def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
     bank = claim_bank(ex)
-    vectors = bank.vectors(p)                                                      # (M, 2, D)
-    rho = spearman_columns(p.rf_fit, p.emb[p.fit] @ vectors.reshape(-1, vectors.shape[-1]).T).reshape(-1, 2)
+    vectors = bank.vectors(p)                                                      # (M, 4, D)
+    rho = spearman_columns(p.rf_fit, p.emb[p.fit] @ vectors.reshape(-1, vectors.shape[-1]).T).reshape(len(vectors), -1)
     fit = np.maximum(rho, -ex.decreasing * rho)
     reading = fit.argmax(1)                                                        # (M,) the better reading
     best = vectors[np.arange(len(vectors)), reading]                               # (M, D)
@@ -146,7 +158,7 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
     for i in order[:s.keep]:
         e = ex.evaluate(p, bank.texts[i], None, "partial", 0.0, 0.0, vector=best[i])
         e.objective, e.claim = float(obj[i]), dict(bank.claims[i])
-        e.extra["reading"] = ("captions", "contrast")[reading[i]]
+        e.extra["reading"] = READINGS[reading[i]]
         out.append(e)
     if cfg.compose and cfg.max_terms > 1:
         # the terms: the best single-attribute claims (what "A or B" is usually made of, by |rho|: a claim
