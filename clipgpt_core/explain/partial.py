@@ -161,8 +161,8 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         e.extra["reading"] = READINGS[reading[i]]
         out.append(e)
     if cfg.compose and cfg.max_terms > 1:
-        # the terms: the best single-attribute claims (what "A or B" is usually made of, by |rho|: a claim
-        # f falls with is a "but not" term) and the best overall: a claim f falls with is a "but not" term)
+        # the terms: the best single-attribute claims (what "A or B" is usually made of; by |rho|, since a
+        # claim f falls with is a "but not" term) and the best claims of any length
         strength = np.abs(rho[np.arange(len(rho)), reading]) - cfg.attribute_penalty * (bank.n_attributes - 1)
         singles = [i for i in np.argsort(-strength, kind="stable") if bank.n_attributes[i] == 1][:cfg.compose_pool]
         pool = np.array(list(dict.fromkeys(singles + list(order[:cfg.compose_pool // 2]))))
