@@ -12,6 +12,9 @@ linear_probe_spearman; one text's CLIP_t is itself a linear readout of the embed
 the most any text can reach with this CLIP), whether the
 CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^2, the prior log-prob
 of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
+Also per row: whether the explanation is minimal (states the answer and no attribute the function does not
+depend on), and on --fresh other images of the same renderer, rho(f, predict()) beside a ridge probe fitted
+on the labels explain() got; the summary groups functions by attribute family.
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
 "ours" = world.render, on seeds no training run draws (1,000,000+).
 """
