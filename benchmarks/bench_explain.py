@@ -12,6 +12,9 @@ linear_probe_spearman; one text's CLIP_t is itself a linear readout of the embed
 the most any text can reach with this CLIP), whether the
 CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^2, the prior log-prob
 of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
+Also per row: whether the explanation is minimal (states the answer and no attribute the function does not
+depend on), and on --fresh other images of the same renderer, rho(f, predict()) beside a ridge probe fitted
+on the labels explain() got; the summary groups functions by attribute family.
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
 "ours" = world.render, on seeds no training run draws (1,000,000+).
 """
@@ -31,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from clipgpt_core import load_bundle  # noqa: E402
 from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain  # noqa: E402
-from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier, states_answer, world_sample  # noqa: E402
+from clipgpt_core.explain import spearman_ties  # noqa: E402
+from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,  # noqa: E402
+                                  world_sample)
 
 
 def answer_caption(answer: dict) -> str:
@@ -62,6 +67,8 @@ def main(argv=None):
     ap.add_argument("--end-to-end-only", action="store_true", help="only that timing (no recovery runs)")
     ap.add_argument("--probe-train", type=int, default=2048, metavar="N",
                     help="images (same renderer, other seeds) the linear-probe reference is fitted on")
+    ap.add_argument("--fresh", type=int, default=512, metavar="N",
+                    help="fresh images (the first N probe-set images) predict() is read on")
     ap.add_argument("--bundle", default="shapes", help="the bundle to explain with (a name or a directory)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
     args = ap.parse_args(argv)
@@ -102,23 +109,29 @@ def main(argv=None):
         emb = sets[s][2]
         lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
         probe = linear_probe_spearman(probe_sets[s][2], f_probe, emb, f)
+        # fresh images (the probe set's first --fresh): explanations predict there, beside a ridge probe
+        # fitted on the same labels explain() got (all N explained images)
+        fresh_emb, f_fresh = probe_sets[s][2][:args.fresh], f_probe[:args.fresh]
+        probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
         for m in methods:
             t = time.time()
             ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
                              centre=centre)
             sec = time.time() - t
             best = ranked[0]
-            row = {"kind": kind, "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
+            row = {"kind": kind, "family": family(kind, answer), "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
                    else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
                    "recovered": states_answer(best.text, answer), "spearman": best.spearman,
-                   "spearman_h": best.extra["spearman_h"], "r2": best.r2,
+                   "spearman_h": best.spearman_h, "r2": best.r2, "minimal": minimal(best.text, answer),
+                   "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
+                   "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
                    "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
                    "spearman_ceiling": best.extra["spearman_ceiling"], **probe,
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
             rows.append(row)
-            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
+            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
                   f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
                   f"{best.text}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +170,25 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
             "probe_fit_spearman": _spearman_ties(f[held], x_fit[held]), "probe_fit_spearman_h": rho_h(x_fit)}
 
 
+def fresh_probe(emb, f, fresh_emb, f_fresh) -> float:
+    """rho on fresh images of a ridge probe fitted on the labels explain() got: the reference for predict()."""
+    from sklearn.linear_model import RidgeCV
+    return spearman_ties(f_fresh, RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(emb, f).predict(fresh_emb))
+
+
+def family(kind: str, answer: dict) -> str:
+    """The attribute family a function belongs to (colour, shape, size, position, background), two
+    attributes, or the classifier's logits."""
+    if kind != "planted":
+        return "classifier logits"
+    return f"planted: {next(iter(answer))}" if len(answer) == 1 else "planted: two attributes"
+
+
+def minimal(text: str, answer: dict) -> bool:
+    """The explanation states the answer and no attribute the function does not depend on."""
+    return states_answer(text, answer) and set(stated_values(text)) <= set(answer)
+
+
 def end_to_end(bundle, n: int, methods) -> dict:
     """Seconds for explain() on n PIL images (independent renderer), embedding included, default budget:
     what a user waits for. Function: has_red."""
@@ -175,14 +207,19 @@ def summarise(rows):
     out = {}
     groups = {}
     for r in rows:
-        key = ("planted, single attribute" if r["single_attribute"] else "planted, two attributes") \
-            if r["kind"] == "planted" else "classifier logits"
+        key = r.get("family") or (("planted, single attribute" if r["single_attribute"] else "planted, two attributes")
+                                   if r["kind"] == "planted" else "classifier logits")
         groups.setdefault((key, r["set"], r["method"]), []).append(r)
     for (key, s, m), rs in groups.items():
         out[f"{key} | {s} | {m}"] = {
             "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
             "spearman": float(np.mean([r["spearman"] for r in rs])),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
+            "minimal": float(np.mean([r["minimal"] for r in rs])),
+            "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),
+            "fresh_probe_spearman": float(np.mean([r["fresh_probe_spearman"] for r in rs])),
+            "fresh_over_probe": float(np.mean([r["fresh_spearman_h"] for r in rs])
+                                      / max(1e-6, np.mean([r["fresh_probe_spearman"] for r in rs]))),
             "learned_spearman": (float(np.mean([r["learned_spearman"] for r in rs]))
                                  if all(r.get("learned_spearman") is not None for r in rs) else None),
             "spearman_over_ceiling": float(np.mean([r["spearman"] / max(r["spearman_ceiling"], 1e-6) for r in rs])),
@@ -199,10 +236,11 @@ def summarise(rows):
 
 
 def print_table(summary):
-    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
+    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'minim':>6s} {'fresh':>6s} {'f.probe':>7s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
           f"{'probe':>6s} {'probe_h':>7s} {'fit_h':>6s} {'ceil':>5s} {'R2':>6s} {'log p':>6s} {'log p ans':>9s} {'s/expl':>6s} {'centred':>7s}")
     for k, v in summary.items():
-        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
+        print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['minimal']:6.2f} {v['fresh_spearman_h']:6.3f} "
+              f"{v['fresh_probe_spearman']:7.3f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
               f"{v['spearman_over_ceiling']:8.3f} {v['probe_spearman']:6.3f} {v['probe_spearman_h']:7.3f} {v['probe_fit_spearman_h']:6.3f} {v['spearman_ceiling']:5.2f} {v['r2']:6.3f} "
               f"{v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f} {v['centred_share']:7.2f}")
 

@@ -2,24 +2,32 @@
 a thin UI over clipgpt_core.explain and clipgpt_core.targets."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import pandas as pd
 
 from clipgpt_core import targets
 from clipgpt_core.access import ServerFiles
-from clipgpt_core.explain import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, clip_t, explain, fit_curve
+from clipgpt_core.explain import (DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, LAYER_COLUMNS, Explanation, explain,
+                                  explain_layer, fit_curve, layer_activations)
 from clipgpt_core.images import load_image
 from demo import upscale
 from demo.render import bundle_renderer, has_renderer
 
 TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positives vs negatives"]
 IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
-METHOD_NAMES = {"search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
+METHOD_NAMES = {"partial": "partial descriptions (+ compositions)", "search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
                 "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
 USER_ERRORS = (ValueError, RuntimeError, OSError)
 CENTRE = {"auto": "auto", "centred": True, "raw cosine": False}   # the radio's choices -> explain(centre=...)
-HEADERS = ["explanation", "held-out Spearman ρ", "held-out R²", "prior log p", "method"]
+HEADERS = ["explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)", "held-out R²",
+           "ridge probe ρ (same labels)", "prior log p", "method"]
+APPLY_HEADERS = ["image", "CLIP_t", "predicted f"]
+# the classifier layers the layer job offers: its logits (both heads), its penultimate units, the last conv block
+LAYERS = {"logits (shape and colour heads)": "", "penultimate units": "penultimate", "last conv block": "body.3"}
 
 
 def build(bundle, files: ServerFiles = ServerFiles()) -> None:
@@ -88,29 +96,78 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 raise targets.TargetError("No explanation came out; raise the budget")
             best = ranked[0]
             centred = best.extra["centred"]                   # what "auto" chose
-            x, fh, hh, held = fit_curve(bundle, emb, f, best.text, seed=int(seed or 0), centre=centred)
+            x, fh, hh, held = fit_curve(bundle, emb, f, best, seed=int(seed or 0), centre=centred)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         table = [e.row() for e in ranked]
         order = np.argsort(x)
         plot = pd.DataFrame({"CLIP_t": np.r_[x, x[order]], "score": np.r_[fh, hh[order]],
                              "series": ["f (held-out images)"] * len(x) + ["h(CLIP_t), fitted on the other half"] * len(x)})
-        xs = clip_t(bundle, emb, best.text, centred)
+        xs = best.clip_t(emb)
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
         gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
-        status = (f"**{best.text}** — held-out Spearman ρ {best.spearman:.3f} (the most any text could reach on "
-                  f"these scores: {best.extra.get('spearman_ceiling', 1):.2f}), R² {best.r2:.3f}, "
+        probe = best.probe_spearman
+        status = (f"**{best.text}** — held-out ρ(f, h(CLIP_t)) {best.spearman_h:.3f} (ties allowed; the ridge probe "
+                  f"fitted on the same labels reads {probe:.3f}), ρ(f, CLIP_t) {best.spearman:.3f} (the most a "
+                  f"tie-free score could reach: {best.extra.get('spearman_ceiling', 1):.2f}), R² {best.r2:.3f}, "
                   f"log p {best.log_prior:.1f}; h {best.direction}; CLIP_t {'centred' if centred else 'raw cosine'}; "
                   f"{len(f)} images, {best.seconds:.1f} s ({METHOD_NAMES[method]}).")
+        if best.terms:
+            status += "\n\nA composition of " + ", ".join(
+                f"{'−' if t['sign'] < 0 else '+'}{t['weight']:.2f} × “{t['text']}”" for t in best.terms) + \
+                " (z-scored CLIP_t's), chosen because it beat every single description on the fit half."
         if answer:
             ok = targets.states_answer(best.text, answer)
             status += f"\n\nKnown answer {answer}: {'recovered ✓' if ok else 'not recovered ✗'}."
         if best.token_file:
             status += (f"\n\nLearned tokens {best.token} (held-out ρ {best.learned_spearman:.3f}) are in the file below "
                        f"(diffusers' learned_embeds.safetensors); “Render” draws them.")
+        saved = best.save(Path(tempfile.mkdtemp(prefix="clipgpt-explanation-")) / "explanation.json")
         state = {"text": best.text, "token_file": best.token_file, "token": best.token}
-        return table, status, plot, gal(top), gal(bottom), best.token_file, state
+        return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved), state
+
+    def apply_saved(saved_file, folder, uploads, progress=gr.Progress(track_tqdm=True)):
+        """A saved explanation's h(CLIP_t) on a folder of images (or uploads) it never saw."""
+        try:
+            if not saved_file:
+                raise targets.TargetError("Upload a saved explanation (the .json the Explain button offers)")
+            e = Explanation.load(saved_file, bundle)
+            given = uploads or (folder or "").strip()
+            if not given:
+                raise targets.TargetError("Type a folder of images, or upload some")
+            paths = targets._images_in(given, "Images", files)   # typed folders are checked against `files`
+            images = [load_image(p) for p in paths]
+            x = e.clip_t(images)
+            pred = e.h(x)
+        except USER_ERRORS as err:
+            raise gr.Error(str(err)) from err
+        order = np.argsort(-pred, kind="stable")
+        table = [[Path(paths[i]).name, round(float(x[i]), 4), round(float(pred[i]), 4)] for i in order]
+        gallery = [(upscale(images[i], 128), f"h(CLIP_t)={pred[i]:.3g}") for i in order[:8]]
+        return table, gallery, (f"**{e.text}** applied to {len(images)} images (fitted on other images; held-out "
+                                f"ρ(f, h(CLIP_t)) there {e.spearman_h:.3f}). Highest predicted f first.")
+
+    def run_layer(layer_name, n_layer_images, progress=gr.Progress(track_tqdm=True)):
+        try:
+            if classifier is None:
+                raise targets.TargetError("This bundle has no classifier; train one with "
+                                          "`python -m clipgpt_core.train_classifier`")
+            if not shapes_world:
+                raise targets.TargetError("The layer job explains the classifier on the built-in gallery sample")
+            images, _, emb = gallery_sample(int(n_layer_images))
+            layer = LAYERS.get(layer_name, "")
+            acts = layer_activations(classifier, layer, images)
+            names = ([o for o in targets.ClassifierTarget.outputs(classifier) if not o.startswith("unit")] if layer == ""
+                     else [f"{layer} {i}" for i in range(acts.shape[1])])
+            result = explain_layer(bundle, emb, acts, names)
+        except USER_ERRORS as err:
+            raise gr.Error(str(err)) from err
+        out = Path(tempfile.mkdtemp(prefix="clipgpt-layer-"))
+        df = result.to_dataframe()
+        return (df, [str(result.to_csv(out / "layer.csv")), str(result.to_json(out / "layer.json"))],
+                f"{len(df)} units of “{layer_name}” on {len(images)} images in {result.seconds:.1f} s "
+                f"(images embedded once). Click a column to sort.")
 
     def render(state, progress=gr.Progress(track_tqdm=True)):
         if not state:
@@ -149,10 +206,13 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                                     label="Images (for planted functions and the classifier)")
             n_images = gr.Slider(16, 2048, value=512, step=16, label="Gallery sample size")
             image_folder = gr.Textbox(label="Folder of my images")
-            method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value="search", label="Method")
+            method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value="partial" if shapes_world else "search",
+                                 label="Method", info="partial: the fewest ShapesWorld attributes that explain f "
+                                 "(“red”, “two stars”, “a red star”), or “A or B” / “A but not B” when that fits "
+                                 "clearly better")
             budget = gr.Number(value=0, precision=0, minimum=0, label="Budget (0 = default)",
                                info="search: rounds ({search}); inversion / gumbel: optimisation steps "
-                                    "({inversion} / {gumbel})".format(**DEFAULT_BUDGET))
+                                    "({inversion} / {gumbel}); partial, dissect: none".format(**DEFAULT_BUDGET))
             prior_weight = gr.Slider(0, 0.1, value=DEFAULT_PRIOR_WEIGHT, step=0.005,
                                      label="Prior weight (× log p of the text, against Spearman ρ)")
             seed = gr.Number(value=0, precision=0, label="Seed (fit / held-out split and sampling)")
@@ -171,13 +231,41 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             with gr.Row():
                 render_btn = gr.Button("Render the best explanation")
                 token_file = gr.File(label="Learned tokens (inversion)", interactive=False)
+                explanation_file = gr.File(label="The best explanation (apply it to other images below)",
+                                           interactive=False)
             renders = gr.Gallery(label="Renders", columns=4, height=220)
             render_status = gr.Markdown()
+    with gr.Accordion("Apply a saved explanation to new images", open=False):
+        gr.Markdown("An explanation is a predictor: h(CLIP_t(image)) on images it never saw.")
+        with gr.Row():
+            saved_file = gr.File(label="Saved explanation (.json)", file_types=[".json"], type="filepath")
+            apply_folder = gr.Textbox(label="Folder of images (on the server)")
+            apply_files = gr.File(label="…or images", file_count="multiple", type="filepath")
+        apply_btn = gr.Button("Apply")
+        apply_status = gr.Markdown()
+        apply_table = gr.Dataframe(headers=APPLY_HEADERS, label="Predictions, highest first")
+        apply_gallery = gr.Gallery(label="Highest predicted f", columns=8, height=170)
+    with gr.Accordion("Explain a whole layer of the classifier", open=False):
+        gr.Markdown("Every unit (or logit) at once, as CLIP-Dissect labels a layer: the images are embedded once and "
+                    "each unit gets the partial description that fits it best, with the same held-out figures.")
+        with gr.Row():
+            layer_name = gr.Dropdown(list(LAYERS), value=list(LAYERS)[0], label="Layer")
+            n_layer_images = gr.Slider(64, 2048, value=512, step=64, label="Gallery sample size")
+            layer_btn = gr.Button("Explain the layer", variant="primary")
+            layer_stop = gr.Button("Cancel")
+        layer_status = gr.Markdown()
+        layer_table = gr.Dataframe(headers=LAYER_COLUMNS, label="One row per unit (click a header to sort)")
+        layer_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False)
     state = gr.State(None)
     inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
               n_images, image_folder, method, budget, prior_weight, seed, centre]
-    go.click(run, inputs, [table, status, plot, top, bottom, token_file, state], api_name="explain",
+    go.click(run, inputs, [table, status, plot, top, bottom, token_file, explanation_file, state], api_name="explain",
              concurrency_limit=1, concurrency_id="explain")
+    apply_btn.click(apply_saved, [saved_file, apply_folder, apply_files], [apply_table, apply_gallery, apply_status],
+                    api_name="explain_apply", concurrency_limit=1, concurrency_id="explain")
+    job = layer_btn.click(run_layer, [layer_name, n_layer_images], [layer_table, layer_files, layer_status],
+                          api_name="explain_layer", concurrency_limit=1, concurrency_id="explain")
+    layer_stop.click(None, None, None, cancels=[job])
     render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
                      concurrency_id="renderer")
 

@@ -55,3 +55,9 @@ def test_shared_app_indexes_only_allowed_folders(bundle, folders, tmp_path):
         with pytest.raises(Exception, match="outside the folders"):
             client.predict(target_kind="Planted function", method="dissect", api_name="/explain",
                            **(EXPLAIN | {"image_source": "My images (folder)", "image_folder": str(other)}))
+        # a saved explanation may be applied only to an allowed folder
+        *_, saved = client.predict(target_kind="Planted function", method="dissect", api_name="/explain", **EXPLAIN)
+        with pytest.raises(Exception, match="outside the folders"):
+            client.predict(handle_file(str(saved)), str(other), None, api_name="/explain_apply")
+        rows, *_ = client.predict(handle_file(str(saved)), str(allowed), None, api_name="/explain_apply")
+        assert len(rows["data"]) == 8

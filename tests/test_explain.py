@@ -269,16 +269,16 @@ def client(bundle):
 def test_explain_tab(client, tmp_path):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/explain", "/explain_render"} <= names
-    table, status, plot, top, bottom, token_file = client.predict(
+    table, status, plot, top, bottom, token_file, saved = client.predict(
         target_kind="Planted function", method="search", api_name="/explain", **EXPLAIN)
     assert len(table["data"]) >= 1 and "ρ" in status and "recovered" in status
-    assert len(top) == 8 and len(bottom) == 8 and token_file is None
+    assert len(top) == 8 and len(bottom) == 8 and token_file is None and str(saved).endswith(".json")
     rendered, message = client.predict(api_name="/explain_render")      # the built-in renderer draws the text
     assert len(rendered) == 4 and "Rendered" in message
     # inversion: a token file to download, and its learned token through the renderer
     out = client.predict(target_kind="Planted function", method="inversion", api_name="/explain",
                          **(EXPLAIN | {"budget": 5}))
-    assert out[-1] and str(out[-1]).endswith(".safetensors")
+    assert out[-2] and str(out[-2]).endswith(".safetensors")
     rendered, message = client.predict(api_name="/explain_render")
     assert len(rendered) == 4 and "<f-" in message
     # the user's scores as a CSV
@@ -307,3 +307,28 @@ def test_explain_tab_bad_input_and_the_app_stays_up(client, tmp_path):
         client.predict(target_kind="My scores (CSV)", method="search", api_name="/explain", **EXPLAIN)
     table, *_ = client.predict(target_kind="Planted function", method="dissect", api_name="/explain", **EXPLAIN)
     assert len(table["data"]) >= 1
+
+
+def test_explain_tab_partial_apply_and_layer(client, bundle, tmp_path):
+    """The v2 tab: partial descriptions with the probe beside them, a saved explanation applied to a folder
+    it never saw, and a whole classifier layer as a table with CSV / JSON downloads."""
+    table, status, *_, saved = client.predict(target_kind="Planted function", method="partial", api_name="/explain",
+                                              **EXPLAIN)
+    assert table["headers"][:5] == ["explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)", "held-out R²",
+                                    "ridge probe ρ (same labels)"]
+    assert "ridge probe" in status and "recovered" in status
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i in range(10):
+        world.example(10_000 + i).image.save(folder / f"{i}.png")
+    rows, gallery, message = client.predict(handle_file(str(saved)), str(folder), None, api_name="/explain_apply")
+    assert len(rows["data"]) == 10 and len(gallery) == 8 and "applied to 10 images" in message
+    predicted = [r[2] for r in rows["data"]]
+    assert predicted == sorted(predicted, reverse=True)
+    with pytest.raises(Exception, match="not a folder"):
+        client.predict(handle_file(str(saved)), str(tmp_path / "absent"), None, api_name="/explain_apply")
+    if load_classifier(bundle) is None:
+        pytest.skip("no shipped classifier")
+    layer, files, message = client.predict("logits (shape and colour heads)", 64, api_name="/explain_layer")
+    assert len(layer["data"]) == 14 and "14 units" in message
+    assert sorted(str(f).rsplit(".", 1)[-1] for f in files) == ["csv", "json"]
