@@ -1,6 +1,6 @@
 """Index benchmark: the autofaiss index that `clip_retrieval.clip_index` builds vs exact search.
 
-    python benchmarks/bench_index.py [--sizes 10000 1000000] [--dim 128] [--out benchmarks/results/index.json]
+    python -m benchmarks.bench_index [--sizes 10000 1000000] [--dim 128] [--out benchmarks/results/index.json]
 
 For each size: build the index the way clip-retrieval does (autofaiss.build_index with the same
 memory settings as clipgpt_core.index), then for 500 single-vector queries (how the app queries)

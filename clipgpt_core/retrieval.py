@@ -61,7 +61,7 @@ class NearestImages:
             return self.clip.encode_texts([text])[0]
         if self.bundle.embedding_prior is None:
             raise ValueError(f"Bundle {self.bundle.name} has no caption->image-embedding prior; train one with "
-                             f"`python -m clipgpt_core.train_embedding_prior` or use the raw text embedding")
+                             f"`python -m clipgpt_train.embedding_prior` or use the raw text embedding")
         return self.bundle.embedding_prior.predict([text])[0]
 
     def query_embedding(self, text: str | None = None, image=None, text_weight: float = 0.5,

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from clipgpt_core import BundleError, load_bundle
-from clipgpt_core import train_bundle as TB
+from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
         "binding_stage_steps": 1}

@@ -1,8 +1,8 @@
 """Train the built-in CLIP (v2) on ShapesWorld.
 
-    python -m clipgpt_core.train_clip                 # the shipped weights (assets/shapes/clip); resumes by itself
-    python -m clipgpt_core.train_clip --steps 20 --out /tmp/clip --checkpoint /tmp/clip-ckpt    # smoke run
-    python -m clipgpt_core.train_clip --device cuda --steps 20000 --pairs 128                  # longer, on a GPU
+    python -m clipgpt_train.clip                 # the shipped weights (assets/shapes/clip); resumes by itself
+    python -m clipgpt_train.clip --steps 20 --out /tmp/clip --checkpoint /tmp/clip-ckpt    # smoke run
+    python -m clipgpt_train.clip --device cuda --steps 20000 --pairs 128                  # longer, on a GPU
 
 Interrupt it at any point and run the same command again: it continues from the last checkpoint
 (`--checkpoint`, every `--save-every` steps: weights, optimizer moments, step and RNG states) and ends
@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import world
-from .clip_model import ClipEncoder, create_clip, is_text_tower, load_clip
-from .training import Resume, fit, run_cli, run_key, write_train_record
+from clipgpt_core import world
+from clipgpt_core.clip_model import ClipEncoder, create_clip, is_text_tower, load_clip
+from .loop import Resume, fit, run_cli, run_key, write_train_record
 
 
 @dataclass
