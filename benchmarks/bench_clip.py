@@ -106,7 +106,7 @@ def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "
 
 def counting(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
     """Scenes of 1-4 objects sharing one shape; pick among "one/two/three/four {shape}s"."""
-    from clipgpt_train.clip import count_prompt
+    from clipgpt_train.clip_facts import count_prompt
     rng = random.Random(seed)
     right, by_count = [], {k: [] for k in (1, 2, 3, 4)}
     for _ in range(n):

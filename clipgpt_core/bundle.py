@@ -33,10 +33,10 @@ from .captioner import Captioner
 from .captions import WORD_GROUPS
 from .clip_model import ClipEncoder, create_clip, load_clip
 from .embedding_prior import EmbeddingPrior
+from .paths import ASSETS
 from .prior import CaptionPrior
 from .renderer import Renderer
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"

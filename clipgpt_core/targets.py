@@ -31,6 +31,7 @@ from .access import ServerFiles
 from .captions import parse_caption, stated_attributes
 from .component import load_component, save_component
 from .images import load_image
+from .paths import ASSETS
 
 MIN_IMAGES = 8            # fewer images than this cannot be split into fit / held-out halves usefully
 TOP_ROW = ("top left", "top", "top right")
@@ -243,7 +244,7 @@ class ShapesClassifier(nn.Module):
         return model.eval()
 
 
-CLASSIFIER_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "classifier"
+CLASSIFIER_DIR = ASSETS / "shapes" / "classifier"
 
 
 def load_classifier(bundle=None) -> ShapesClassifier | None:
