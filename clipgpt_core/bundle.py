@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ClipGPTError
+from .errors import BundleError
 from .captioner import Captioner
 from .captions import WORD_GROUPS
 from .clip_model import ClipEncoder, create_clip, load_clip
@@ -40,10 +40,6 @@ from .renderer import Renderer
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"
-
-
-class BundleError(ClipGPTError, RuntimeError):
-    """A bundle that cannot be loaded; the message says what is wrong and what to do."""
 
 
 @dataclass

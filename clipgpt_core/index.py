@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import ClipGPTError
+from .errors import ClipGPTError, InputError
 from .images import BadImageError, load_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -207,7 +207,7 @@ class LocalIndex:
 def combine(text_emb: np.ndarray | None, image_emb: np.ndarray | None, text_weight: float = 0.5) -> np.ndarray:
     """Mix a text and an image query into one unit vector (either may be missing)."""
     if text_emb is None and image_emb is None:
-        raise ValueError("Give a text, an image, or both")
+        raise InputError("Give a text, an image, or both")
     if text_emb is None:
         q = image_emb
     elif image_emb is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from clipgpt_core.bundle import BUILTIN, DEPENDS_ON, LINEAGE_FILE, dependency_fingerprints, write_lineage
 from clipgpt_core.clip_model import load_clip
+from clipgpt_core.errors import InputError
 from .loop import run_key
 
 ORDER = ("clip", "prior", "captioner", "embedding_prior", "renderer")
@@ -51,7 +52,7 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
         from .renderer import RendererTrainConfig as cls
         base = {"out": str(bundle / "renderer"), "bundle": str(bundle)}
     else:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
+        raise InputError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
     fields = {f.name for f in dataclasses.fields(cls)}
     base["checkpoint"] = str(Path(checkpoints) / stage)
     return cls(**{k: v for k, v in (base | overrides).items() if k in fields})

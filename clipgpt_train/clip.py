@@ -63,6 +63,7 @@ from torch import nn
 
 from clipgpt_core import world
 from clipgpt_core.clip_model import ClipEncoder, create_clip, is_text_tower, load_clip
+from clipgpt_core.errors import InputError
 from .clip_facts import (COUNTS, FACTS, PAIRS, PRESENCE_COLOURS, PRESENCE_SHAPES, TRAIN_PAIRS, binding_texts,
                          scene_facts, stated_facts, states_only_train_pairs, truth_matrix)
 from .loop import Resume, fit, run_cli, run_key, write_train_record
@@ -279,7 +280,7 @@ def build_model(cfg: TrainConfig) -> ClipEncoder:
         text = {k: v for k, v in source.items() if not k.startswith("visual.")}
         missing, _ = clip.model.load_state_dict(text, strict=False)
         if any(not k.startswith("visual.") for k in missing):
-            raise ValueError(f"{cfg.text_from} has no text tower of {cfg.model_name}'s shape")
+            raise InputError(f"{cfg.text_from} has no text tower of {cfg.model_name}'s shape")
     if cfg.freeze_text:
         for name, p in clip.model.named_parameters():
             p.requires_grad_(not is_text_tower(name))

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clipgpt_core.errors import InputError
+
 
 
 def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_lr: float) -> float:
@@ -27,19 +29,19 @@ def read_captions(path: str | Path) -> list[str]:
     """Captions from a text file (one per line) or a parquet file (a 'caption' or 'text' column)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no caption file at {path}")
+        raise InputError(f"no caption file at {path}")
     if path.suffix == ".parquet":
         import pandas as pd
         frame = pd.read_parquet(path)
         column = next((c for c in ("caption", "text", "TEXT") if c in frame.columns), None)
         if column is None:
-            raise ValueError(f"{path} has no 'caption' or 'text' column (columns: {list(frame.columns)})")
+            raise InputError(f"{path} has no 'caption' or 'text' column (columns: {list(frame.columns)})")
         lines = frame[column].astype(str).tolist()
     else:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     captions = [" ".join(line.split()) for line in lines if line.strip()]
     if not captions:
-        raise ValueError(f"{path} holds no captions")
+        raise InputError(f"{path} holds no captions")
     return captions
 
 
@@ -118,7 +120,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
     if resume:
         meta = load_checkpoint(resume.directory, resume.modules, opt, resume.rng)
         if meta and meta.get("run") != (resume.key or run_key(cfg)):
-            raise ValueError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
+            raise InputError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
                              f"delete it (or pass --fresh) to start over")
         start, ema, spent = (meta["step"], meta["loss_ema"], meta["seconds"]) if meta else (0, None, 0.0)
     last = min(cfg.steps, getattr(cfg, "stop_after", 0) or cfg.steps)
