@@ -244,10 +244,11 @@ def main(argv=None):
         if args.folder:
             if args.out is None:
                 p.error("--folder needs --out")
-            from .inference import index_with_clip_retrieval
-            index_dir = index_with_clip_retrieval(
+            from .inference import embed_with_clip_retrieval
+            emb_dir = embed_with_clip_retrieval(
                 bundle, args.folder, args.out, args.distribution_strategy, args.input_format, args.batch_size,
-                args.num_prepro_workers, args.write_batch_size, args.spark_workers, args.max_index_memory)
+                args.num_prepro_workers, args.write_batch_size, args.spark_workers)
+            index_dir = build_faiss_index(emb_dir, Path(args.out).expanduser() / "index", args.max_index_memory)
         elif args.out:
             index_dir = build_world_gallery(bundle.clip, args.out, args.world, args.seed)
         else:

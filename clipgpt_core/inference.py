@@ -1,5 +1,5 @@
-"""Index a folder (or webdataset shards) at any scale: embedded by clip-retrieval's own inference with a
-bundle's CLIP, in one process or on Spark, then indexed, in the layout `clip back` serves.
+"""Embed a folder (or webdataset shards) at any scale: clip-retrieval's own inference with a bundle's CLIP,
+in one process or on Spark; clipgpt_core.index then indexes it, in the layout `clip back` serves.
 
     clipgpt index --folder ~/photos --out ~/photos-index
     clipgpt index --folder ~/photos --out ~/photos-index --distribution-strategy pyspark
@@ -21,9 +21,13 @@ import os
 import sys
 from pathlib import Path
 
-from .index import GalleryError, build_faiss_index
+from .errors import ClipGPTError
 
 PREFIX = "clipgpt:"
+
+
+class InferenceError(ClipGPTError, RuntimeError):
+    """clip-retrieval's inference cannot run on this input or setting; the message says why."""
 
 
 class ModelSpec(str):
@@ -84,7 +88,7 @@ def _spark_session(workers: int, memory: str):
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise GalleryError("--distribution-strategy pyspark needs pyspark: pip install pyspark==4.3.0 "
+        raise InferenceError("--distribution-strategy pyspark needs pyspark: pip install pyspark==4.3.0 "
                            "(and Java 17)") from None
     spark = SparkSession.getActiveSession()
     if spark is None:
@@ -98,20 +102,20 @@ def _spark_session(workers: int, memory: str):
     return spark
 
 
-def index_with_clip_retrieval(bundle, source: str, out: str | Path, distribution_strategy: str = "sequential",
+def embed_with_clip_retrieval(bundle, source: str, out: str | Path, distribution_strategy: str = "sequential",
                               input_format: str = "files", batch_size: int = 64, num_prepro_workers: int = 2,
-                              write_batch_size: int = 10**6, spark_workers: int | None = None,
-                              max_index_memory: str = "4G") -> Path:
+                              write_batch_size: int = 10**6, spark_workers: int | None = None) -> Path:
     """Embed `source` (a folder, or webdataset shards with input_format="webdataset") with the bundle's
-    CLIP through clip_retrieval.clip_inference, then index it; returns OUT/index. write_batch_size
-    images a partition: Spark runs one task a partition."""
+    CLIP through clip_retrieval.clip_inference into OUT/embeddings, which it returns (index it with
+    clipgpt_core.index.build_faiss_index). write_batch_size images a partition: Spark runs one task a
+    partition."""
     out = Path(out).expanduser().resolve()
     if input_format == "files":
         source = str(Path(source).expanduser().resolve())
         if not Path(source).is_dir():
-            raise GalleryError(f"Not a folder: {source}")
+            raise InferenceError(f"Not a folder: {source}")
     if distribution_strategy not in ("sequential", "pyspark"):
-        raise GalleryError(f"--distribution-strategy is sequential or pyspark, not {distribution_strategy!r}")
+        raise InferenceError(f"--distribution-strategy is sequential or pyspark, not {distribution_strategy!r}")
     emb_dir = out / "embeddings"
     if emb_dir.exists():
         import shutil
@@ -126,13 +130,13 @@ def index_with_clip_retrieval(bundle, source: str, out: str | Path, distribution
                        batch_size=batch_size, num_prepro_workers=num_prepro_workers, enable_text=False,
                        write_batch_size=write_batch_size, use_jit=False)
     except ValueError as e:              # clip-retrieval's "no sample found"
-        raise GalleryError(f"clip-retrieval found nothing to embed in {source}: {e}") from e
+        raise InferenceError(f"clip-retrieval found nothing to embed in {source}: {e}") from e
     parts = sorted((emb_dir / "metadata").glob("*.parquet"))
     if not parts:
-        raise GalleryError(f"No readable images in {source}")
+        raise InferenceError(f"No readable images in {source}")
     if input_format == "files":
         _report_skipped(source, parts, out / "skipped.txt")
-    return build_faiss_index(emb_dir, out / "index", max_index_memory)
+    return emb_dir
 
 
 def _report_skipped(folder: str, parts: list[Path], report: Path) -> None:

@@ -1,4 +1,4 @@
-"""Search an index served by a clip-retrieval back-end (`python -m clipgpt_core.back`, `clip-retrieval back`).
+"""Search an index served by a clip-retrieval back-end (`clipgpt serve`, `clip-retrieval back`).
 
 The protocol is the one LAION's knn service spoke: GET /indices-list -> ["name", ...];
 POST /knn-service {"text" | "image" (base64) | "embedding_input", "indice_name", "modality",
@@ -61,7 +61,7 @@ class RemoteIndex:
         except requests.RequestException as e:   # refused, DNS failure, reset, bad TLS ...
             raise RemoteError(
                 f"Could not reach {self.url} ({_reason(e)}). Start a clip-retrieval back-end there: "
-                f"python -m clipgpt_core.back --index NAME=INDEX_FOLDER --port PORT "
+                f"clipgpt serve --index NAME=INDEX_FOLDER --port PORT "
                 f"(or clip-retrieval back --indices_paths ...), then check the host and port.") from None
         try:
             body = r.json()
