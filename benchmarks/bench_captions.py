@@ -202,11 +202,11 @@ def main():
     bundle = load_bundle(args.bundle)
     if args.speed_only:
         report = json.loads(Path(args.out).read_text())
-        report["speed"] = bench_speed(bundle.prior, bundle.captioner) | {"command": "python " + " ".join(sys.argv)}
+        report["speed"] = bench_speed(bundle.prior, bundle.captioner) | {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]])}
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(json.dumps(report["speed"], indent=2))
         return
-    report = {"command": "python " + " ".join(sys.argv), "n_images": args.n, "prior": bench_prior(bundle.prior)}
+    report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "n_images": args.n, "prior": bench_prior(bundle.prior)}
     for name, (split, renderer, offset) in SETS.items():
         report.setdefault("captioner", {})[name] = bench_captioner(bundle, args.n, split, EVAL_SEED + 30 + offset,
                                                                    renderer)

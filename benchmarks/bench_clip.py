@@ -171,7 +171,7 @@ def main():
     sets = [s for s in args.sets.split(",") if s]
     bundle = load_bundle(args.bundle, strict=False)   # only its CLIP is measured: other parts may be stale
     report = json.loads(Path(args.out).read_text()) if args.merge and Path(args.out).exists() else {}
-    run = {"command": "python " + " ".join(sys.argv), "n_images": args.n, "model": bundle.clip.model_name}
+    run = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "n_images": args.n, "model": bundle.clip.model_name}
     if args.merge:
         report.setdefault("merged_runs", []).append(run | {"sets": sets})
     else:

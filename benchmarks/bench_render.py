@@ -196,7 +196,7 @@ def main():
                 if k in ("guidance_scale", "steps")}
     settings = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("steps", args.steps)) if v is not None}
     defaults |= settings
-    report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
+    report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "renderer": renderer.source, "clip": bundle.clip.model_name,
               "device": args.device, "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",

@@ -71,7 +71,7 @@ def main():
     args = p.parse_args()
     t0 = time.time()
     bundle = load_bundle(args.bundle)
-    result = {"command": "python " + " ".join(sys.argv), "renderer": bundle.renderer.source,
+    result = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "renderer": bundle.renderer.source,
               "per_timestep": diagnose(bundle.renderer, args.n), "seconds": None}
     result["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -173,28 +173,51 @@ def world_gallery(bundle, progress: bool = True) -> Path:
 
 
 class LocalIndex:
-    """A clip-retrieval index folder (image.index + metadata/), searched in-process."""
+    """A clip-retrieval index folder (image.index + metadata/), or an embeddings folder as
+    `clip-retrieval inference` writes it (img_emb/*.npy + metadata/), searched in-process. An
+    embeddings folder is searched exactly over memory-mapped parts: a million images need their
+    embeddings on disk, not in memory, and no images at all."""
 
     def __init__(self, index_dir: str | Path):
-        import faiss
         import pandas as pd
         self.dir = Path(index_dir)
-        if not (self.dir / "image.index").exists():
-            raise GalleryError(f"{self.dir} has no image.index: build it first "
-                              f"(clipgpt index --folder ... --out ...)")
-        self.faiss_index = faiss.read_index(str(self.dir / "image.index"))
+        self.faiss_index, self.parts = None, []
+        if (self.dir / "image.index").exists():
+            import faiss
+            self.faiss_index = faiss.read_index(str(self.dir / "image.index"))
+        elif (self.dir / "img_emb").is_dir():
+            self.parts = [np.load(p, mmap_mode="r") for p in sorted((self.dir / "img_emb").glob("*.npy"))]
+        if self.faiss_index is None and not self.parts:
+            raise GalleryError(f"{self.dir} has no image.index (nor img_emb/*.npy): build it first "
+                               f"(clipgpt index --folder ... --out ...)")
         parts = sorted((self.dir / "metadata").glob("*.parquet"))
         self.metadata = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        self.dim = self.faiss_index.d if self.faiss_index is not None else self.parts[0].shape[1]
 
     def __len__(self) -> int:
-        return self.faiss_index.ntotal
+        return self.faiss_index.ntotal if self.faiss_index is not None else sum(len(p) for p in self.parts)
+
+    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k cosine over the memory-mapped parts, a slice at a time."""
+        sims, ids, offset = [], [], 0
+        for part in self.parts:
+            for start in range(0, len(part), 65536):
+                s = np.asarray(part[start:start + 65536], np.float32) @ q[0]
+                top = np.argpartition(-s, min(k, len(s)) - 1)[:k]
+                sims.append(s[top])
+                ids.append(top + offset + start)
+            offset += len(part)
+        sims, ids = np.concatenate(sims), np.concatenate(ids)
+        order = np.argsort(-sims)[:k]
+        return sims[order][None], ids[order][None]
 
     def search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
         q = np.asarray(query, np.float32).reshape(1, -1)
-        if q.shape[1] != self.faiss_index.d:
-            raise GalleryError(f"Query has dimension {q.shape[1]} but the index holds {self.faiss_index.d}-d "
-                              f"vectors: it was built with another CLIP model.")
-        sims, ids = self.faiss_index.search(q, min(k, len(self)))
+        if q.shape[1] != self.dim:
+            raise GalleryError(f"Query has dimension {q.shape[1]} but the index holds {self.dim}-d "
+                               f"vectors: it was built with another CLIP model.")
+        k = min(k, len(self))
+        sims, ids = self.faiss_index.search(q, k) if self.faiss_index is not None else self._exact(q, k)
         hits = []
         for s, i in zip(sims[0], ids[0]):
             if i < 0:

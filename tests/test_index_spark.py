@@ -63,3 +63,9 @@ def test_pyspark_index_of_a_folder_with_broken_files(bundle, folder, tmp_path, m
         hits = index.search(bundle.clip.encode_texts([ex.caption])[0], k=5)
         found += any(h.image_path == path or world.is_true(ex.description, truth[h.image_path].scene) for h in hits)
     assert found / N >= 0.8, found / N
+
+    # the embeddings folder alone (memory-mapped, exact search) answers as the index does
+    raw = LocalIndex(out / "embeddings")
+    q = bundle.clip.encode_texts([next(iter(truth.values())).caption])[0]
+    assert len(raw) == N and raw.parts and isinstance(raw.parts[0], np.memmap)
+    assert [h.image_path for h in raw.search(q, k=5)] == [h.image_path for h in index.search(q, k=5)]
