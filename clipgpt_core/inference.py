@@ -89,7 +89,7 @@ def _spark_session(workers: int, memory: str):
         from pyspark.sql import SparkSession
     except ImportError:
         raise InferenceError("--distribution-strategy pyspark needs pyspark: pip install pyspark==4.3.0 "
-                           "(and Java 17)") from None
+                             "(and Java 17)") from None
     spark = SparkSession.getActiveSession()
     if spark is None:
         # Spark's Python workers are new processes: the same interpreter, finding this package where this
@@ -129,8 +129,10 @@ def embed_with_clip_retrieval(bundle, source: str, out: str | Path, distribution
                        clip_model=model_spec(bundle), distribution_strategy=distribution_strategy,
                        batch_size=batch_size, num_prepro_workers=num_prepro_workers, enable_text=False,
                        write_batch_size=write_batch_size, use_jit=False)
-    except ValueError as e:              # clip-retrieval's "no sample found"
-        raise InferenceError(f"clip-retrieval found nothing to embed in {source}: {e}") from e
+    except ValueError as e:
+        if "no sample found" not in str(e):
+            raise
+        raise InferenceError(f"No images (.png, .jpg, .jpeg, .bmp, .webp) to embed in {source}") from e
     parts = sorted((emb_dir / "metadata").glob("*.parquet"))
     if not parts:
         raise InferenceError(f"No readable images in {source}")
