@@ -1,6 +1,6 @@
 """Benchmark the caption prior, the CLIP->GPT captioner and the caption->CLIP prior.
 
-    python benchmarks/bench_captions.py [--bundle shapes] [--n 500] [--out benchmarks/results/captions.json]
+    python -m benchmarks.bench_captions [--bundle shapes] [--n 500] [--out benchmarks/results/captions.json]
 
 Prior: held-out perplexity (fresh captions of seen and of held-out colour-shape pairs); validity
 (the share of 1,000 samples that clipgpt_core.captions parses); distinct share; attribute-value
@@ -29,15 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_clip import EVAL_SEED, SETS, draw, recall, single_object_set  # noqa: E402
+from benchmarks.bench_clip import EVAL_SEED, SETS, draw, recall, single_object_set
 
-from clipgpt_core import world  # noqa: E402
-from clipgpt_core.bundle import load_bundle  # noqa: E402
-from clipgpt_core.captions import parse_caption, stated_attributes  # noqa: E402
-from clipgpt_core.prior import CaptionGPT, CaptionPrior, generate  # noqa: E402
-from clipgpt_core.training import world_captions  # noqa: E402
+from clipgpt_core import world
+from clipgpt_core.bundle import load_bundle
+from clipgpt_core.captions import parse_caption, stated_attributes
+from clipgpt_core.prior import CaptionGPT, CaptionPrior, generate
+from clipgpt_core.corpus import world_captions
 
 ATTRS = ["colour", "shape", "size", "position", "background"]
 
@@ -204,11 +202,11 @@ def main():
     bundle = load_bundle(args.bundle)
     if args.speed_only:
         report = json.loads(Path(args.out).read_text())
-        report["speed"] = bench_speed(bundle.prior, bundle.captioner) | {"command": "python " + " ".join(sys.argv)}
+        report["speed"] = bench_speed(bundle.prior, bundle.captioner) | {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]])}
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(json.dumps(report["speed"], indent=2))
         return
-    report = {"command": "python " + " ".join(sys.argv), "n_images": args.n, "prior": bench_prior(bundle.prior)}
+    report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "n_images": args.n, "prior": bench_prior(bundle.prior)}
     for name, (split, renderer, offset) in SETS.items():
         report.setdefault("captioner", {})[name] = bench_captioner(bundle, args.n, split, EVAL_SEED + 30 + offset,
                                                                    renderer)

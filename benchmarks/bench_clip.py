@@ -1,6 +1,6 @@
 """Benchmark the built-in CLIP on held-out ShapesWorld images (seen and held-out combinations).
 
-    python benchmarks/bench_clip.py [--bundle shapes] [--n 1000] [--out benchmarks/results/clip.json]
+    python -m benchmarks.bench_clip [--bundle shapes] [--n 1000] [--out benchmarks/results/clip.json]
 
 Reports, separately for seen colour-shape combinations and held-out ones:
   * zero-shot accuracy per attribute on single-object images (clipgpt_core.zeroshot protocol);
@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import alt_render  # noqa: E402
+from benchmarks import alt_render
 
-from clipgpt_core import world, zeroshot  # noqa: E402
-from clipgpt_core.bundle import load_bundle  # noqa: E402
-from clipgpt_core.clip_model import create_clip  # noqa: E402
+from clipgpt_core import world, zeroshot
+from clipgpt_core.bundle import load_bundle
+from clipgpt_core.clip_model import create_clip
 
 EVAL_SEED = 1_000_000_007  # training draws from random.Random(0); evaluation seeds are separate
 
@@ -108,7 +106,7 @@ def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "
 
 def counting(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
     """Scenes of 1-4 objects sharing one shape; pick among "one/two/three/four {shape}s"."""
-    from clipgpt_core.train_clip import count_prompt
+    from clipgpt_train.clip_facts import count_prompt
     rng = random.Random(seed)
     right, by_count = [], {k: [] for k in (1, 2, 3, 4)}
     for _ in range(n):
@@ -173,7 +171,7 @@ def main():
     sets = [s for s in args.sets.split(",") if s]
     bundle = load_bundle(args.bundle, strict=False)   # only its CLIP is measured: other parts may be stale
     report = json.loads(Path(args.out).read_text()) if args.merge and Path(args.out).exists() else {}
-    run = {"command": "python " + " ".join(sys.argv), "n_images": args.n, "model": bundle.clip.model_name}
+    run = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "n_images": args.n, "model": bundle.clip.model_name}
     if args.merge:
         report.setdefault("merged_runs", []).append(run | {"sets": sets})
     else:

@@ -1,9 +1,9 @@
 """Explain benchmark: can each method recover planted functions with known answers, and the shipped
 classifier's logits?
 
-    python benchmarks/bench_explain.py                 # -> benchmarks/results/explain.json and a table
-    python benchmarks/bench_explain.py --n 512 --sets alt,ours --methods search,dissect
-    python benchmarks/bench_explain.py --end-to-end-only     # seconds for 512 PIL images, embedding included
+    python -m benchmarks.bench_explain                 # -> benchmarks/results/explain.json and a table
+    python -m benchmarks.bench_explain --n 512 --sets alt,ours --methods search,dissect
+    python -m benchmarks.bench_explain --end-to-end-only     # seconds for 512 PIL images, embedding included
 
 For every (function, image set, method): the top explanation, whether it states the answer
 (targets.states_answer), held-out Spearman rho (and the ceiling any tie-free x could reach on those
@@ -29,14 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from clipgpt_core import load_bundle  # noqa: E402
-from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain  # noqa: E402
-from clipgpt_core.explain import spearman_ties  # noqa: E402
-from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,  # noqa: E402
+from benchmarks import alt_render
+from clipgpt_core import load_bundle
+from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain
+from clipgpt_core.explain import spearman_ties
+from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,
                                   world_sample)
+
+ROOT = Path(__file__).resolve().parents[1]
+RENDERERS = {"alt": alt_render.redraw, "ours": "ours"}   # image set -> world_sample's renderer
 
 
 def answer_caption(answer: dict) -> str:
@@ -84,11 +85,11 @@ def main(argv=None):
     sets, probe_sets = {}, {}       # image sets explained; the probe reference's training images
     for name, seed in (("alt", 1_000_000), ("ours", 2_000_000)):
         if name in args.sets.split(",") or (name == "ours" and args.classifier):
-            images, scenes = world_sample(args.n, seed=seed, renderer=name)
+            images, scenes = world_sample(args.n, seed=seed, renderer=RENDERERS[name])
             t = time.time()
             sets[name] = (images, scenes, bundle.clip.encode_images(images))
             print(f"{name}: {args.n} images embedded in {time.time() - t:.1f} s", flush=True)
-            images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=name)
+            images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[name])
             probe_sets[name] = (images, scenes, bundle.clip.encode_images(images))
     jobs = []                      # (kind, function name, set, scores, answer, single attribute, probe scores)
     for s in args.sets.split(","):
@@ -192,7 +193,7 @@ def minimal(text: str, answer: dict) -> bool:
 def end_to_end(bundle, n: int, methods) -> dict:
     """Seconds for explain() on n PIL images (independent renderer), embedding included, default budget:
     what a user waits for. Function: has_red."""
-    images, scenes = world_sample(n, seed=3_000_000, renderer="alt")
+    images, scenes = world_sample(n, seed=3_000_000, renderer=alt_render.redraw)
     f = PLANTED["has_red"].score(scenes, images)
     out = {"images": n, "function": "has_red", "threads": torch.get_num_threads(), "seconds": {}}
     for m in methods:

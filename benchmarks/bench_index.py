@@ -1,6 +1,6 @@
 """Index benchmark: the autofaiss index that `clip_retrieval.clip_index` builds vs exact search.
 
-    python benchmarks/bench_index.py [--sizes 10000 1000000] [--dim 128] [--out benchmarks/results/index.json]
+    python -m benchmarks.bench_index [--sizes 10000 1000000] [--dim 128] [--out benchmarks/results/index.json]
 
 For each size: build the index the way clip-retrieval does (autofaiss.build_index with the same
 memory settings as clipgpt_core.index), then for 500 single-vector queries (how the app queries)
@@ -77,7 +77,7 @@ def main():
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--out", default="benchmarks/results/index.json")
     args = p.parse_args()
-    results = {"command": "python " + " ".join(sys.argv), "threads": os.cpu_count(),
+    results = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "threads": os.cpu_count(),
                "runs": [bench(n, args.dim, args.queries, args.k, seed=n) for n in args.sizes]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))

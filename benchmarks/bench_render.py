@@ -1,6 +1,6 @@
 """Benchmark the renderer: does a rendered image show what its prompt says?
 
-    python benchmarks/bench_render.py [--bundle shapes] [--renderer DIR] [--n 48] [--out benchmarks/results/render.json]
+    python -m benchmarks.bench_render [--bundle shapes] [--renderer DIR] [--n 48] [--out benchmarks/results/render.json]
 
 Prompts "a {size} {colour} {shape} [in the {position}] [on a {background} background]" (optional parts
 each half of the time), over seen and held-out colour-shape combinations; `--seeds` images per prompt.
@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import alt_render  # noqa: E402
-from benchmarks.silhouette import judge_shape  # noqa: E402
-from clipgpt_core import world, zeroshot  # noqa: E402
-from clipgpt_core.bundle import load_bundle  # noqa: E402
-from clipgpt_core.renderer import Renderer  # noqa: E402
+from benchmarks import alt_render
+from benchmarks.silhouette import judge_shape
+from clipgpt_core import world, zeroshot
+from clipgpt_core.bundle import load_bundle
+from clipgpt_core.renderer import Renderer
 
 EVAL_SEED = 1_000_000_007
 # the palette by name: black and white name an object and a background alike
@@ -192,13 +191,13 @@ def main():
     renderer = Renderer.load(args.renderer, args.device, clip=bundle.clip) if args.renderer else bundle.renderer
     if renderer is None:
         raise SystemExit(f"bundle {bundle.name} has no renderer trained against its CLIP: train one "
-                         f"(python -m clipgpt_core.train_bundle --out DIR) or pass --renderer DIR")
+                         f"(python -m clipgpt_train.bundle --out DIR) or pass --renderer DIR")
     renderer.pipe.set_progress_bar_config(disable=True)
     defaults = {k: v.default for k, v in inspect.signature(renderer.render).parameters.items()
                 if k in ("guidance_scale", "steps")}
     settings = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("steps", args.steps)) if v is not None}
     defaults |= settings
-    report = {"command": "python " + " ".join(sys.argv), "renderer": renderer.source, "clip": bundle.clip.model_name,
+    report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "renderer": renderer.source, "clip": bundle.clip.model_name,
               "device": args.device, "threads": args.threads,
               "prompts_per_set": args.n, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",

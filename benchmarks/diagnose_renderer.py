@@ -1,7 +1,7 @@
 """Where does the renderer lose the shape? Per-timestep denoising loss on object cells and on background
 cells, with the true caption, with the caption's shape word swapped, and with no caption.
 
-    python benchmarks/diagnose_renderer.py [--bundle shapes] [--n 64] [--out benchmarks/results/render_diagnosis.json]
+    python -m benchmarks.diagnose_renderer [--bundle shapes] [--n 64] [--out benchmarks/results/render_diagnosis.json]
 
 Single-object scenes with large objects (the renderer bar's case), encoded by the bundle's VAE, noised at
 a grid of timesteps (the same noise for every caption), and denoised once by the UNet:
@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipgpt_core import world  # noqa: E402
-from clipgpt_core.bundle import load_bundle  # noqa: E402
-from clipgpt_core.train_renderer import encode_text, object_masks, to_pixels  # noqa: E402
+from clipgpt_core import world
+from clipgpt_core.bundle import load_bundle
+from clipgpt_train.renderer import encode_text, object_masks, to_pixels
 
 TIMESTEPS = (50, 200, 400, 600, 800, 950)
 
@@ -72,7 +71,7 @@ def main():
     args = p.parse_args()
     t0 = time.time()
     bundle = load_bundle(args.bundle)
-    result = {"command": "python " + " ".join(sys.argv), "renderer": bundle.renderer.source,
+    result = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "renderer": bundle.renderer.source,
               "per_timestep": diagnose(bundle.renderer, args.n), "seconds": None}
     result["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

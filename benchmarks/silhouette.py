@@ -22,16 +22,13 @@ Benchmarks only: imports clipgpt_core.world for vocabulary constants, never a pr
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipgpt_core import world  # noqa: E402  (vocabulary constants only)
+from clipgpt_core import world  # vocabulary constants only
 
 SHAPES = tuple(world.SHAPES)
 N_RAYS = 36                    # radius profile samples, every 10 degrees clockwise from "up"

@@ -1,7 +1,7 @@
 """Serve index folders with clip-retrieval's own back-end (`clip back`), our CLIP as the query encoder.
 
-    python -m clipgpt_core.back --index shapes=~/.cache/clipgpt/galleries/KEY/index --bundle shapes
-    python -m clipgpt_core.back --index photos=~/photos-index/index --clip-dir assets/shapes/clip --port 1234
+    clipgpt serve --index shapes=~/.cache/clipgpt/galleries/KEY/index --bundle shapes
+    clipgpt serve --index photos=~/photos-index/index --clip-dir assets/shapes/clip --port 1234
 
 Query it with clipgpt_core.remote.RemoteIndex("http://127.0.0.1:1234", "shapes") (or clip-retrieval's
 ClipClient / front-end). Fully offline: everything clip back would download is switched off.
@@ -55,7 +55,7 @@ def clip_model_spec(clip_dir: str | Path) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m clipgpt_core.back", description=__doc__,
+    p = argparse.ArgumentParser(prog="clipgpt serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", action="append", required=True, metavar="NAME=FOLDER",
                    help="an index folder (with image.index, metadata/) to serve under NAME; repeatable")
@@ -74,7 +74,7 @@ def main(argv=None):
         if not sep or not name:
             p.error(f"--index takes NAME=FOLDER, got {item!r}")
         if not (folder / "image.index").is_file():
-            p.error(f"{folder} has no image.index (build one with python -m clipgpt_core.index)")
+            p.error(f"{folder} has no image.index (build one with clipgpt index)")
         indices[name] = str(folder)
 
     clip_dir = args.clip_dir

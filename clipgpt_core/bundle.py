@@ -28,22 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ClipGPTError
+from .errors import BundleError
 from .captioner import Captioner
 from .captions import WORD_GROUPS
 from .clip_model import ClipEncoder, create_clip, load_clip
 from .embedding_prior import EmbeddingPrior
+from .paths import ASSETS
 from .prior import CaptionPrior
 from .renderer import Renderer
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"
-
-
-class BundleError(ClipGPTError, RuntimeError):
-    """A bundle that cannot be loaded; the message says what is wrong and what to do."""
 
 
 @dataclass
@@ -86,7 +82,7 @@ class Bundle:
 DEPENDS_ON = {"prior": ("clip_text",), "captioner": ("clip", "prior"), "embedding_prior": ("clip",),
               "renderer": ("clip_text",)}
 LINEAGE_FILE = "trained_against.json"
-RETRAIN_ALL = "python -m clipgpt_core.train_bundle"
+RETRAIN_ALL = "python -m clipgpt_train.bundle"
 
 
 def dependency_fingerprints(path: Path, components: dict, clip: ClipEncoder) -> dict[str, str]:
@@ -147,7 +143,7 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         clip = load_clip(clip_dir, device=device)
     except FileNotFoundError as e:
         raise BundleError(f"Bundle {path} is incomplete: {e}. Retrain it with "
-                          f"`python -m clipgpt_core.train_clip --out {clip_dir}`.") from e
+                          f"`python -m clipgpt_train.clip --out {clip_dir}`.") from e
     stale = stale_components(path, components, clip)
     if stale and strict:
         raise BundleError(f"Bundle {path} mixes components trained against different models: "
@@ -163,14 +159,14 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         if not (renderer_dir / "model_index.json").is_file():
             raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
                               f"{renderer_dir}. Retrain the renderer with "
-                              f"`python -m clipgpt_core.train_renderer --out {renderer_dir}`.")
+                              f"`python -m clipgpt_train.renderer --out {renderer_dir}`.")
         bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip)
     return bundle
 
 
 # component name -> how to retrain it, for the error when its files are missing
-RETRAIN = {"prior": "train_prior", "captioner": "train_captioner", "embedding_prior": "train_embedding_prior",
-           "renderer": "train_renderer"}
+RETRAIN = {"prior": "clipgpt_train.prior", "captioner": "clipgpt_train.captioner",
+           "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer"}
 
 
 def _load_text_components(bundle: Bundle, components: dict, device: str) -> None:
@@ -196,7 +192,7 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
     except FileNotFoundError as e:
         name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
         raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "
-                          f"`python -m clipgpt_core.{RETRAIN[name]} --out {directory(name)}`.") from e
+                          f"`python -m {RETRAIN[name]} --out {directory(name)}`.") from e
 
 
 def _pretrained_bundle(spec: str, device: str) -> Bundle:

@@ -26,6 +26,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .component import load_component, save_component
+from .errors import BundleError
 from .prior import CaptionPrior, KVCache, _until_eot, generate
 
 CONFIG_FILE = "mapper_config.json"
@@ -153,7 +154,7 @@ class Captioner:
             decoder = decoder_from_prior(prior)
             missing, unexpected = decoder.gpt.load_state_dict(load_file(directory / DECODER_FILE), strict=False)
             if unexpected or set(missing) != {SHARED}:
-                raise ValueError(f"{directory / DECODER_FILE} does not fit the prior: missing {missing}, "
+                raise BundleError(f"{directory / DECODER_FILE} does not fit the prior: missing {missing}, "
                                  f"unexpected {unexpected}")
             decoder.gpt.eval()
         return cls(clip, prior, mapper, decoder=decoder, **kwargs)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .errors import ClipGPTError
+from .errors import ClipGPTError, InputError
 from . import shapes_cnn  # noqa: F401  registers the built-in image tower with timm
 from .images import load_image
 
@@ -89,7 +89,7 @@ class ClipEncoder:
                 raise TypeError(f"texts must be strings, got {type(t).__name__}")
             t = " ".join(t.split())[:MAX_TEXT_CHARS]
             if not t:
-                raise ValueError("Empty text: type a few words to search for")
+                raise InputError("Empty text: type a few words to search for")
             cleaned.append(t)
         return cleaned
 

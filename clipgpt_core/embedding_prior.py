@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .component import load_component, save_component
+from .errors import BundleError
 
 CONFIG_FILE = "embedding_prior_config.json"
 WEIGHTS_FILE = "embedding_prior.safetensors"
@@ -66,6 +67,6 @@ class EmbeddingPrior:
         net = EmbeddingPriorNet(cfg)
         net.load_state_dict(state)
         if net.cfg.dim != clip.dim:
-            raise ValueError(f"embedding prior at {directory} is for {net.cfg.dim}-d CLIP embeddings; "
+            raise BundleError(f"embedding prior at {directory} is for {net.cfg.dim}-d CLIP embeddings; "
                              f"this CLIP has {clip.dim}")
         return cls(clip, net)

@@ -35,6 +35,7 @@ import open_clip
 import torch
 from transformers import AddedToken, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from .errors import BundleError
 from .prior import _text_tower
 
 SOT, EOT, PAD = 49406, 49407, 0
@@ -46,13 +47,13 @@ SPECIAL = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>
 def text_config(clip) -> CLIPTextConfig:
     text = _text_tower(clip.model)
     if not hasattr(text, "transformer") or not hasattr(text.transformer, "resblocks"):
-        raise ValueError(f"{clip.model_name}: only open_clip's own text transformer converts (not HF/timm towers)")
+        raise BundleError(f"{clip.model_name}: only open_clip's own text transformer converts (not HF/timm towers)")
     blocks = text.transformer.resblocks
     blk = blocks[0]
     # what CLIPTextModel has no slot for: layer scale, extra norms, non-argmax pooling, a class token
     if not (isinstance(blk.ls_1, torch.nn.Identity) and isinstance(blk.attn, torch.nn.MultiheadAttention)
             and getattr(text, "text_pool_type", "argmax") == "argmax" and getattr(text, "cls_emb", None) is None):
-        raise ValueError(f"{clip.model_name}: this text tower has parts CLIPTextModel cannot express")
+        raise BundleError(f"{clip.model_name}: this text tower has parts CLIPTextModel cannot express")
     proj = text.text_projection
     return CLIPTextConfig(
         vocab_size=text.token_embedding.num_embeddings,
@@ -94,7 +95,7 @@ def text_encoder_from_clip(clip, with_projection: bool = False):
     if with_projection:
         proj = text.text_projection
         if isinstance(proj, torch.nn.Linear) and proj.bias is not None:
-            raise ValueError(f"{clip.model_name}: a text projection with bias has no CLIPTextModelWithProjection slot")
+            raise BundleError(f"{clip.model_name}: a text projection with bias has no CLIPTextModelWithProjection slot")
         weight = proj.weight if isinstance(proj, torch.nn.Linear) else proj.T   # x @ P == Linear(P.T)
         model.text_projection.weight.data.copy_(weight.detach().float())       # (D, W)
     return model
@@ -107,7 +108,7 @@ def tokenizer_from_clip(clip, directory: str | Path | None = None) -> CLIPTokeni
     tok = clip.tokenizer
     if not (isinstance(tok, open_clip.tokenizer.SimpleTokenizer) and tok.reduction_fn is None
             and tok.clean_fn is open_clip.tokenizer._clean_lower and len(tok.encoder) == EOT + 1):
-        raise ValueError(f"{clip.model_name}: only open_clip's plain CLIP BPE tokenizer (clean='lower') converts")
+        raise BundleError(f"{clip.model_name}: only open_clip's plain CLIP BPE tokenizer (clean='lower') converts")
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="clipgpt-tokenizer-") as tmp:
             return tokenizer_from_clip(clip, tmp)

@@ -23,6 +23,7 @@ from torch import nn
 
 from .clip_model import MODEL_CONFIG_DIR  # noqa: F401  registers our open_clip configs (the tokenizer is named by model)
 from .component import load_component, save_component
+from .errors import BundleError, InputError
 
 CONFIG_FILE = "prior_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -101,7 +102,7 @@ class CaptionGPT(nn.Module):
         b, t, w = x.shape
         start = cache.length if cache is not None else 0
         if start + t > self.cfg.context_length:
-            raise ValueError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context_length}")
+            raise InputError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context_length}")
         x = x + self.positional_embedding[start:start + t]
         h, hd = self.cfg.heads, w // self.cfg.heads
         # query i may see keys 0..start+i (causal, offset by what the cache already holds)
@@ -177,7 +178,7 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
     used = start.shape[1] + (prefix_embeds.shape[1] if prefix_embeds is not None else 0)
     max_new = min(max_new_tokens or cfg.context_length, cfg.context_length - used)
     if max_new <= 0:
-        raise ValueError(f"the prefix already fills the context of {cfg.context_length} tokens")
+        raise InputError(f"the prefix already fills the context of {cfg.context_length} tokens")
     x = gpt.embed(start)
     if prefix_embeds is not None:
         x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
@@ -212,7 +213,7 @@ class CaptionPrior:
         self.cfg = gpt.cfg
         self.tokenizer = open_clip.get_tokenizer(self.cfg.tokenizer)
         if not hasattr(self.tokenizer, "encode"):
-            raise ValueError(f"the prior needs a BPE tokenizer with encode/decode; {self.cfg.tokenizer} has "
+            raise BundleError(f"the prior needs a BPE tokenizer with encode/decode; {self.cfg.tokenizer} has "
                              f"{type(self.tokenizer).__name__}")
 
     @classmethod
@@ -245,13 +246,13 @@ class CaptionPrior:
     def sample(self, n: int = 1, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
                prefix: str = "", seed: int | None = None, use_cache: bool = True) -> list[str]:
         if not 1 <= n <= 1000:
-            raise ValueError(f"n must be between 1 and 1000, got {n}")
+            raise InputError(f"n must be between 1 and 1000, got {n}")
         if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 0):
-            raise ValueError("temperature must be >= 0, top_p in (0, 1], top_k >= 0")
+            raise InputError("temperature must be >= 0, top_p in (0, 1], top_k >= 0")
         prefix = " ".join(str(prefix).split())[:MAX_PREFIX_CHARS]
         ids = [self.cfg.sot_token] + (self.encode(prefix) if prefix else [])
         if len(ids) >= self.cfg.context_length:
-            raise ValueError(f"the prefix is too long: {len(ids)} tokens, the context holds {self.cfg.context_length}")
+            raise InputError(f"the prefix is too long: {len(ids)} tokens, the context holds {self.cfg.context_length}")
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
         start = torch.tensor([ids] * n, device=self.device)

@@ -1,4 +1,4 @@
-"""Search an index served by a clip-retrieval back-end (`python -m clipgpt_core.back`, `clip-retrieval back`).
+"""Search an index served by a clip-retrieval back-end (`clipgpt serve`, `clip-retrieval back`).
 
 The protocol is the one LAION's knn service spoke: GET /indices-list -> ["name", ...];
 POST /knn-service {"text" | "image" (base64) | "embedding_input", "indice_name", "modality",
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
-from .errors import ClipGPTError
+from .errors import ClipGPTError, InputError
 from .index import Hit
 
 MODALITIES = ("image", "text")   # which of the server's indices to search: image.index or text.index
@@ -61,7 +61,7 @@ class RemoteIndex:
         except requests.RequestException as e:   # refused, DNS failure, reset, bad TLS ...
             raise RemoteError(
                 f"Could not reach {self.url} ({_reason(e)}). Start a clip-retrieval back-end there: "
-                f"python -m clipgpt_core.back --index NAME=INDEX_FOLDER --port PORT "
+                f"clipgpt serve --index NAME=INDEX_FOLDER --port PORT "
                 f"(or clip-retrieval back --indices_paths ...), then check the host and port.") from None
         try:
             body = r.json()
@@ -94,12 +94,12 @@ class RemoteIndex:
 
         modality "image" searches the indexed images, "text" the indexed captions."""
         if sum(x is not None for x in (text, image, embedding)) != 1:
-            raise ValueError("Give exactly one of text, image or embedding")
+            raise InputError("Give exactly one of text, image or embedding")
         if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}")
+            raise InputError(f"modality must be one of {MODALITIES}")
         k = int(k)
         if k < 1:
-            raise ValueError("k must be at least 1")
+            raise InputError("k must be at least 1")
         payload = {"indice_name": self.indice_name, "modality": modality, "num_images": k,
                    "num_result_ids": k,
                    # the server's optional filters: dedup would merge near-identical results and
@@ -109,7 +109,7 @@ class RemoteIndex:
         if text is not None:
             text = " ".join(str(text).split())
             if not text:
-                raise ValueError("Empty text: type a few words to search for")
+                raise InputError("Empty text: type a few words to search for")
             payload["text"] = text
         elif image is not None:
             from .images import load_image
@@ -120,7 +120,7 @@ class RemoteIndex:
             v = np.asarray(embedding, dtype=np.float32).reshape(-1)
             norm = float(np.linalg.norm(v))
             if not np.isfinite(norm) or norm == 0:
-                raise ValueError("The embedding is zero or not finite")
+                raise InputError("The embedding is zero or not finite")
             payload["embedding_input"] = (v / norm).tolist()   # the server does not normalise it
 
         if self._served is None:

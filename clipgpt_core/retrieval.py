@@ -15,6 +15,7 @@ import numpy as np
 from . import index as gallery
 from . import zeroshot
 from .access import ServerFiles
+from .errors import InputError
 from .images import load_image
 
 MAX_K = 200
@@ -56,19 +57,19 @@ class NearestImages:
     def text_embedding(self, text: str, text_mode: str = "raw") -> np.ndarray:
         """The text's CLIP embedding, or (via prior) the image embedding the prior predicts for it."""
         if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+            raise InputError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
         if text_mode == "raw":
             return self.clip.encode_texts([text])[0]
         if self.bundle.embedding_prior is None:
-            raise ValueError(f"Bundle {self.bundle.name} has no caption->image-embedding prior; train one with "
-                             f"`python -m clipgpt_core.train_embedding_prior` or use the raw text embedding")
+            raise InputError(f"Bundle {self.bundle.name} has no caption->image-embedding prior; train one with "
+                             f"`python -m clipgpt_train.embedding_prior` or use the raw text embedding")
         return self.bundle.embedding_prior.predict([text])[0]
 
     def query_embedding(self, text: str | None = None, image=None, text_weight: float = 0.5,
                         text_mode: str = "raw") -> np.ndarray:
         text = text.strip() if isinstance(text, str) else None
         if not text and image is None:
-            raise ValueError("Type a text query, give an image, or both")
+            raise InputError("Type a text query, give an image, or both")
         t = self.text_embedding(text, text_mode) if text else None
         i = self.clip.encode_images([load_image(image)])[0] if image is not None else None
         return gallery.combine(t, i, float(np.clip(text_weight, 0.0, 1.0)))
@@ -96,7 +97,7 @@ class NearestImages:
             return remote.search(text=" ".join(self.clip.clean_texts([text])), k=k)
         if image is not None:
             return remote.search(image=load_image(image), k=k)
-        raise ValueError("Type a text query, give an image, or both")
+        raise InputError("Type a text query, give an image, or both")
 
     def zero_shot(self, image) -> dict[str, dict[str, float]]:
         """Per attribute (colour, shape, size, position, background): value -> probability."""

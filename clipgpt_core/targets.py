@@ -31,6 +31,7 @@ from .access import ServerFiles
 from .captions import parse_caption, stated_attributes
 from .component import load_component, save_component
 from .images import load_image
+from .paths import ASSETS
 
 MIN_IMAGES = 8            # fewer images than this cannot be split into fit / held-out halves usefully
 TOP_ROW = ("top left", "top", "top right")
@@ -243,7 +244,7 @@ class ShapesClassifier(nn.Module):
         return model.eval()
 
 
-CLASSIFIER_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "classifier"
+CLASSIFIER_DIR = ASSETS / "shapes" / "classifier"
 
 
 def load_classifier(bundle=None) -> ShapesClassifier | None:
@@ -432,18 +433,16 @@ def scores_from_folders(positives, negatives, min_images: int = MIN_IMAGES,
 
 
 # ----------------------------------------------------------------------------- image sets
-def world_sample(n: int, seed: int = 0, renderer: str = "ours"):
+def world_sample(n: int, seed: int = 0, renderer="ours"):
     """n ShapesWorld images (seeds seed..seed+n-1, all colour-shape pairs: the built-in gallery's first
-    n when seed=0) and their scenes. renderer "alt" redraws the scenes with benchmarks/alt_render.py."""
+    n when seed=0) and their scenes. renderer: "ours" (world.render), or a function (scenes, seed) ->
+    images that redraws them, such as the benchmarks' independent renderer (benchmarks.alt_render.redraw):
+    the core never imports benchmark code."""
     exs = [world.example(seed + i, split="any") for i in range(n)]
     scenes = [e.scene for e in exs]
     if renderer == "ours":
         return [e.image for e in exs], scenes
-    import random
-    import sys
-    root = Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks import alt_render
-    rng = random.Random(seed)
-    return [alt_render.render(s, rng, antialias=rng.random() < 0.75) for s in scenes], scenes
+    if not callable(renderer):
+        raise TargetError(f"renderer must be 'ours' or a function (scenes, seed) -> images, got {renderer!r} "
+                          f"(for the independent renderer pass benchmarks.alt_render.redraw)")
+    return renderer(scenes, seed), scenes

@@ -76,7 +76,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             return images, emb, pl.score(scenes, images), pl.answer
         if classifier is None:
             raise targets.TargetError("This bundle has no classifier; train one with "
-                                      "`python -m clipgpt_core.train_classifier`")
+                                      "`python -m clipgpt_train.classifier`")
         t = targets.ClassifierTarget(classifier, clf_output or "")
         return images, emb, t.score(images), t.answer
 
@@ -152,7 +152,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         try:
             if classifier is None:
                 raise targets.TargetError("This bundle has no classifier; train one with "
-                                          "`python -m clipgpt_core.train_classifier`")
+                                          "`python -m clipgpt_train.classifier`")
             if not shapes_world:
                 raise targets.TargetError("The layer job explains the classifier on the built-in gallery sample")
             images, _, emb = gallery_sample(int(n_layer_images))

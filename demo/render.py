@@ -10,7 +10,7 @@ from demo import upscale
 EXAMPLES = ["a large red circle on a black background", "a small blue star in the top left",
             "a yellow square on a gray background", "two green triangles on a white background"]
 NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-core CPU) with\n\n"
-               "`python -m clipgpt_core.train_renderer --out BUNDLE/renderer`\n\n"
+               "`python -m clipgpt_train.renderer --out BUNDLE/renderer`\n\n"
                "and add `\"renderer\": {\"kind\": \"diffusers_stable_diffusion\", \"path\": \"renderer\"}` to the "
                "bundle's manifest.json components; or start the app with an `open_clip:` bundle to drive "
                "Stable Diffusion 1.5 from the local Hugging Face cache.")

@@ -82,7 +82,7 @@ def test_mixed_bundle_is_refused_and_names_the_retrain_command(tmp_path):
     manifest.write_text(manifest.read_text().replace('"renderer"', '"renderer_unused"'))
     other = create_clip("shapes-clip")            # random weights: a different image side and text tower
     other.save(tmp_path / "mixed" / "clip")
-    with pytest.raises(BundleError, match=r"python -m clipgpt_core.train_bundle --out .*mixed") as e:
+    with pytest.raises(BundleError, match=r"python -m clipgpt_train.bundle --out .*mixed") as e:
         load_bundle(tmp_path / "mixed")
     for name in ("captioner was trained against clip", "embedding_prior", "prior was trained against clip_text"):
         assert name in str(e.value)

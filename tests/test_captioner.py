@@ -13,11 +13,11 @@ from clipgpt_core.captions import WORD_GROUPS
 from clipgpt_core.captions import parse_caption
 from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
 from clipgpt_core.prior import generate
-from clipgpt_core.train_captioner import CaptionerTrainConfig
-from clipgpt_core.train_captioner import train as train_captioner
-from clipgpt_core.train_embedding_prior import EmbeddingPriorTrainConfig
-from clipgpt_core.train_embedding_prior import train as train_embedding_prior
-from clipgpt_core.training import world_pairs
+from clipgpt_train.captioner import CaptionerTrainConfig
+from clipgpt_train.captioner import train as train_captioner
+from clipgpt_train.embedding_prior import EmbeddingPriorTrainConfig
+from clipgpt_train.embedding_prior import train as train_embedding_prior
+from clipgpt_core.corpus import world_pairs
 
 
 def test_one_beam_is_greedy(bundle):

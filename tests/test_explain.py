@@ -117,7 +117,7 @@ def test_the_fluency_floor_parts_captions_from_word_salad(bundle, sample):
     ranks after every fluent text (at the default prior_weight, which alone did not stop it)."""
     import random
     from clipgpt_core.explain import FLUENCY_FLOOR
-    from clipgpt_core.training import world_captions
+    from clipgpt_core.corpus import world_captions
     ex = explainer_for(bundle)
     captions = world_captions(random.Random(5), 300, split="any")
     assert ex.min_logp([ex.ids(t) for t in captions]).min() > FLUENCY_FLOOR
@@ -196,7 +196,7 @@ def test_classifier_and_any_torch_model(sample):
     images, _, _ = sample
     clf = load_classifier()
     if clf is None:
-        pytest.skip("no shipped classifier (python -m clipgpt_core.train_classifier)")
+        pytest.skip("no shipped classifier (python -m clipgpt_train.classifier)")
     outputs = ClassifierTarget.outputs(clf)
     assert "shape:circle" in outputs and "colour:red" in outputs and "unit 0" in outputs
     logit = ClassifierTarget(clf, "colour:red").score(images[:16])

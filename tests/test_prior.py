@@ -7,8 +7,8 @@ from clipgpt_core import load_bundle
 from clipgpt_core.captions import is_valid_caption
 from clipgpt_core.clip_model import create_clip
 from clipgpt_core.prior import CaptionPrior
-from clipgpt_core.train_prior import PriorTrainConfig, train
-from clipgpt_core.training import world_captions
+from clipgpt_train.prior import PriorTrainConfig, train
+from clipgpt_core.corpus import world_captions
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""RemoteIndex against a real clip-retrieval back-end (python -m clipgpt_core.back) on loopback."""
+"""RemoteIndex against a real clip-retrieval back-end (clipgpt serve, i.e. python -m clipgpt_core.back) on loopback."""
 from __future__ import annotations
 
 import os
@@ -131,7 +131,7 @@ def test_bad_arguments_fail_before_the_network(server):
 def test_unreachable_url_fails_fast():
     url = f"http://127.0.0.1:{free_port()}"   # nothing listens there
     t = time.monotonic()
-    with pytest.raises(RemoteError, match="(?s)Could not reach.*clipgpt_core.back"):
+    with pytest.raises(RemoteError, match="(?s)Could not reach.*clipgpt serve"):
         RemoteIndex(url, NAME).search(text="a red circle")
     assert time.monotonic() - t < 5
 

@@ -12,11 +12,11 @@ from gradio_client import Client, handle_file
 from clipgpt_core import load_bundle, save_bundle
 from clipgpt_core.bundle import Bundle, BundleError
 from clipgpt_core.renderer import Renderer, RenderError
-from clipgpt_core.train_renderer import (RendererTrainConfig, encode_scenes, encode_text, make_scheduler, make_unet,
+from clipgpt_train.renderer import (RendererTrainConfig, encode_scenes, encode_text, make_scheduler, make_unet,
                                          make_vae, object_masks, to_pixels, train, train_unet, train_vae, unet_loss,
                                          vae_loss)
 from clipgpt_core import world
-from clipgpt_core.training import world_pairs
+from clipgpt_core.corpus import world_pairs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -263,7 +263,7 @@ def test_bundle_with_a_renderer(bundle, tiny_dir, tmp_path):
     prompt = "a small green star in the top left"
     assert np.array_equal(pixels(loaded.renderer, prompt), pixels(b.renderer, prompt))
     (path / "renderer" / "model_index.json").unlink()
-    with pytest.raises(BundleError, match="python -m clipgpt_core.train_renderer --out"):
+    with pytest.raises(BundleError, match="python -m clipgpt_train.renderer --out"):
         load_bundle(path)
     assert Bundle("plain", bundle.clip).renderer is None
 
@@ -319,7 +319,7 @@ def test_render_tab_without_a_renderer_says_how_to_get_one(bundle):
         render.build(Bundle("plain", bundle.clip))
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
     try:
-        with pytest.raises(Exception, match="python -m clipgpt_core.train_renderer"):
+        with pytest.raises(Exception, match="python -m clipgpt_train.renderer"):
             Client(url, verbose=False).predict("a red circle", api_name="/render", **RENDER)
     finally:
         demo.close()
@@ -328,9 +328,6 @@ def test_render_tab_without_a_renderer_says_how_to_get_one(bundle):
 def test_the_built_in_renderer_draws_what_the_prompt_says():
     """The shipped renderer, judged by the benchmark's pixel judge: large objects in the prompted colour on
     the prompted background (an untrained UNet gets ~1/8 colours and ~1/3 backgrounds right)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.bench_render import pixel_judge
     bundle = load_bundle()        # a fresh one: other tests load learned tokens into the shared bundle's renderer
     renderer = bundle.renderer

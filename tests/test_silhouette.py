@@ -1,16 +1,13 @@
 """The benchmark's silhouette shape judge (benchmarks/silhouette.py) on real ShapesWorld pixels."""
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import alt_render  # noqa: E402
-from benchmarks.silhouette import judge_shape  # noqa: E402
-from clipgpt_core import world  # noqa: E402
+from benchmarks import alt_render
+from benchmarks.silhouette import judge_shape
+from clipgpt_core import world
 
 
 def _scene(rng, shapes, sizes):

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from clipgpt_core import BundleError, load_bundle
-from clipgpt_core import train_bundle as TB
+from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
         "binding_stage_steps": 1}
@@ -44,7 +44,7 @@ def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, cap
 
 def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_path):
     TB.run(small_bundle, stages=["clip"], overrides=TINY, checkpoints=str(tmp_path / "ckpt"))
-    with pytest.raises(BundleError, match="train_bundle"):
+    with pytest.raises(BundleError, match="clipgpt_train.bundle"):
         load_bundle(small_bundle)
     done = TB.run(small_bundle, overrides=TINY, checkpoints=str(tmp_path / "ckpt"))
     assert done["clip"] == "up to date" and isinstance(done["captioner"], float)

@@ -5,7 +5,7 @@ import random
 import open_clip
 import torch
 
-from clipgpt_core import train_clip as T
+from clipgpt_train import clip as T
 from clipgpt_core import world
 from clipgpt_core.clip_model import load_clip
 

@@ -107,7 +107,7 @@ class Explainer:
         self.concepts = concepts or world_concepts()
         phrases = list(self.concepts)
         if self.shapes_world:
-            from ..training import world_captions
+            from ..corpus import world_captions
             phrases += world_captions(random.Random(0), 40, split="any")
         self.space = TokenSpace(self.prior, phrases)
         self.sot, self.eot = self.space.sot, self.space.eot

@@ -1,9 +1,9 @@
 """Retrain the built-in bundle, every stale component, in dependency order.
 
-    python -m clipgpt_core.train_bundle                      # assets/shapes: whatever is stale, resumably
-    python -m clipgpt_core.train_bundle --stages clip,prior  # only these (each still only if stale)
-    python -m clipgpt_core.train_bundle --force captioner    # retrain it (and what depends on it) anyway
-    python -m clipgpt_core.train_bundle --device cuda        # the long stages on a GPU
+    python -m clipgpt_train.bundle                      # assets/shapes: whatever is stale, resumably
+    python -m clipgpt_train.bundle --stages clip,prior  # only these (each still only if stale)
+    python -m clipgpt_train.bundle --force captioner    # retrain it (and what depends on it) anyway
+    python -m clipgpt_train.bundle --device cuda        # the long stages on a GPU
 
 Stages: clip -> prior -> captioner -> embedding_prior -> renderer. A component is stale when the
 recipe it was trained with (its config, without paths and thread counts) or the fingerprint of what
@@ -25,9 +25,10 @@ import platform
 import time
 from pathlib import Path
 
-from .bundle import BUILTIN, DEPENDS_ON, LINEAGE_FILE, dependency_fingerprints, write_lineage
-from .clip_model import load_clip
-from .training import run_key
+from clipgpt_core.bundle import BUILTIN, DEPENDS_ON, LINEAGE_FILE, dependency_fingerprints, write_lineage
+from clipgpt_core.clip_model import load_clip
+from clipgpt_core.errors import InputError
+from .loop import run_key
 
 ORDER = ("clip", "prior", "captioner", "embedding_prior", "renderer")
 
@@ -36,22 +37,22 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
     """The trainer's config for `stage`, writing into `bundle` (checkpoints under `checkpoints`/stage),
     with its defaults otherwise."""
     if stage == "clip":
-        from .train_clip import TrainConfig as cls
+        from .clip import TrainConfig as cls
         base = {"out": str(bundle / "clip")}
     elif stage == "prior":
-        from .train_prior import PriorTrainConfig as cls
+        from .prior import PriorTrainConfig as cls
         base = {"out": str(bundle / "prior"), "clip": str(bundle)}
     elif stage == "captioner":
-        from .train_captioner import CaptionerTrainConfig as cls
+        from .captioner import CaptionerTrainConfig as cls
         base = {"out": str(bundle / "captioner"), "bundle": str(bundle)}
     elif stage == "embedding_prior":
-        from .train_embedding_prior import EmbeddingPriorTrainConfig as cls
+        from .embedding_prior import EmbeddingPriorTrainConfig as cls
         base = {"out": str(bundle / "embedding_prior"), "bundle": str(bundle)}
     elif stage == "renderer":
-        from .train_renderer import RendererTrainConfig as cls
+        from .renderer import RendererTrainConfig as cls
         base = {"out": str(bundle / "renderer"), "bundle": str(bundle)}
     else:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
+        raise InputError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
     fields = {f.name for f in dataclasses.fields(cls)}
     base["checkpoint"] = str(Path(checkpoints) / stage)
     return cls(**{k: v for k, v in (base | overrides).items() if k in fields})
@@ -59,7 +60,7 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
 
 def trainer(stage: str):
     from importlib import import_module
-    return import_module(f".train_{stage}", __package__).train
+    return import_module(f".{stage}", __package__).train
 
 
 def recipe(cfg) -> str:

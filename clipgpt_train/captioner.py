@@ -1,8 +1,8 @@
 """Train the ClipCap captioner: a mapper (CLIP image embedding -> prefix) and, with --tune-prior
 (the default), the prior's blocks fine-tuned with it (ClipCap's fine-tuned-GPT variant).
 
-    python -m clipgpt_core.train_captioner                 # the shipped captioner (assets/shapes/captioner)
-    python -m clipgpt_core.train_captioner --steps 20 --out /tmp/captioner     # a smoke run
+    python -m clipgpt_train.captioner                 # the shipped captioner (assets/shapes/captioner)
+    python -m clipgpt_train.captioner --steps 20 --out /tmp/captioner     # a smoke run
 
 Needs a bundle with a CLIP and a prior (train the prior first). Images are rendered on the fly
 in random styles. The CLIP stays frozen, and so do the prior itself and the token embedding the
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
-from .training import Resume, fit, run_cli, world_pairs, write_train_record
+from clipgpt_core.captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
+from clipgpt_core.corpus import world_pairs
+from .loop import Resume, fit, run_cli, write_train_record
 
 
 @dataclass
@@ -45,14 +46,14 @@ class CaptionerTrainConfig:
 
 
 def train(cfg: CaptionerTrainConfig) -> Captioner:
-    from .bundle import load_bundle
+    from clipgpt_core.bundle import load_bundle
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     bundle = load_bundle(cfg.bundle, device=device, strict=False)   # its old captioner may be stale
     if bundle.prior is None:
-        raise SystemExit(f"bundle {cfg.bundle} has no prior: run python -m clipgpt_core.train_prior first")
+        raise SystemExit(f"bundle {cfg.bundle} has no prior: run python -m clipgpt_train.prior first")
     clip, prior = bundle.clip, bundle.prior
     prior.gpt.requires_grad_(False)
     decoder = decoder_from_prior(prior) if cfg.tune_prior else prior

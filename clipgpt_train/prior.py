@@ -1,10 +1,10 @@
 """Train the caption prior: a GPT initialised from a CLIP text tower, on captions.
 
-    python -m clipgpt_core.train_prior                      # the shipped prior (assets/shapes/prior)
-    python -m clipgpt_core.train_prior --steps 20 --out /tmp/prior      # a smoke run
+    python -m clipgpt_train.prior                      # the shipped prior (assets/shapes/prior)
+    python -m clipgpt_train.prior --steps 20 --out /tmp/prior      # a smoke run
     # a pretrained CLIP's text tower, fine-tuned on your captions (a .txt file, one per line,
     # or a .parquet with a "caption" column), on as many GPUs as accelerate is given:
-    accelerate launch -m clipgpt_core.train_prior --clip open_clip:ViT-B-32/laion2b_s34b_b79k \\
+    accelerate launch -m clipgpt_train.prior --clip open_clip:ViT-B-32/laion2b_s34b_b79k \\
         --captions my_captions.parquet --out my_bundle/prior --lr 1e-4 --batch 256 --steps 20000
 
 Written with accelerate, so the same script runs on a CPU, one GPU or several (each process
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .prior import CaptionPrior
-from .training import Resume, fit, read_captions, run_cli, world_captions, write_train_record
+from clipgpt_core.prior import CaptionPrior
+from clipgpt_core.corpus import world_captions
+from .loop import Resume, fit, read_captions, run_cli, write_train_record
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PriorTrainConfig:
 
 def train(cfg: PriorTrainConfig) -> CaptionPrior:
     from accelerate import Accelerator
-    from .bundle import load_bundle
+    from clipgpt_core.bundle import load_bundle
 
     accelerator = Accelerator()
     torch.manual_seed(cfg.seed)

@@ -1,5 +1,6 @@
-"""What the training scripts share: data streams from ShapesWorld, caption files, the
-learning-rate schedule and a command line made from a config dataclass."""
+"""What the trainers share: caption files, the learning-rate schedule, the step loop with its
+resumable checkpoints, and a command line made from a config dataclass. The ShapesWorld data
+streams they draw from are the core's (clipgpt_core.corpus): Explain reads them too."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import world
+from clipgpt_core.errors import InputError
+
 
 
 def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_lr: float) -> float:
@@ -23,53 +25,24 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int, min_lr: float) -> f
     return min_lr + 0.5 * (lr - min_lr) * (1 + np.cos(np.pi * progress))
 
 
-def world_captions(rng: random.Random, n: int, split: str = "train",
-                   object_mix=(0.4, 0.3, 0.2, 0.1)) -> list[str]:
-    """n captions of fresh random ShapesWorld scenes (no rendering: text only)."""
-    out = []
-    for _ in range(n):
-        k = rng.choices([1, 2, 3, 4], weights=object_mix)[0]
-        scene = world.sample_scene(rng, n_objects=k, split=split)
-        out.append(world.caption_text(world.describe(scene, rng), rng))
-    return out
-
-
 def read_captions(path: str | Path) -> list[str]:
     """Captions from a text file (one per line) or a parquet file (a 'caption' or 'text' column)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no caption file at {path}")
+        raise InputError(f"no caption file at {path}")
     if path.suffix == ".parquet":
         import pandas as pd
         frame = pd.read_parquet(path)
         column = next((c for c in ("caption", "text", "TEXT") if c in frame.columns), None)
         if column is None:
-            raise ValueError(f"{path} has no 'caption' or 'text' column (columns: {list(frame.columns)})")
+            raise InputError(f"{path} has no 'caption' or 'text' column (columns: {list(frame.columns)})")
         lines = frame[column].astype(str).tolist()
     else:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     captions = [" ".join(line.split()) for line in lines if line.strip()]
     if not captions:
-        raise ValueError(f"{path} holds no captions")
+        raise InputError(f"{path} holds no captions")
     return captions
-
-
-OBJECT_MIX = (0.5, 0.3, 0.12, 0.08)   # shares of scenes with 1, 2, 3 and 4 objects
-
-
-def world_pairs(rng: random.Random, n: int, split: str = "train", object_mix=OBJECT_MIX,
-                must_state: frozenset = frozenset()):
-    """n rendered examples in random render styles -> images, captions, scenes, descriptions.
-    must_state: attributes every caption states (world.describe)."""
-    images, captions, scenes, descs = [], [], [], []
-    for _ in range(n):
-        k = rng.choices([1, 2, 3, 4], weights=object_mix)[0]
-        scene = world.sample_scene(rng, n_objects=k, split=split)
-        images.append(world.render(scene, rng, world.RenderStyle.random(rng)))
-        descs.append(world.describe(scene, rng, must_state=must_state))
-        captions.append(world.caption_text(descs[-1], rng))
-        scenes.append(scene)
-    return images, captions, scenes, descs
 
 
 def config_from_args(config_cls, description: str, argv=None):
@@ -147,7 +120,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
     if resume:
         meta = load_checkpoint(resume.directory, resume.modules, opt, resume.rng)
         if meta and meta.get("run") != (resume.key or run_key(cfg)):
-            raise ValueError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
+            raise InputError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
                              f"delete it (or pass --fresh) to start over")
         start, ema, spent = (meta["step"], meta["loss_ema"], meta["seconds"]) if meta else (0, None, 0.0)
     last = min(cfg.steps, getattr(cfg, "stop_after", 0) or cfg.steps)

@@ -1,9 +1,9 @@
 """Train the built-in renderer: a small Stable-Diffusion-style text-to-image model on ShapesWorld.
 
-    python -m clipgpt_core.train_renderer                           # -> assets/shapes/renderer
-    python -m clipgpt_core.train_renderer --device cuda             # the same recipe on a GPU
-    python -m clipgpt_core.train_renderer --out DIR --with-text-encoder   # a standalone pipeline
-    python -m clipgpt_core.train_renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
+    python -m clipgpt_train.renderer                           # -> assets/shapes/renderer
+    python -m clipgpt_train.renderer --device cuda             # the same recipe on a GPU
+    python -m clipgpt_train.renderer --out DIR --with-text-encoder   # a standalone pipeline
+    python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
 
 Two stages, as Stable Diffusion was made, then one diffusers pipeline:
   1. AutoencoderKL: 64x64x3 images <-> 16x16x4 latents, MSE + a small KL term. The latent
@@ -52,8 +52,9 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
                        UNet2DConditionModel)
 from diffusers.training_utils import EMAModel
 
-from . import world
-from .training import OBJECT_MIX, Resume, StateOf, fit, run_cli, world_pairs, write_train_record
+from clipgpt_core import world
+from clipgpt_core.corpus import OBJECT_MIX, world_pairs
+from .loop import Resume, StateOf, fit, run_cli, write_train_record
 
 
 @dataclass
@@ -322,13 +323,13 @@ def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> St
 
 def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableDiffusionPipeline:
     """Both stages and the pipeline, saved to cfg.out. `clip` (a ClipEncoder) overrides cfg.bundle's."""
-    from .hf_text import text_encoder_from_clip, tokenizer_from_clip
-    from .renderer import save_pipeline
+    from clipgpt_core.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from clipgpt_core.renderer import save_pipeline
     torch.manual_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)
     if clip is None:
-        from .bundle import load_bundle
+        from clipgpt_core.bundle import load_bundle
         clip = load_bundle(cfg.bundle, strict=False).clip
     text_encoder = text_encoder_from_clip(clip).to(cfg.device).requires_grad_(False)
     tokenizer = tokenizer_from_clip(clip)

@@ -1,7 +1,7 @@
 """Train the caption -> CLIP-image-embedding prior.
 
-    python -m clipgpt_core.train_embedding_prior          # the shipped one (assets/shapes/embedding_prior)
-    python -m clipgpt_core.train_embedding_prior --steps 20 --out /tmp/ep      # a smoke run
+    python -m clipgpt_train.embedding_prior          # the shipped one (assets/shapes/embedding_prior)
+    python -m clipgpt_train.embedding_prior --steps 20 --out /tmp/ep      # a smoke run
 
 The CLIP stays frozen. Loss: contrastive (predicted embedding vs the batch's image embeddings,
 with every image the caption is true of counted as a positive) plus cosine to the true image.
@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
-from .train_clip import soft_ce, truth_matrix
-from .training import Resume, fit, run_cli, world_pairs, write_train_record
+from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
+from .clip import soft_ce
+from .clip_facts import truth_matrix
+from clipgpt_core.corpus import world_pairs
+from .loop import Resume, fit, run_cli, write_train_record
 
 
 @dataclass
@@ -37,7 +39,7 @@ class EmbeddingPriorTrainConfig:
 
 
 def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
-    from .bundle import load_bundle
+    from clipgpt_core.bundle import load_bundle
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)

@@ -1,7 +1,7 @@
 """Train the ShapesWorld classifier the Explain tab explains: a small CNN that predicts the shape and the
 colour of the largest object in a 64x64 image (two heads). Its logits and penultimate units are targets.
 
-    python -m clipgpt_core.train_classifier              # -> assets/shapes/classifier (fixed seeds, minutes)
+    python -m clipgpt_train.classifier              # -> assets/shapes/classifier (fixed seeds, minutes)
 
 Data: `n_train` ShapesWorld scenes (every colour-shape pair, 1-4 objects, random render styles) rendered
 once; accuracy on `n_val` scenes from other seeds is written to train_config.json beside the weights.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import world
-from .targets import CLASSIFIER_DIR, ClassifierConfig, ShapesClassifier
-from .training import cosine_lr, run_cli, write_train_record
+from clipgpt_core import world
+from clipgpt_core.targets import CLASSIFIER_DIR, ClassifierConfig, ShapesClassifier
+from .loop import cosine_lr, run_cli, write_train_record
 
 
 @dataclass
