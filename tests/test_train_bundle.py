@@ -15,7 +15,8 @@ TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threa
 def small_bundle(tmp_path):
     """The built-in bundle without its renderer (the renderer stage has its own tests)."""
     out = tmp_path / "bundle"
-    shutil.copytree(load_bundle().path, out, ignore=shutil.ignore_patterns("renderer", "classifier"))
+    shutil.copytree(load_bundle().path, out,
+                    ignore=shutil.ignore_patterns("renderer", "classifier", "train_times.json"))
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["components"].pop("renderer")
     (out / "manifest.json").write_text(json.dumps(manifest))
