@@ -9,6 +9,8 @@ The core class behind the app's "Nearest images" tab (the tab only formats what 
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -28,16 +30,42 @@ class NearestImages:
         self.progress = progress
         self.files = files          # which server folders may be indexed (all, for a local app)
         self._local: dict[str, gallery.LocalIndex] = {}
+        self._builtin: Future | None = None       # the built-in gallery, once asked for (maybe still building)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ sources
+    def prepare_builtin_index(self) -> Future | None:
+        """Start building (or loading) the built-in gallery in a background thread and return at once.
+
+        A first start renders and embeds 5,000 images (about a minute on two cores): an app calls this so it
+        answers meanwhile; the first search of the built-in gallery waits for it. None if there is no gallery."""
+        with self._lock:
+            if self._builtin is None and self.bundle.gallery is not None:
+                self._builtin = future = Future()
+
+                def build():
+                    try:
+                        future.set_result(gallery.LocalIndex(gallery.world_gallery(self.bundle, self.progress)))
+                    except BaseException as e:     # handed to whoever waits: builtin_index() raises it
+                        future.set_exception(e)
+                threading.Thread(target=build, name="builtin-gallery", daemon=True).start()
+            return self._builtin
+
     def builtin_index(self) -> gallery.LocalIndex:
-        """The bundle's built-in ShapesWorld gallery (built and cached on first use)."""
-        if self.bundle.gallery is None and "gallery" not in self._local:
+        """The bundle's built-in ShapesWorld gallery (built and cached on first use; waits for a build that
+        prepare_builtin_index started)."""
+        if "gallery" in self._local:
+            return self._local["gallery"]
+        if self.bundle.gallery is None:
             raise gallery.GalleryError(f"Bundle {self.bundle.name} has no built-in gallery: index a folder "
                                        f"of your images, or use a remote back-end.")
-        if "gallery" not in self._local:
-            self._local["gallery"] = gallery.LocalIndex(gallery.world_gallery(self.bundle, self.progress))
+        self._local["gallery"] = self.prepare_builtin_index().result()
         return self._local["gallery"]
+
+    def builtin_ready(self) -> bool:
+        """True once the built-in gallery can be searched without waiting."""
+        return "gallery" in self._local or (self._builtin is not None and self._builtin.done()
+                                            and self._builtin.exception() is None)
 
     def index_folder(self, folder: str, out_dir: str | None = None) -> gallery.LocalIndex:
         """Index a folder of images with this bundle's CLIP (cached per folder and model)."""

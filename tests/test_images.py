@@ -58,3 +58,13 @@ def test_bytes_and_arrays():
     assert load_image(np.zeros((5, 6, 3), np.uint8)).size == (6, 5)
     with pytest.raises(BadImageError):
         load_image(12345)
+
+
+def test_empty_and_non_image_files_say_so_without_the_server_path(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(BadImageError, match="empty"):
+        load_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("not an image at all")
+    with pytest.raises(BadImageError, match="Not an image") as e:
+        load_image(tmp_path / "notes.png")
+    assert str(tmp_path) not in str(e.value)     # an upload's path is a server temp file: not the user's business
