@@ -59,5 +59,6 @@ def build(captioner) -> None:
     inputs = [image, num_beams, num_samples, temperature, seed]
     go.click(caption, inputs, [best, table], api_name="caption")
     examples = sorted(EXAMPLES_DIR.glob("*.png"))
-    if examples:
-        gr.Examples([[str(p)] for p in examples], [image], label="World examples")
+    if examples:   # cached on first click (not at launch, which they would slow): a click then shows at once
+        gr.Examples([[str(p)] for p in examples], [image], [best, table], fn=caption, label="World examples",
+                    cache_examples=True, cache_mode="lazy")

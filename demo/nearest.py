@@ -77,6 +77,15 @@ def build(finder: NearestImages) -> None:
         return _format(hits), f"{len(hits)} nearest images from {where}."
 
     def index_folder(folder, progress=gr.Progress(track_tqdm=True)):
+        """Index a folder of images on the server with this bundle's CLIP, so search can use it as "My folder".
+        A shared app indexes only the folders its owner allowed (--allow-dir).
+
+        Args:
+            folder: the server folder of images (searched recursively).
+
+        Returns:
+            A status line: how many images were indexed.
+        """
         try:
             idx = finder.index_folder(folder)
         except (ClipGPTError, OSError) as e:   # OSError: the user's folder (permissions, vanished files)
@@ -130,7 +139,9 @@ def build(finder: NearestImages) -> None:
                 api_visibility="undocumented")   # /search under another trigger: callable, not a second tool
     index_btn.click(index_folder, [folder], [status], api_name="index_folder")
     image.change(zero_shot, [image], labels, api_name="zero_shot")
-    gr.Examples([[t] for t in TEXT_EXAMPLES], [text], label="Text queries")
+    # cached on first click, not at launch: the built-in gallery may still be building then
+    gr.Examples([[t] for t in TEXT_EXAMPLES], [text], [gallery, status], fn=search, label="Text queries",
+                cache_examples=True, cache_mode="lazy")
     example_images = sorted(EXAMPLES_DIR.glob("*.png"))
     if example_images:
         gr.Examples([[str(p)] for p in example_images], [image], label="Image queries")

@@ -64,6 +64,15 @@ def build(bundle) -> None:
         return [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
 
     def load_tokens(path):
+        """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
+        into the renderer, so prompts can use them, e.g. "a <concept> on a black background".
+
+        Args:
+            path: the learned-token file.
+
+        Returns:
+            A status line naming the tokens now loaded.
+        """
         if not path:
             raise gr.Error("Choose a learned-token file (learned_embeds.safetensors)")
         r = renderer()

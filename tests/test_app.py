@@ -1,7 +1,10 @@
 """The app end to end: launched on loopback, called through its API with gradio_client."""
+import importlib.util
 import io
+import sys
 import time
 
+import httpx
 import pytest
 from conftest import launched_app
 from gradio_client import handle_file
@@ -12,9 +15,12 @@ from clipgpt_core import world
 SEARCH = dict(text_weight=0.5, k=4, source="Built-in gallery", folder="", url="", indice_name="shapes", text_mode="raw")
 
 
+HAS_MCP = importlib.util.find_spec("mcp") is not None     # Gradio's `mcp` extra (requirements.txt pins it)
+
+
 @pytest.fixture(scope="module")
 def client(bundle):
-    with launched_app(bundle) as client:
+    with launched_app(bundle, launch={"mcp_server": True} if HAS_MCP else None) as client:   # as `app.py --mcp`
         yield client
 
 
@@ -158,3 +164,22 @@ def test_odd_modes_reach_every_endpoint(client, tmp_path):
         assert table["data"]
         gallery, _ = CALLS["/search"](client, handle_file(str(path)))
         assert len(gallery) == 4
+
+
+@pytest.mark.skipif(not HAS_MCP, reason="Gradio's mcp extra is not installed: pip install 'gradio[mcp]'")
+def test_mcp_tools_are_the_documented_functions(client):
+    tools = {t["meta"]["endpoint_name"]: t for t in
+             httpx.get(client.src.rstrip("/") + "/gradio_api/mcp/schema", timeout=30).json()}
+    assert {"search", "caption", "explain", "render", "zero_shot", "sample"} <= set(tools)
+    assert not {"search_submit", "sample_submit", "render_submit"} & set(tools)      # no twin tools
+    assert "nearest to a text query" in tools["search"]["description"]
+    props = tools["caption"]["inputSchema"]["properties"]
+    assert "beam-search width" in props["num_beams"]["description"]       # from the docstring's Args
+
+
+def test_mcp_flag_without_the_extra_says_how(monkeypatch, capsys):
+    import app
+    monkeypatch.setitem(sys.modules, "mcp", None)          # as if `gradio[mcp]` were not installed
+    with pytest.raises(SystemExit):
+        app.main(["--mcp"])
+    assert "pip install 'gradio[mcp]" in capsys.readouterr().err
