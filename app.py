@@ -28,8 +28,6 @@ def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None) 
     if files is None:
         files = ServerFiles.shared() if is_shared() else ServerFiles()
     finder = NearestImages(bundle, progress=progress, files=files)
-    # build (or load) the gallery while the app already answers; the first gallery search waits for it
-    finder.prepare_builtin_index()
     with gr.Blocks(title="CLIP GPT") as demo:
         gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip.model_name}`")
         with gr.Tab("Sample captions"):
@@ -42,6 +40,10 @@ def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None) 
             render.build(bundle)
         with gr.Tab("Explain"):
             explain.build(bundle, files)
+    # Build (or load) the built-in gallery while the app already answers; the first gallery search waits
+    # for it. Started only now: the tabs' gr.Progress(track_tqdm=True) patch tqdm's class, and a progress
+    # bar begun before that patch fails when it closes after it.
+    finder.prepare_builtin_index()
     return demo
 
 

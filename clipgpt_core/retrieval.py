@@ -9,8 +9,14 @@ The core class behind the app's "Nearest images" tab (the tab only formats what 
 """
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
 
@@ -45,11 +51,36 @@ class NearestImages:
 
                 def build():
                     try:
-                        future.set_result(gallery.LocalIndex(gallery.world_gallery(self.bundle, self.progress)))
+                        future.set_result(gallery.LocalIndex(self._build_builtin()))
                     except BaseException as e:     # handed to whoever waits: builtin_index() raises it
                         future.set_exception(e)
                 threading.Thread(target=build, name="builtin-gallery", daemon=True).start()
             return self._builtin
+
+    def _build_builtin(self) -> Path:
+        """The built-in gallery's index folder; a missing one is built in a child process (`python -m
+        clipgpt_core.index --world`), not in this one: rendering 5,000 PNGs in a thread holds the GIL, and
+        the app it should leave free to answer took minutes to start. The child runs at a lower priority
+        and dies with this process."""
+        out_dir, spec = gallery.world_gallery_dir(self.bundle)
+        if (out_dir / "index" / "image.index").exists() or self.bundle.path is None:
+            return gallery.world_gallery(self.bundle, self.progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = out_dir / "build.log"
+        root = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
+               str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
+        if self.progress:
+            logging.warning("building the built-in gallery (%d images) in the background; progress: %s",
+                            spec["size"], log)
+        with open(log, "w") as err:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=_background_child)
+        if done.returncode != 0 or not (out_dir / "index" / "image.index").exists():
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise gallery.GalleryError(f"Building the built-in gallery failed (exit {done.returncode}): "
+                                       f"{' / '.join(tail)} (whole log: {log})")
+        return out_dir / "index"
 
     def builtin_index(self) -> gallery.LocalIndex:
         """The bundle's built-in ShapesWorld gallery (built and cached on first use; waits for a build that
@@ -130,3 +161,13 @@ class NearestImages:
         """Per attribute (colour, shape, size, position, background): value -> probability."""
         emb = self.clip.encode_images([load_image(image)])[0]
         return zeroshot.panel(self.clip, emb)
+
+
+def _background_child() -> None:
+    """In a child process before exec: lower its priority, and end it when its parent ends (Linux)."""
+    os.nice(10)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

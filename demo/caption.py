@@ -44,18 +44,18 @@ def build(captioner) -> None:
 
     with gr.Row():
         with gr.Column(scale=2):
-            image = ImageFile(label="Image", height=260)
+            image = ImageFile(label="Image", height=260, elem_id="caption-image")
             num_beams = gr.Slider(1, 10, value=5, step=1, label="Beams")
             num_samples = gr.Slider(0, 32, value=0, step=1, label="Extra sampled candidates")
             temperature = gr.Slider(0.1, 2, value=1.0, step=0.05, label="Sampling temperature")
             seed = gr.Number(value=0, precision=0, label="Seed")
             go = gr.Button("Caption", variant="primary")
         with gr.Column(scale=3):
-            best = gr.Markdown()
+            best = gr.Markdown(elem_id="caption-best")
             table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
                                  label=f"Candidates, ranked by score = CLIP similarity + "
                                        f"{getattr(captioner, 'prior_weight', 0):g} × log p per token",
-                                 wrap=True)
+                                 wrap=True, elem_id="caption-table")
     inputs = [image, num_beams, num_samples, temperature, seed]
     go.click(caption, inputs, [best, table], api_name="caption")
     examples = sorted(EXAMPLES_DIR.glob("*.png"))

@@ -116,7 +116,7 @@ def build(finder: NearestImages) -> None:
             text_mode = gr.Radio(list(TEXT_MODES), value="raw", label="Text as",
                                  info="raw: CLIP's text embedding · via prior: the image embedding "
                                       "the caption->CLIP prior predicts for it")
-            image = ImageFile(label="Image query", height=220)
+            image = ImageFile(label="Image query", height=220, elem_id="nearest-image")
             text_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Text weight (when both are given)")
             k = gr.Slider(1, 48, value=12, step=1, label="Number of images")
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Search in")
@@ -127,8 +127,9 @@ def build(finder: NearestImages) -> None:
                 indice_name = gr.Textbox(label="Index name", value="shapes")
             search_btn = gr.Button("Search", variant="primary")
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Nearest images (similarity · caption)", columns=4, height=520)
-            status = gr.Markdown()
+            gallery = gr.Gallery(label="Nearest images (similarity · caption)", columns=4, height=520,
+                                 elem_id="nearest-gallery")
+            status = gr.Markdown(elem_id="nearest-status")
     gr.Markdown("### Zero-shot reading of the image query")
     with gr.Row():
         labels = [gr.Label(label=a, num_top_classes=3) for a in ATTRIBUTES]

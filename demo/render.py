@@ -104,7 +104,8 @@ def build(bundle) -> None:
                                       type="filepath")
                 tokens_status = gr.Markdown()
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain")
+            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain",
+                                 elem_id="render-gallery")
     inputs = [prompt, negative, guidance, steps, seed, num_images]
     go.click(render, inputs, gallery, api_name="render", concurrency_limit=1, concurrency_id="renderer")
     prompt.submit(render, inputs, gallery, api_name="render_submit", concurrency_limit=1,

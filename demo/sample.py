@@ -70,7 +70,8 @@ def build(prior) -> None:
         seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", scale=1)
         go = gr.Button("Sample", variant="primary", scale=1)
     headers = ["caption", "log p (nats)", "log p per token"]
-    samples = gr.Dataframe(headers=headers, label="Samples, most likely first", wrap=True)
+    samples = gr.Dataframe(headers=headers, label="Samples, most likely first", wrap=True,
+                           elem_id="sample-table")
     with gr.Accordion("Score your own captions", open=False):
         own = gr.Textbox(label="Captions, one per line", lines=3, placeholder="a red circle\na circle red")
         score_btn = gr.Button("Score")

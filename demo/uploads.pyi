@@ -24,6 +24,12 @@ class ImageFile(gr.Image):
 
     is_template = True      # drawn by the browser's own Image component (get_block_name -> "image")
 
+    def get_config(self, cls=None):
+        # the browser's props are read off the constructor's named parameters: gr.Image's, not this
+        # __init__'s (*args, **kwargs), or the page gets an Image with no label, sources or anything
+        # (and draws nothing; tests/test_browser.py)
+        return super().get_config(cls or gr.Image)
+
     def __init__(self, *args, **kwargs):
         kwargs.update(type="filepath", image_mode=None)   # decoding and mode conversion belong to the core
         super().__init__(*args, **kwargs)
