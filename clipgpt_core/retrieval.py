@@ -27,6 +27,7 @@ from .images import load_image
 
 MAX_K = 200
 TEXT_MODES = ("raw", "via prior")   # the CLIP text embedding, or the caption->image-embedding prior
+log_ = logging.getLogger(__name__)
 
 
 class NearestImages:
@@ -72,10 +73,11 @@ class NearestImages:
         cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
                str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
         if self.progress:
-            logging.warning("building the built-in gallery (%d images) in the background; progress: %s",
+            log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
                             spec["size"], log)
         with open(log, "w") as err:
-            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=_background_child)
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=_background_child,
+                                  check=False)
         if done.returncode != 0 or not (out_dir / "index" / "image.index").exists():
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             raise gallery.GalleryError(f"Building the built-in gallery failed (exit {done.returncode}): "

@@ -160,7 +160,7 @@ def test_odd_modes_reach_every_endpoint(client, tmp_path):
     for mode in ("I;16", "P", "LA", "1"):
         path = tmp_path / f"{mode.replace(';', '')}.png"
         world.example(5).image.convert("L" if mode == "I;16" else mode).convert(mode).save(path)
-        best, table = CALLS["/caption"](client, handle_file(str(path)))
+        _best, table = CALLS["/caption"](client, handle_file(str(path)))
         assert table["data"]
         gallery, _ = CALLS["/search"](client, handle_file(str(path)))
         assert len(gallery) == 4
