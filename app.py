@@ -3,6 +3,7 @@
     python app.py                      # built-in ShapesWorld bundle, http://127.0.0.1:7860
     python app.py --share              # also a temporary public link
     python app.py --bundle open_clip:ViT-B-32/laion2b_s34b_b79k --port 7861
+    python app.py --mcp                # also an MCP server: search, caption, explain, render... as tools
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ Explore a CLIP model's joint text–image space. The built-in bundle is trained 
 (coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
 
 
-def build_demo(bundle, progress: bool = True, files: ServerFiles = ServerFiles()) -> gr.Blocks:
-    """files: which server folders users may name (ServerFiles() = any, for a local app)."""
+def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None) -> gr.Blocks:
+    """files: which server folders users may name. None: any for a local app, none on a Space (SPACE_ID is
+    set), so an app built without main() is not open on a Space either."""
+    if files is None:
+        files = ServerFiles.shared() if is_shared() else ServerFiles()
     finder = NearestImages(bundle, progress=progress, files=files)
-    if bundle.gallery is not None:
-        finder.builtin_index()  # build (or load) the gallery before serving, not on the first click
     with gr.Blocks(title="CLIP GPT") as demo:
         gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip.model_name}`")
         with gr.Tab("Sample captions"):
@@ -38,6 +40,10 @@ def build_demo(bundle, progress: bool = True, files: ServerFiles = ServerFiles()
             render.build(bundle)
         with gr.Tab("Explain"):
             explain.build(bundle, files)
+    # Build (or load) the built-in gallery while the app already answers; the first gallery search waits
+    # for it. Started only now: the tabs' gr.Progress(track_tqdm=True) patch tqdm's class, and a progress
+    # bar begun before that patch fails when it closes after it.
+    finder.prepare_builtin_index()
     return demo
 
 
@@ -50,10 +56,31 @@ def main(argv=None):
     p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
                    help="on a shared app (a Space, --share, or a --host beyond loopback), a server folder users "
                         "may index and explain (repeatable); without it, server folders are off there")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the app as an MCP server (at /gradio_api/mcp): search, caption, explain, "
+                        "render and the other endpoints become tools, their docstrings the tools' schemas")
     args = p.parse_args(argv)
-    files = ServerFiles.shared(args.allow_dir) if is_shared(args.host, args.share) else ServerFiles()
+    if args.mcp:
+        check_mcp(p)
+    files = server_files(args.host, args.share, args.allow_dir)
     demo = build_demo(load_bundle(args.bundle), files=files)
-    demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port)
+    demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port,
+                                   mcp_server=args.mcp)
+
+
+def server_files(host: str, share: bool, allow_dirs) -> ServerFiles:
+    """Any server folder for a local app; on a shared one (a Space, --share, a --host beyond loopback) only
+    the --allow-dir folders."""
+    return ServerFiles.shared(allow_dirs) if is_shared(host, share) else ServerFiles()
+
+
+def check_mcp(parser: argparse.ArgumentParser) -> None:
+    """--mcp needs Gradio's `mcp` extra; without it, say how to get it instead of a traceback at launch."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        parser.error(f"--mcp needs Gradio's MCP extra, which is not installed: "
+                     f"pip install 'gradio[mcp]=={gr.__version__}'")
 
 
 if __name__ == "__main__":

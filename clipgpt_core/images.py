@@ -12,6 +12,7 @@ from .errors import ClipGPTError
 MAX_PIXELS = 50_000_000        # refuse anything larger (decompression bombs, absurd scans)
 WORKING_SIDE = 1024            # larger images are shrunk once on load; models use 64-224 px
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL raises DecompressionBombError above 2x this
+READABLE = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 
 
 class BadImageError(ClipGPTError, ValueError):
@@ -48,6 +49,8 @@ def load_image(source) -> Image.Image:
                 raise BadImageError(f"No such file: {path}")
             if path.is_dir():
                 raise BadImageError(f"{path} is a folder, not an image")
+            if path.stat().st_size == 0:
+                raise BadImageError(f"{path.name} is empty (0 bytes), not an image")
             image = Image.open(path)
         elif isinstance(source, (bytes, bytearray)):
             image = Image.open(io.BytesIO(source))
@@ -69,6 +72,11 @@ def load_image(source) -> Image.Image:
     except BadImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise BadImageError(f"Image is too large to open safely ({e})") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
+        raise BadImageError(f"Image is too large to open safely ({e}); the limit is "
+                            f"{MAX_PIXELS // 1_000_000} megapixels. Downscale it first.") from e
+    except UnidentifiedImageError as e:
+        # PIL's message names the full path (an upload's is a server temp file): say it without it
+        raise BadImageError(f"Not an image, or not a format this app reads ({READABLE}); is the file "
+                            f"corrupt or of another kind?") from e
+    except (OSError, SyntaxError, ValueError, TypeError) as e:
         raise BadImageError(f"Not a readable image ({type(e).__name__}: {e})") from e

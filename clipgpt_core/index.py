@@ -161,11 +161,16 @@ def build_world_gallery(clip, out_dir, n: int = 5000, seed: int = 0, progress: b
     return build_index(clip, paths, captions, out_dir, progress=progress)
 
 
-def world_gallery(bundle, progress: bool = True) -> Path:
-    """The bundle's built-in gallery index folder, built on first use and cached."""
+def world_gallery_dir(bundle) -> tuple[Path, dict]:
+    """Where the bundle's built-in gallery is cached (its index in index/), and its spec (size, seed)."""
     spec = bundle.gallery or {"kind": "shapesworld", "size": 5000, "seed": 0}
     key = f"{bundle.name}-{spec['size']}-{spec['seed']}-{bundle.clip.fingerprint()}"
-    out_dir = DEFAULT_CACHE / "galleries" / key
+    return DEFAULT_CACHE / "galleries" / key, spec
+
+
+def world_gallery(bundle, progress: bool = True) -> Path:
+    """The bundle's built-in gallery index folder, built on first use and cached."""
+    out_dir, spec = world_gallery_dir(bundle)
     index_dir = out_dir / "index"
     if not (index_dir / "image.index").exists():
         build_world_gallery(bundle.clip, out_dir, spec["size"], spec["seed"], progress)

@@ -9,6 +9,14 @@ The core class behind the app's "Nearest images" tab (the tab only formats what 
 """
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +28,7 @@ from .images import load_image
 
 MAX_K = 200
 TEXT_MODES = ("raw", "via prior")   # the CLIP text embedding, or the caption->image-embedding prior
+log_ = logging.getLogger(__name__)
 
 
 class NearestImages:
@@ -29,16 +38,68 @@ class NearestImages:
         self.progress = progress
         self.files = files          # which server folders may be indexed (all, for a local app)
         self._local: dict[str, gallery.LocalIndex] = {}
+        self._builtin: Future | None = None       # the built-in gallery, once asked for (maybe still building)
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ sources
+    def prepare_builtin_index(self) -> Future | None:
+        """Start building (or loading) the built-in gallery in a background thread and return at once.
+
+        A first start renders and embeds 5,000 images (about a minute on two cores): an app calls this so it
+        answers meanwhile; the first search of the built-in gallery waits for it. None if there is no gallery."""
+        with self._lock:
+            if self._builtin is None and self.bundle.gallery is not None:
+                self._builtin = future = Future()
+
+                def build():
+                    try:
+                        future.set_result(gallery.LocalIndex(self._build_builtin()))
+                    except BaseException as e:     # handed to whoever waits: builtin_index() raises it
+                        future.set_exception(e)
+                threading.Thread(target=build, name="builtin-gallery", daemon=True).start()
+            return self._builtin
+
+    def _build_builtin(self) -> Path:
+        """The built-in gallery's index folder; a missing one is built in a child process (`python -m
+        clipgpt_core.index --world`), not in this one: rendering 5,000 PNGs in a thread holds the GIL, and
+        the app it should leave free to answer took minutes to start. The child runs at a lower priority
+        and dies with this process."""
+        out_dir, spec = gallery.world_gallery_dir(self.bundle)
+        if (out_dir / "index" / "image.index").exists() or self.bundle.path is None:
+            return gallery.world_gallery(self.bundle, self.progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = out_dir / "build.log"
+        root = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
+               str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
+        if self.progress:
+            log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
+                            spec["size"], log)
+        with open(log, "w") as err:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=_background_child,
+                                  check=False)
+        if done.returncode != 0 or not (out_dir / "index" / "image.index").exists():
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise gallery.GalleryError(f"Building the built-in gallery failed (exit {done.returncode}): "
+                                       f"{' / '.join(tail)} (whole log: {log})")
+        return out_dir / "index"
+
     def builtin_index(self) -> gallery.LocalIndex:
-        """The bundle's built-in ShapesWorld gallery (built and cached on first use)."""
-        if self.bundle.gallery is None and "gallery" not in self._local:
+        """The bundle's built-in ShapesWorld gallery (built and cached on first use; waits for a build that
+        prepare_builtin_index started)."""
+        if "gallery" in self._local:
+            return self._local["gallery"]
+        if self.bundle.gallery is None:
             raise gallery.GalleryError(f"Bundle {self.bundle.name} has no built-in gallery: index a folder "
                                        f"of your images, or use a remote back-end.")
-        if "gallery" not in self._local:
-            self._local["gallery"] = gallery.LocalIndex(gallery.world_gallery(self.bundle, self.progress))
+        self._local["gallery"] = self.prepare_builtin_index().result()
         return self._local["gallery"]
+
+    def builtin_ready(self) -> bool:
+        """True once the built-in gallery can be searched without waiting."""
+        return "gallery" in self._local or (self._builtin is not None and self._builtin.done()
+                                            and self._builtin.exception() is None)
 
     def index_folder(self, folder: str, out_dir: str | None = None) -> gallery.LocalIndex:
         """Index a folder of images with this bundle's CLIP (cached per folder and model)."""
@@ -103,3 +164,13 @@ class NearestImages:
         """Per attribute (colour, shape, size, position, background): value -> probability."""
         emb = self.clip.encode_images([load_image(image)])[0]
         return zeroshot.panel(self.clip, emb)
+
+
+def _background_child() -> None:
+    """In a child process before exec: lower its priority, and end it when its parent ends (Linux)."""
+    os.nice(10)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

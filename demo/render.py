@@ -37,8 +37,23 @@ def build(bundle) -> None:
     def renderer():
         return bundle_renderer(bundle)
 
-    def render(prompt, negative_prompt, guidance_scale, steps, seed, num_images,
+    def render(prompt, negative_prompt="", guidance_scale=4.0, steps=20, seed=0, num_images=4,
                progress=gr.Progress(track_tqdm=True)):
+        """Render images from a text prompt with the bundle's text-to-image model (a diffusion model
+        conditioned on its CLIP text tower).
+
+        Args:
+            prompt: what to draw, e.g. "a large red circle on a black background"; learned tokens such as
+                <concept> too, once loaded.
+            negative_prompt: what to steer away from (optional).
+            guidance_scale: classifier-free guidance, 0 to 30 (1 or less: no guidance).
+            steps: denoising steps, 1 to 200.
+            seed: random seed, 0 or more.
+            num_images: how many images, 1 to 16.
+
+        Returns:
+            The rendered images.
+        """
         r = renderer()
         seed = int(seed) if seed is not None else 0
         try:
@@ -49,6 +64,15 @@ def build(bundle) -> None:
         return [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
 
     def load_tokens(path):
+        """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
+        into the renderer, so prompts can use them, e.g. "a <concept> on a black background".
+
+        Args:
+            path: the learned-token file.
+
+        Returns:
+            A status line naming the tokens now loaded.
+        """
         if not path:
             raise gr.Error("Choose a learned-token file (learned_embeds.safetensors)")
         r = renderer()
@@ -80,11 +104,12 @@ def build(bundle) -> None:
                                       type="filepath")
                 tokens_status = gr.Markdown()
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain")
+            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain",
+                                 elem_id="render-gallery")
     inputs = [prompt, negative, guidance, steps, seed, num_images]
     go.click(render, inputs, gallery, api_name="render", concurrency_limit=1, concurrency_id="renderer")
     prompt.submit(render, inputs, gallery, api_name="render_submit", concurrency_limit=1,
-                  concurrency_id="renderer")
+                  concurrency_id="renderer", api_visibility="undocumented")   # /render under another trigger
     tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
                       concurrency_id="renderer")   # one pipeline: one job on it at a time
     gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")

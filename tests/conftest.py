@@ -29,12 +29,14 @@ def bundle():
 
 
 @contextlib.contextmanager
-def launched_app(bundle, **kwargs):
-    """The real app for `bundle` (build_demo's kwargs), launched on loopback; yields a gradio_client Client."""
+def launched_app(bundle, launch: dict | None = None, **kwargs):
+    """The real app for `bundle` (build_demo's kwargs; `launch`: more launch() kwargs), launched on
+    loopback; yields a gradio_client Client."""
     import app
     from gradio_client import Client
     demo = app.build_demo(bundle, progress=False, **kwargs)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
+                                    **(launch or {}))
     try:
         yield Client(url, verbose=False)
     finally:

@@ -61,3 +61,19 @@ def test_shared_app_indexes_only_allowed_folders(bundle, folders, tmp_path):
             client.predict(handle_file(str(saved)), str(other), None, api_name="/explain_apply")
         rows, *_ = client.predict(handle_file(str(saved)), str(allowed), None, api_name="/explain_apply")
         assert len(rows["data"]) == 8
+
+
+def test_a_space_reads_only_its_allow_dirs(folders, monkeypatch):
+    """app.py's policy: with SPACE_ID set even a loopback app is shared; --allow-dir A opens A, not A/../B."""
+    import app
+    allowed, other = folders
+    monkeypatch.setenv("SPACE_ID", "user/clip-gpt")
+    files = app.server_files("127.0.0.1", False, [str(allowed)])
+    assert files.check(allowed / "3.png") == (allowed / "3.png").resolve()
+    for outside in (other, allowed / ".." / "other", allowed / "escape"):
+        with pytest.raises(AccessError, match=f"--allow-dir {other.resolve()}"):
+            files.check(outside)
+    with pytest.raises(AccessError, match="--allow-dir"):
+        app.server_files("127.0.0.1", False, []).check(allowed)
+    monkeypatch.delenv("SPACE_ID")
+    assert app.server_files("127.0.0.1", False, []).check(other) == other.resolve()

@@ -1,6 +1,10 @@
 """The app end to end: launched on loopback, called through its API with gradio_client."""
+import importlib.util
+import io
+import sys
 import time
 
+import httpx
 import pytest
 from conftest import launched_app
 from gradio_client import handle_file
@@ -11,16 +15,22 @@ from clipgpt_core import world
 SEARCH = dict(text_weight=0.5, k=4, source="Built-in gallery", folder="", url="", indice_name="shapes", text_mode="raw")
 
 
+HAS_MCP = importlib.util.find_spec("mcp") is not None     # Gradio's `mcp` extra (requirements.txt pins it)
+
+
 @pytest.fixture(scope="module")
 def client(bundle):
-    with launched_app(bundle) as client:
+    with launched_app(bundle, launch={"mcp_server": True} if HAS_MCP else None) as client:   # as `app.py --mcp`
         yield client
 
 
 def test_every_event_has_an_api_name(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/search", "/search_submit", "/index_folder", "/zero_shot",
-            "/sample", "/sample_submit", "/score", "/caption"} <= names
+    assert {"/search", "/index_folder", "/zero_shot", "/sample", "/score", "/caption", "/render"} <= names
+    # the same functions under a second trigger (Enter in a textbox) stay callable but off the API page
+    assert not names & {"/search_submit", "/sample_submit", "/render_submit"}
+    rows = client.predict(1, 0, 0, 1.0, "a red", 0, api_name="/sample_submit")   # positional: not documented
+    assert rows["data"][0][0].startswith("a red")
 
 
 def test_text_query(client):
@@ -105,3 +115,71 @@ def test_caption_tab(client, tmp_path):
     assert sims == sorted(sims, reverse=True)
     with pytest.raises(Exception, match="Upload an image"):
         client.predict(None, 3, 0, 1.0, 0, api_name="/caption")
+
+
+@pytest.fixture(scope="module")
+def bad_uploads(tmp_path_factory):
+    """name -> (file, what its message must say): each kind of broken upload the app must answer clearly."""
+    folder = tmp_path_factory.mktemp("bad_uploads")
+    good = io.BytesIO()
+    world.example(3).image.save(good, format="PNG")
+    jpeg = io.BytesIO()
+    world.example(3).image.save(jpeg, format="JPEG")
+    files = {"corrupt.png": (b"\x89PNG\r\n\x1a\n not really a png", "Not an image"),
+             "truncated.png": (good.getvalue()[: len(good.getvalue()) // 2], "[Tt]runcated"),
+             "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "[Tt]runcated"),
+             "empty.png": (b"", "empty"),
+             "notes.png": (b"shopping list: eggs, milk\n", "Not an image")}
+    out = {}
+    for name, (data, message) in files.items():
+        (folder / name).write_bytes(data)
+        out[name] = (folder / name, message)
+    Image.new("1", (20_000, 20_000)).save(folder / "bomb.png")     # 400 megapixels in a 48 kB file
+    out["bomb.png"] = (folder / "bomb.png", "megapixels")
+    return out
+
+
+CALLS = {"/caption": lambda c, f: c.predict(f, 1, 0, 1.0, 0, api_name="/caption"),
+         "/search": lambda c, f: c.predict(text="", image=f, api_name="/search", **SEARCH),
+         "/search_submit": lambda c, f: c.predict("a red circle", f, *SEARCH.values(), api_name="/search_submit"),
+         "/zero_shot": lambda c, f: c.predict(f, api_name="/zero_shot")}
+
+
+@pytest.mark.parametrize("endpoint", list(CALLS))
+def test_broken_uploads_get_the_cores_message(client, bad_uploads, endpoint):
+    """Uploads reach the core as files, so its BadImageError answers, not Gradio's "could not preprocess"."""
+    for name, (path, message) in bad_uploads.items():
+        with pytest.raises(Exception, match=message) as e:
+            CALLS[endpoint](client, handle_file(str(path)))
+        assert "preprocess" not in str(e.value), (name, str(e.value))
+    gallery, _ = client.predict(text="a blue square", image=None, api_name="/search", **SEARCH)
+    assert len(gallery) == 4                        # and the app is still up
+
+
+def test_odd_modes_reach_every_endpoint(client, tmp_path):
+    for mode in ("I;16", "P", "LA", "1"):
+        path = tmp_path / f"{mode.replace(';', '')}.png"
+        world.example(5).image.convert("L" if mode == "I;16" else mode).convert(mode).save(path)
+        _best, table = CALLS["/caption"](client, handle_file(str(path)))
+        assert table["data"]
+        gallery, _ = CALLS["/search"](client, handle_file(str(path)))
+        assert len(gallery) == 4
+
+
+@pytest.mark.skipif(not HAS_MCP, reason="Gradio's mcp extra is not installed: pip install 'gradio[mcp]'")
+def test_mcp_tools_are_the_documented_functions(client):
+    tools = {t["meta"]["endpoint_name"]: t for t in
+             httpx.get(client.src.rstrip("/") + "/gradio_api/mcp/schema", timeout=30).json()}
+    assert {"search", "caption", "explain", "render", "zero_shot", "sample"} <= set(tools)
+    assert not {"search_submit", "sample_submit", "render_submit"} & set(tools)      # no twin tools
+    assert "nearest to a text query" in tools["search"]["description"]
+    props = tools["caption"]["inputSchema"]["properties"]
+    assert "beam-search width" in props["num_beams"]["description"]       # from the docstring's Args
+
+
+def test_mcp_flag_without_the_extra_says_how(monkeypatch, capsys):
+    import app
+    monkeypatch.setitem(sys.modules, "mcp", None)          # as if `gradio[mcp]` were not installed
+    with pytest.raises(SystemExit):
+        app.main(["--mcp"])
+    assert "pip install 'gradio[mcp]" in capsys.readouterr().err

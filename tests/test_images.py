@@ -1,5 +1,6 @@
 """Bad input gets a clear error; odd modes become RGB."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +59,38 @@ def test_bytes_and_arrays():
     assert load_image(np.zeros((5, 6, 3), np.uint8)).size == (6, 5)
     with pytest.raises(BadImageError):
         load_image(12345)
+
+
+def test_empty_and_non_image_files_say_so_without_the_server_path(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(BadImageError, match="empty"):
+        load_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("not an image at all")
+    with pytest.raises(BadImageError, match="Not an image") as e:
+        load_image(tmp_path / "notes.png")
+    assert str(tmp_path) not in str(e.value)     # an upload's path is a server temp file: not the user's business
+
+
+def test_an_inline_upload_reaches_the_core_undecoded(tmp_path):
+    """demo.uploads.ImageFile hands the core a file, also for a base64 data URL, whatever its bytes."""
+    import base64
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from demo.uploads import ImageFile
+    upload = ImageFile()
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(good, format="PNG")
+    for data, ok in ((good.getvalue(), True), (b"not an image", False)):
+        url = "data:image/png;base64," + base64.b64encode(data).decode()
+        path = upload.preprocess(ImageData(url=url))
+        assert Path(path).read_bytes() == data
+        if ok:
+            assert load_image(path).size == (8, 8)
+        else:
+            with pytest.raises(BadImageError, match="Not an image"):
+                load_image(path)
+    with pytest.raises(gr.Error, match="base64"):
+        upload.preprocess(ImageData(url="data:image/png;base64,@@@"))
+    assert upload.preprocess(None) is None

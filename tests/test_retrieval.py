@@ -106,3 +106,22 @@ def test_zero_shot_reads_single_objects(finder):
         top = {a: max(v, key=v.get) for a, v in p.items()}
         right += top["colour"] == ex.scene.objects[0].colour and top["background"] == ex.scene.background
     assert right >= 18
+
+
+def test_a_first_start_builds_the_gallery_in_the_background(bundle, tmp_path, monkeypatch):
+    """prepare_builtin_index returns at once (the app answers meanwhile); the first search waits for the build,
+    which runs in a child process and lands in the cache, where the next start finds it."""
+    import copy
+    import time
+
+    from clipgpt_core import index
+    monkeypatch.setattr(index, "DEFAULT_CACHE", tmp_path)
+    small = copy.copy(bundle)
+    small.gallery = {"kind": "shapesworld", "size": 16, "seed": 0}
+    finder = NearestImages(small, progress=False)
+    t0 = time.perf_counter()
+    building = finder.prepare_builtin_index()
+    assert time.perf_counter() - t0 < 2 and not building.done() and not finder.builtin_ready()
+    assert finder.prepare_builtin_index() is building                # one build, however often asked
+    assert len(finder.search("a red circle", k=3)) == 3 and finder.builtin_ready()
+    assert (index.world_gallery_dir(small)[0] / "index" / "image.index").exists()
