@@ -11,6 +11,7 @@ import pandas as pd
 
 from clipgpt_core import targets
 from clipgpt_core.access import ServerFiles
+from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.explain import (DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, LAYER_COLUMNS, Explanation, explain,
                                   explain_layer, fit_curve, layer_activations)
 from clipgpt_core.images import load_image
@@ -21,7 +22,7 @@ TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positive
 IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
 METHOD_NAMES = {"partial": "partial descriptions (+ compositions)", "search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
                 "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
-USER_ERRORS = (ValueError, RuntimeError, OSError)
+USER_ERRORS = (ClipGPTError, OSError)   # project errors and unreadable files are messages; the rest are bugs
 CENTRE = {"auto": "auto", "centred": True, "raw cosine": False}   # the radio's choices -> explain(centre=...)
 HEADERS = ["explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)", "held-out R²",
            "ridge probe ρ (same labels)", "prior log p", "method"]
@@ -80,9 +81,29 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         t = targets.ClassifierTarget(classifier, clf_output or "")
         return images, emb, t.score(images), t.answer
 
-    def run(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
-            n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
-            progress=gr.Progress(track_tqdm=True)):
+    def explain_function(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
+                         image_source, n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
+                         progress=gr.Progress(track_tqdm=True)):
+        """Find text t and a monotone h with f(image) ~= h(CLIP_t(image)) for a function f of images.
+
+        Args:
+            target_kind: what f is: "Planted function", "Classifier output", "My scores (CSV)" or "Positives vs negatives".
+            planted: the planted function's name (target_kind "Planted function").
+            clf_output: the shipped classifier's output to explain (target_kind "Classifier output").
+            csv_file: a CSV of image paths and scores (target_kind "My scores (CSV)").
+            pos_folder: a folder of positive images (target_kind "Positives vs negatives").
+            neg_folder: a folder of negative images (target_kind "Positives vs negatives").
+            pos_files: uploaded positive images, instead of pos_folder.
+            neg_files: uploaded negative images, instead of neg_folder.
+            image_source: the images f is read on: "Built-in gallery sample" or "My images (folder)".
+            n_images: how many gallery images to use.
+            image_folder: the folder, when image_source is "My images (folder)".
+            method: partial, search, dissect, inversion or gumbel.
+            budget: the method's search budget (empty: its default).
+            prior_weight: weight of the caption prior's log p in the score.
+            seed: splits the images into fit and held-out halves.
+            centre: "auto", "centred" or "raw cosine".
+        """
         try:
             images, emb, f, answer = get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder,
                                                  pos_files, neg_files, image_source, n_images, image_folder)
@@ -259,7 +280,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
     state = gr.State(None)
     inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
               n_images, image_folder, method, budget, prior_weight, seed, centre]
-    go.click(run, inputs, [table, status, plot, top, bottom, token_file, explanation_file, state], api_name="explain",
+    go.click(explain_function, inputs, [table, status, plot, top, bottom, token_file, explanation_file, state], api_name="explain",
              concurrency_limit=1, concurrency_id="explain")
     apply_btn.click(apply_saved, [saved_file, apply_folder, apply_files], [apply_table, apply_gallery, apply_status],
                     api_name="explain_apply", concurrency_limit=1, concurrency_id="explain")
@@ -267,5 +288,5 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                           api_name="explain_layer", concurrency_limit=1, concurrency_id="explain")
     layer_stop.click(None, None, None, cancels=[job])
     render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
-                     concurrency_id="renderer")
+                     concurrency_id="renderer", api_visibility="undocumented")   # reads the tab's state: not a tool
 
