@@ -94,4 +94,4 @@ def test_explain_tab_fills_a_table_of_explanations(page):
     page.get_by_label("Budget (0 = default)").fill("1")
     page.get_by_role("button", name="Explain", exact=True).click()
     sync_api.expect(page.get_by_text("Known answer")).to_be_visible()
-    sync_api.expect(page.get_by_text("held-out Spearman ρ").first).to_be_visible()
+    sync_api.expect(page.get_by_text("held-out ρ(f, h(CLIP_t))").first).to_be_visible()

@@ -15,7 +15,7 @@ from clipgpt_core.explain import (TextTower, explainer_for, load_learned_embeds,
 from clipgpt_core.targets import (PLANTED, ClassifierTarget, ModelUnit, TargetError, check_scores, load_classifier,
                                   scores_from_csv, scores_from_folders, stated_values, states_answer, world_sample)
 
-N = 200
+N = 256                  # dissect (the baseline) needs about this many to find "red" reliably
 BUDGET = {"search": 2, "dissect": 0, "inversion": 60, "gumbel": 30}
 
 
@@ -268,7 +268,7 @@ def client(bundle):
 
 def test_explain_tab(client, tmp_path):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/explain", "/explain_render"} <= names
+    assert "/explain" in names and "/explain_render" not in names   # it reads the tab's state: callable, not a tool
     table, status, plot, top, bottom, token_file, saved = client.predict(
         target_kind="Planted function", method="search", api_name="/explain", **EXPLAIN)
     assert len(table["data"]) >= 1 and "ρ" in status and "recovered" in status

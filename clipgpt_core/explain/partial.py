@@ -154,10 +154,17 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
     best = vectors[np.arange(len(vectors)), reading]                               # (M, D)
     obj = objectives(rho[np.arange(len(rho)), reading], bank, cfg, ex.decreasing)
     order = np.argsort(-obj, kind="stable")
+    single_of = {tuple(c.items()): i for i, c in enumerate(bank.claims) if len(c) == 1}
     out = []
     for i in order[:s.keep]:
-        e = ex.evaluate(p, bank.texts[i], None, "partial", 0.0, 0.0, vector=best[i])
-        e.objective, e.claim = float(obj[i]), dict(bank.claims[i])
+        text, terms = bank.texts[i], None
+        parts = [single_of.get((item,)) for item in bank.claims[i].items()]
+        if len(parts) == 2 and None not in parts and _either_fits_better(p, best[parts]):
+            # one CLIP_t direction reads "A, B" additively, which ranks "A or B" just as well: say which it is
+            text = " or ".join(bank.texts[j] for j in parts)
+            terms = [{"text": bank.texts[j], "weight": 1.0, "sign": 1} for j in parts]
+        e = ex.evaluate(p, text, None, "partial", 0.0, 0.0, vector=best[i])
+        e.objective, e.claim, e.terms = float(obj[i]), dict(bank.claims[i]), terms
         e.extra["reading"] = READINGS[reading[i]]
         out.append(e)
     if cfg.compose and cfg.max_terms > 1:
@@ -175,3 +182,11 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
     for e, lp in zip(out, ex.prior.log_prob([e.text for e in out])):
         e.log_prior = float(lp)
     return out
+
+
+def _either_fits_better(p: Problem, vectors: np.ndarray) -> bool:
+    """On the fit half: does f follow max(z_A, z_B) (either holds) better than min(z_A, z_B) (both)?"""
+    x = p.emb[p.fit] @ vectors.T                                                   # (n, 2)
+    z = (x - x.mean(0)) / (x.std(0) + 1e-12)
+    rho = spearman_columns(p.rf_fit, np.stack([z.min(1), z.max(1)], 1))
+    return bool(rho[1] > rho[0])
