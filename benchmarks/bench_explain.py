@@ -14,7 +14,9 @@ CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^
 of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
 Also per row: whether the explanation is minimal (states the answer and no attribute the function does not
 depend on), and on --fresh other images of the same renderer, rho(f, predict()) beside a ridge probe fitted
-on the labels explain() got; the summary groups functions by attribute family.
+on the labels explain() got; the summary groups functions by attribute family. For the classifier's
+logits, which are functions of pixels, the render check (--render-check N): the AUC of the logit between
+N renders of the best explanation and renders of N random world captions.
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
 "ours" = world.render, on seeds no training run draws (1,000,000+).
 """
@@ -32,7 +34,7 @@ import torch
 from benchmarks import alt_render
 from clipgpt_core import load_bundle
 from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain
-from clipgpt_core.explain import spearman_ties
+from clipgpt_core.explain import render_check, spearman_ties
 from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,
                                   world_sample)
 
@@ -66,6 +68,9 @@ def main(argv=None):
     ap.add_argument("--end-to-end", type=int, default=512, metavar="N",
                     help="also time explain() on N PIL images, embedding included, per method (0: skip)")
     ap.add_argument("--end-to-end-only", action="store_true", help="only that timing (no recovery runs)")
+    ap.add_argument("--render-check", type=int, default=8, metavar="N",
+                    help="classifier logits: render each best explanation N times and N random world captions, "
+                         "AUC of the logit between them (seed 000's closed loop; 0: skip)")
     ap.add_argument("--probe-train", type=int, default=2048, metavar="N",
                     help="images (same renderer, other seeds) the linear-probe reference is fitted on")
     ap.add_argument("--fresh", type=int, default=512, metavar="N",
@@ -92,7 +97,7 @@ def main(argv=None):
             images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[name])
             probe_sets[name] = (images, scenes, bundle.clip.encode_images(images))
     jobs = []                      # (kind, function name, set, scores, answer, single attribute, probe scores)
-    for s in args.sets.split(","):
+    for s in [x for x in args.sets.split(",") if x]:     # --sets "": the classifier only
         images, scenes, _ = sets[s]
         fns = list(PLANTED.values()) if s == "alt" else list(PLANTED.values())[:args.ours_functions]
         jobs += [("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute,
@@ -131,6 +136,10 @@ def main(argv=None):
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
+            if kind == "classifier" and args.render_check and bundle.renderer is not None:
+                # f is a function of pixels: does it fire on renders of its explanation?
+                check = render_check(bundle, ClassifierTarget(clf, fname), best, n=args.render_check)
+                row["render_auc"] = check.auc
             rows.append(row)
             print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
                   f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
@@ -215,6 +224,8 @@ def summarise(rows):
         out[f"{key} | {s} | {m}"] = {
             "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
             "spearman": float(np.mean([r["spearman"] for r in rs])),
+            "render_auc": (float(np.mean([r["render_auc"] for r in rs])) if all("render_auc" in r for r in rs)
+                           else None),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
             "minimal": float(np.mean([r["minimal"] for r in rs])),
             "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),

@@ -13,7 +13,7 @@ from clipgpt_core import targets
 from clipgpt_core.access import ServerFiles
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.explain import (DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, LAYER_COLUMNS, Explanation, explain,
-                                  explain_layer, fit_curve, layer_activations)
+                                  explain_layer, fit_curve, layer_activations, render_check)
 from clipgpt_core.images import load_image
 from demo import upscale
 from demo.render import bundle_renderer, has_renderer
@@ -145,7 +145,9 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             status += (f"\n\nLearned tokens {best.token} (held-out ρ {best.learned_spearman:.3f}) are in the file below "
                        f"(diffusers' learned_embeds.safetensors); “Render” draws them.")
         saved = best.save(Path(tempfile.mkdtemp(prefix="clipgpt-explanation-")) / "explanation.json")
-        state = {"text": best.text, "token_file": best.token_file, "token": best.token}
+        state = {"text": best.text, "token_file": best.token_file, "token": best.token,
+                 # a function of pixels can be checked on renders of its explanation
+                 "clf_output": clf_output if target_kind == TARGETS[1] and classifier is not None else None}
         return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved), state
 
     def apply_saved(saved_file, folder, uploads, progress=gr.Progress(track_tqdm=True)):
@@ -204,6 +206,10 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 if state["token"] not in r.tokens:
                     r.load_tokens(state["token_file"])
                 prompt = state["token"]
+            if state.get("clf_output"):
+                check = render_check(bundle, targets.ClassifierTarget(classifier, state["clf_output"]), prompt, n=8)
+                return ([(upscale(im, 192), f"f = {v:.2f}") for im, v in zip(check.images, check.f_prompt)],
+                        check.summary() + f" ({state['clf_output']}; contrast: random world captions)")
             images = r.render([prompt], num_images=4, steps=20, seed=0)
         except (RenderError, *USER_ERRORS) as e:
             raise gr.Error(str(e)) from e
@@ -250,7 +256,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             top = gr.Gallery(label="Highest f", columns=8, height=170)
             bottom = gr.Gallery(label="Lowest f", columns=8, height=170)
             with gr.Row():
-                render_btn = gr.Button("Render the best explanation")
+                render_btn = gr.Button("Render the best explanation (and, for a classifier output, check f on the renders)")
                 token_file = gr.File(label="Learned tokens (inversion)", interactive=False)
                 explanation_file = gr.File(label="The best explanation (apply it to other images below)",
                                            interactive=False)

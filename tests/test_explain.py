@@ -281,6 +281,11 @@ def test_explain_tab(client, tmp_path):
     assert out[-2] and str(out[-2]).endswith(".safetensors")
     rendered, message = client.predict(api_name="/explain_render")
     assert len(rendered) == 4 and "<f-" in message
+    # a function of pixels: the render button also checks f on renders of the explanation
+    client.predict(target_kind="Classifier output", method="dissect", api_name="/explain",
+                   **(EXPLAIN | {"clf_output": "colour:red"}))
+    rendered, message = client.predict(api_name="/explain_render")
+    assert len(rendered) == 8 and "render check: AUC" in message and "colour:red" in message
     # the user's scores as a CSV
     for i in range(12):
         world.example(i).image.save(tmp_path / f"{i}.png")

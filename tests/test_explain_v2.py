@@ -160,3 +160,19 @@ def test_explain_layer_labels_every_unit_at_once(bundle, sample, tmp_path):
         explain_layer(bundle, emb, acts, ["a"], progress=False)
     with pytest.raises(ExplainError, match="no layer"):
         layer_activations(clf, "penultimat", images[:2])
+
+
+def test_render_check_scores_f_on_renders_of_the_explanation(bundle):
+    """Seed 000's closed loop: the classifier's red logit fires on renders of "red" and not on renders of
+    "a blue square"; planted functions (of scenes, not pixels) and bad settings are refused."""
+    from clipgpt_core.explain import ExplainError, render_check
+    from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier
+    red = ClassifierTarget(load_classifier(bundle), "colour:red")
+    hit = render_check(bundle, red, "red", n=6)
+    assert hit.auc > 0.75 and len(hit.images) == len(hit.contrast_images) == 6 and "AUC" in hit.summary()
+    miss = render_check(bundle, red, "a large blue square", contrast="a large red circle", n=6)
+    assert miss.auc < 0.25 and miss.f_prompt.mean() < miss.f_contrast.mean()
+    with pytest.raises(ExplainError, match="function of images"):
+        render_check(bundle, PLANTED["has_red"], "red")
+    with pytest.raises(ExplainError, match="from 2 to 256"):
+        render_check(bundle, red, "red", n=1)

@@ -8,6 +8,7 @@ preferring short, likely, minimal texts.
     best.text, best.spearman_h, best.spearman, best.r2, best.probe_spearman   # held-out, beside the probe
     best.predict(new_images)                                                # h(CLIP_t) on images it never saw
     table = explain_layer(bundle, images, activations)                      # every unit of a layer at once
+    render_check(bundle, classifier_target, best).auc                       # render it: does f fire?
 
 One module per method, each with a `Config` of its own options (a misspelled option is an ExplainError):
   partial    partial descriptions ("red", "two stars", "a red star") scored through prompt-ensembled
@@ -19,13 +20,14 @@ One module per method, each with a `Config` of its own options (a misspelled opt
 
 Shared: problem.py (the embedded problem and the Explainer that scores texts), stats.py, tokens.py (the
 text tower on token ids and the prior's restricted vocabulary), explanation.py (the predictor and its
-file), layer.py (a whole layer in one job).
+file), layer.py (a whole layer in one job), render_check.py (render the explanation, score f on it).
 """
 from .api import DEFAULT_BUDGET, METHODS, clip_t, explain, fit_curve, method_config
 from .errors import ExplainError
 from .explanation import Explanation
 from .layer import COLUMNS as LAYER_COLUMNS, LayerTable, explain_layer, layer_activations
 from .partial import all_claims, claim_bank, claim_text
+from .render_check import RenderCheck, render_check
 from .problem import (DEFAULT_PRIOR_WEIGHT, DISFLUENT_PENALTY, FLUENCY_FLOOR, MAX_IMAGES, Explainer, Problem,
                       Settings, explainer_for, world_concepts)
 from .stats import (_spearman_ties, _standardise, monotone_fit, r2_score, ridge_probe, spearman_ceiling,
