@@ -13,7 +13,7 @@ import os
 import gradio as gr
 
 from clipgpt_core.access import ServerFiles, is_shared
-from clipgpt_core.bundle import load_bundle
+from clipgpt_core.bundle import LoadingBundle, load_bundle
 from clipgpt_core.retrieval import NearestImages
 from demo import caption, explain, nearest, render, sample
 
@@ -22,18 +22,21 @@ Explore a CLIP model's joint text–image space. The built-in bundle is trained 
 (coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
 
 
-def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None) -> gr.Blocks:
-    """files: which server folders users may name. None: any for a local app, none on a Space (SPACE_ID is
-    set), so an app built without main() is not open on a Space either."""
+def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None, finder: NearestImages | None = None,
+               prepare: bool = True) -> gr.Blocks:
+    """bundle: a Bundle, or a LoadingBundle that loads while the app already answers (no tab touches a model
+    before its first event). files: which server folders users may name. None: any for a local app, none on a Space (SPACE_ID is
+    set), so an app built without main() is not open on a Space either. prepare=False leaves the built-in
+    gallery to finder.prepare_builtin_index() (main calls it once the page answers) or to the first search."""
     if files is None:
         files = ServerFiles.shared() if is_shared() else ServerFiles()
-    finder = NearestImages(bundle, progress=progress, files=files)
+    finder = finder or NearestImages(bundle, progress=progress, files=files)
     with gr.Blocks(title="CLIP GPT") as demo:
-        gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip.model_name}`")
+        gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip_name}`")
         with gr.Tab("Sample captions"):
-            sample.build(bundle.prior)
+            sample.build(bundle)
         with gr.Tab("Caption an image"):
-            caption.build(bundle.captioner)
+            caption.build(bundle)
         with gr.Tab("Nearest images"):
             nearest.build(finder)
         with gr.Tab("Render"):
@@ -43,7 +46,8 @@ def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None) 
     # Build (or load) the built-in gallery while the app already answers; the first gallery search waits
     # for it. Started only now: the tabs' gr.Progress(track_tqdm=True) patch tqdm's class, and a progress
     # bar begun before that patch fails when it closes after it.
-    finder.prepare_builtin_index()
+    if prepare:
+        finder.prepare_builtin_index()
     return demo
 
 
@@ -63,9 +67,19 @@ def main(argv=None):
     if args.mcp:
         check_mcp(p)
     files = server_files(args.host, args.share, args.allow_dir)
-    demo = build_demo(load_bundle(args.bundle), files=files)
+    # a bundle directory loads in the background, so the page answers at once (a warm start waited ~5 s
+    # for torch, open_clip and the weights); a pretrained one loads here, where a missing download fails fast
+    spec = args.bundle or "shapes"
+    bundle = load_bundle(spec) if spec.startswith("open_clip:") else LoadingBundle(spec)
+    finder = NearestImages(bundle, files=files)
+    demo = build_demo(bundle, files=files, finder=finder, prepare=False)
     demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port,
-                                   mcp_server=args.mcp)
+                                   mcp_server=args.mcp, prevent_thread_lock=True)
+    # only now the models and the gallery, which would otherwise compete with the launch for the CPU
+    if isinstance(bundle, LoadingBundle):
+        bundle.start()
+    finder.prepare_builtin_index()
+    demo.block_thread()
 
 
 def server_files(host: str, share: bool, allow_dirs) -> ServerFiles:

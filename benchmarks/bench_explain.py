@@ -33,8 +33,8 @@ import torch
 
 from benchmarks import alt_render
 from clipgpt_core import load_bundle
-from clipgpt_core.explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain
-from clipgpt_core.explain import render_check, spearman_ties
+from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, explain
+from clipgpt_core.explainers import render_check, spearman_ties
 from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,
                                   world_sample)
 
@@ -164,7 +164,7 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
         explain() fits it (h's plateaus tie images, which a 0/1 f rewards);
       probe_fit_spearman / probe_fit_spearman_h: fitted on explain()'s own fit half, the labels an
         explanation has."""
-    from clipgpt_core.explain import _spearman_ties, monotone_fit
+    from clipgpt_core.explainers import _spearman_ties, monotone_fit
     from sklearn.linear_model import RidgeCV
     perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
     fit, held = np.sort(perm[:len(f) // 2]), np.sort(perm[len(f) // 2:])

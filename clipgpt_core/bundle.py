@@ -24,18 +24,22 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BundleError
-from .captioner import Captioner
-from .captions import WORD_GROUPS
-from .clip_model import ClipEncoder, create_clip, load_clip
-from .embedding_prior import EmbeddingPrior
 from .paths import ASSETS
-from .prior import CaptionPrior
-from .renderer import Renderer
+
+if TYPE_CHECKING:   # the components import torch, open_clip and diffusers: loaded with a bundle, not before
+    from .captioner import Captioner
+    from .clip_model import ClipEncoder
+    from .embedding_prior import EmbeddingPrior
+    from .prior import CaptionPrior
+    from .renderer import Renderer
 
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
@@ -68,6 +72,14 @@ class Bundle:
     @renderer.setter
     def renderer(self, value: Renderer | None) -> None:
         self._renderer = value
+
+    def has_renderer(self) -> bool:
+        """Without loading it: does the bundle have a renderer (its own, or Stable Diffusion to try)?"""
+        return self.renderer_loader is not None or self._renderer is not None
+
+    @property
+    def clip_name(self) -> str:
+        return self.clip.model_name
 
     def __repr__(self) -> str:
         parts = [n for n in ("prior", "captioner", "embedding_prior") if getattr(self, n) is not None]
@@ -119,12 +131,9 @@ def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[st
     return stale
 
 
-def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", strict: bool = True) -> Bundle:
-    """strict=False leaves out stale components (with a log line) instead of refusing the bundle:
-    the retraining commands use it to read a half-retrained bundle."""
+def read_manifest(name_or_path: str | Path | None = None) -> tuple[Path, dict]:
+    """A bundle directory's (path, manifest), checked; no model is loaded."""
     spec = str(name_or_path) if name_or_path is not None else "shapes"
-    if spec.startswith("open_clip:"):
-        return _pretrained_bundle(spec[len("open_clip:"):], device)
     path = BUILTIN.get(spec, Path(spec).expanduser())
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
@@ -135,9 +144,20 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise BundleError(f"{path} uses bundle format {manifest['format_version']}; this CLIP GPT "
                           f"reads up to {FORMAT_VERSION}. Upgrade CLIP GPT.")
-    components = manifest.get("components", {})
-    if "clip" not in components:
+    if "clip" not in manifest.get("components", {}):
         raise BundleError(f"{manifest_path} names no 'clip' component")
+    return path, manifest
+
+
+def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", strict: bool = True) -> Bundle:
+    """strict=False leaves out stale components (with a log line) instead of refusing the bundle:
+    the retraining commands use it to read a half-retrained bundle."""
+    if str(name_or_path).startswith("open_clip:"):
+        return _pretrained_bundle(str(name_or_path)[len("open_clip:"):], device)
+    from .clip_model import load_clip
+    from .renderer import Renderer
+    path, manifest = read_manifest(name_or_path)
+    components = manifest.get("components", {})
     clip_dir = path / components["clip"]["path"]
     try:
         clip = load_clip(clip_dir, device=device)
@@ -164,6 +184,61 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
     return bundle
 
 
+class LoadingBundle:
+    """A bundle directory loading in a background thread, for an app that should answer before its models
+    are in memory (torch, open_clip and the weights take seconds). What a UI is laid out from is here at
+    once: name, path, manifest, gallery, has_renderer(), clip_name. Any other attribute (clip, prior,
+    captioner, renderer, ...) waits for the load and is the loaded Bundle's; a failed load raises its
+    BundleError there, to every caller. The load starts on start() or on the first such attribute."""
+
+    def __init__(self, name_or_path: str | Path | None = None, device: str = "cpu"):
+        self.path, self.manifest = read_manifest(name_or_path)
+        self.name = self.manifest.get("name", self.path.name)
+        self.gallery = self.manifest.get("gallery")
+        self._spec, self._device = name_or_path, device
+        self._loaded: Future = Future()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "LoadingBundle":
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, name="load-bundle", daemon=True)
+                self._thread.start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            self._loaded.set_result(load_bundle(self._spec, self._device))
+        except BaseException as e:       # handed to every caller of get(), and said once here
+            logging.error("loading bundle %s failed: %s", self.path, e)
+            self._loaded.set_exception(e)
+
+    def get(self) -> Bundle:
+        """The loaded bundle (waits for the load)."""
+        return self.start()._loaded.result()
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):        # not yet set in __init__, or private: never the bundle's
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def has_renderer(self) -> bool:
+        return "renderer" in self.manifest.get("components", {})
+
+    @property
+    def clip_name(self) -> str:
+        config = self.path / self.manifest["components"]["clip"]["path"] / "open_clip_config.json"
+        try:
+            return json.loads(config.read_text())["model_name"]
+        except (OSError, ValueError, KeyError):
+            return self.get().clip_name
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded.done() else "loading" if self._thread else "not loaded"
+        return f"LoadingBundle({self.name!r}, path={self.path}, {state})"
+
+
 # component name -> how to retrain it, for the error when its files are missing
 RETRAIN = {"prior": "clipgpt_train.prior", "captioner": "clipgpt_train.captioner",
            "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer"}
@@ -173,6 +248,11 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
     """The prior, captioner and embedding prior, when the manifest names them. Without a trained
     prior the bundle still gets one made from its CLIP text tower (untrained head), and without a
     mapper a training-free captioner, so every tab runs on every bundle."""
+    from .captioner import Captioner
+    from .captions import WORD_GROUPS
+    from .embedding_prior import EmbeddingPrior
+    from .prior import CaptionPrior
+
     def directory(name):
         return bundle.path / components[name]["path"] if name in components else None
     try:
@@ -200,6 +280,10 @@ def _pretrained_bundle(spec: str, device: str) -> Bundle:
     if not arch:
         raise BundleError("Write a pretrained bundle as open_clip:ARCH/TAG, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k")
     import open_clip
+    from .captioner import Captioner
+    from .clip_model import create_clip
+    from .prior import CaptionPrior
+    from .renderer import Renderer
     if arch not in open_clip.list_models():
         raise BundleError(f"open_clip has no architecture {arch!r}")
     pretrained = None if tag in ("", RANDOM_INIT) else tag

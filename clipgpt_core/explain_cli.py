@@ -5,7 +5,7 @@
     clipgpt explain --csv scores.csv --method dissect --top 5 --out explanations.json
 
 Prints the ranked explanations (text, held-out Spearman rho, R^2, log p under the prior); --out also
-writes them as JSON. The same work as the app's Explain tab (clipgpt_core.explain).
+writes them as JSON. The same work as the app's Explain tab (clipgpt_core.explainers).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .errors import ClipGPTError
 
 
 def main(argv=None):
-    from .explain import DEFAULT_PRIOR_WEIGHT, METHODS, explain
+    from .explainers import DEFAULT_PRIOR_WEIGHT, METHODS, explain
     from .targets import scores_from_csv, scores_from_folders
     p = argparse.ArgumentParser(prog="clipgpt explain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

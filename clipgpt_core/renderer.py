@@ -17,9 +17,15 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from .errors import ClipGPTError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch (and diffusers) are imported where a pipeline is loaded or used: the app lays out its Render tab
+# from the constants and errors here before any model is in memory
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 STEPS = (1, 200)
@@ -43,6 +49,7 @@ def save_pipeline(pipe, directory: str | Path, with_text_encoder: bool = True) -
     reload does.
     with_text_encoder=False leaves out text_encoder/ and tokenizer/ (a bundle's renderer: they are the
     bundle's CLIP text tower, kept once; Renderer.load(directory, clip=...) puts them back)."""
+    import torch
     import shutil
     from diffusers.utils import logging
     level = logging.get_verbosity()
@@ -89,6 +96,7 @@ class Renderer:
     def load(cls, directory: str | Path, device: str = "cpu", clip=None) -> "Renderer":
         """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32. A folder
         without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`."""
+        import torch
         from diffusers import StableDiffusionPipeline
         directory = Path(directory)
         if not (directory / "model_index.json").is_file():
@@ -108,6 +116,7 @@ class Renderer:
     @classmethod
     def pretrained(cls, model_id: str = SD15, device: str = "cpu") -> "Renderer":
         """Stable Diffusion from the local Hugging Face cache only; never downloads."""
+        import torch
         from diffusers import StableDiffusionPipeline
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -126,6 +135,7 @@ class Renderer:
 
     def text_encoder_is(self, clip) -> bool:
         """Is this pipeline's text encoder exactly `clip`'s text tower (no learned tokens added)?"""
+        import torch
         from .prior import _text_tower
         mine = self.pipe.text_encoder.get_input_embeddings().weight
         theirs = _text_tower(clip.model).token_embedding.weight
@@ -164,6 +174,7 @@ class Renderer:
     @staticmethod
     def save_tokens(path: str | Path, tokens: dict) -> Path:
         """Write {token: (n_vectors, width) or (width,) tensor} in diffusers' format (one token a file)."""
+        import torch
         if len(tokens) != 1:
             raise RenderError(f"diffusers' learned-token format holds one token per file, got {len(tokens)}")
         (token, emb), = tokens.items()
@@ -190,11 +201,11 @@ class Renderer:
                               f"(loaded: {loaded}). Load its learned-token file first.")
         return prompt
 
-    @torch.no_grad()
     def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = 4.0, steps: int = 20,
                seed: int | None = None, negative_prompt: str | None = None):
         """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
         the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off."""
+        import torch
         if isinstance(prompts, str):
             raise TypeError("render takes a list of prompts, not one string")
         prompts = [self.check_prompt(p) for p in prompts]
@@ -214,14 +225,16 @@ class Renderer:
         if not (isinstance(seed, int) and 0 <= seed < 2**63):
             raise RenderError(f"seed must be a whole number >= 0, got {seed}")
         generator = torch.Generator(device=self.pipe.device).manual_seed(seed)
-        out = self.pipe(prompt=prompts, negative_prompt=[negative] * len(prompts) if negative else None,
-                        num_images_per_prompt=num_images, guidance_scale=float(guidance_scale),
-                        num_inference_steps=steps, generator=generator)
+        with torch.no_grad():
+            out = self.pipe(prompt=prompts, negative_prompt=[negative] * len(prompts) if negative else None,
+                            num_images_per_prompt=num_images, guidance_scale=float(guidance_scale),
+                            num_inference_steps=steps, generator=generator)
         return out.images
 
 
 def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:
     """A learned-token file -> {token: (n_vectors, width)}; diffusers' one-key format or A1111's."""
+    import torch
     path = Path(path)
     if not path.is_file():
         raise RenderError(f"No learned-token file at {path}")

@@ -33,13 +33,16 @@ log_ = logging.getLogger(__name__)
 
 class NearestImages:
     def __init__(self, bundle, progress: bool = True, files: ServerFiles = ServerFiles()):
-        self.bundle = bundle
-        self.clip = bundle.clip
+        self.bundle = bundle        # a Bundle, or a LoadingBundle: its CLIP is first read by a search
         self.progress = progress
         self.files = files          # which server folders may be indexed (all, for a local app)
         self._local: dict[str, gallery.LocalIndex] = {}
         self._builtin: Future | None = None       # the built-in gallery, once asked for (maybe still building)
         self._lock = threading.Lock()
+
+    @property
+    def clip(self):
+        return self.bundle.clip
 
     # ------------------------------------------------------------------ sources
     def prepare_builtin_index(self) -> Future | None:

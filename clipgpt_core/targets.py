@@ -17,21 +17,24 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from .errors import ClipGPTError
 from . import world
 from .access import ServerFiles
 from .captions import parse_caption, stated_attributes
-from .component import load_component, save_component
 from .images import load_image
 from .paths import ASSETS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from .classifier import ShapesClassifier
 
 MIN_IMAGES = 8            # fewer images than this cannot be split into fit / held-out halves usefully
 TOP_ROW = ("top left", "top", "top right")
@@ -188,74 +191,42 @@ def states_answer(text: str, answer: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- vision models
-@dataclass
-class ClassifierConfig:
-    """The ShapesWorld CNN: the shape and the colour of the largest object, from a 64x64 image."""
-    width: int = 16
-    hidden: int = 64                  # penultimate units (the named neurons "unit 0".."unit 63")
-    shapes: tuple = tuple(world.SHAPES)
-    colours: tuple = tuple(world.COLOURS)
-    mean: tuple = (0.5, 0.5, 0.5)
-    std: tuple = (0.25, 0.25, 0.25)
-
-
-WEIGHTS_FILE, CONFIG_FILE = "classifier.safetensors", "classifier_config.json"
-
-
-class ShapesClassifier(nn.Module):
-    """(B, 3, 64, 64) -> {"shape": (B, 6), "colour": (B, 8)} logits; `features` = penultimate units."""
-
-    def __init__(self, cfg: ClassifierConfig):
-        super().__init__()
-        self.cfg = cfg
-        w = cfg.width
-
-        def block(a, b):
-            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2))
-        self.body = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 4 * w),
-                                  nn.AdaptiveMaxPool2d(1), nn.Flatten())           # (B, 4w)
-        self.penultimate = nn.Sequential(nn.Linear(4 * w, cfg.hidden), nn.ReLU())   # (B, hidden)
-        self.shape_head = nn.Linear(cfg.hidden, len(cfg.shapes))
-        self.colour_head = nn.Linear(cfg.hidden, len(cfg.colours))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.penultimate(self.body(x))
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features(x)
-        return {"shape": self.shape_head(h), "colour": self.colour_head(h)}
-
-    def tensor(self, images) -> torch.Tensor:
-        """images (PIL / paths) -> (B, 3, 64, 64) normalised."""
-        arr = np.stack([np.asarray(load_image(im).convert("RGB").resize((64, 64)), dtype=np.float32) / 255
-                        for im in images])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2)
-        return (x - torch.tensor(self.cfg.mean)[:, None, None]) / torch.tensor(self.cfg.std)[:, None, None]
-
-    def save(self, directory) -> None:
-        save_component(directory, self, self.cfg, WEIGHTS_FILE, CONFIG_FILE)
-
-    @classmethod
-    def load(cls, directory) -> "ShapesClassifier":
-        cfg, state = load_component(directory, ClassifierConfig, WEIGHTS_FILE, CONFIG_FILE)
-        cfg = ClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in asdict(cfg).items()})
-        model = cls(cfg)
-        model.load_state_dict(state)
-        return model.eval()
-
-
+# torch is imported where a model is loaded or run: the Explain tab is laid out from this module (its
+# planted functions and the classifier's output names) before any model is in memory
 CLASSIFIER_DIR = ASSETS / "shapes" / "classifier"
+CLASSIFIER_FILES = ("classifier.safetensors", "classifier_config.json")     # classifier.py's weights, config
+
+
+def classifier_dir(bundle=None) -> Path | None:
+    """The bundle's ShapesWorld classifier folder (its classifier/, else the built-in one for a ShapesWorld
+    bundle), or None when there is none."""
+    for d in ([Path(bundle.path) / "classifier"] if bundle is not None and bundle.path else []) + [CLASSIFIER_DIR]:
+        if (d / CLASSIFIER_FILES[0]).is_file():
+            if bundle is not None and d == CLASSIFIER_DIR and (bundle.gallery or {}).get("kind") != "shapesworld":
+                return None
+            return d
+    return None
 
 
 def load_classifier(bundle=None) -> ShapesClassifier | None:
-    """The bundle's ShapesWorld classifier (its classifier/ folder, else the built-in one for a ShapesWorld
-    bundle), or None when there is none."""
-    for d in ([Path(bundle.path) / "classifier"] if bundle is not None and bundle.path else []) + [CLASSIFIER_DIR]:
-        if (d / WEIGHTS_FILE).is_file():
-            if bundle is not None and d == CLASSIFIER_DIR and (bundle.gallery or {}).get("kind") != "shapesworld":
-                return None
-            return ShapesClassifier.load(d)
-    return None
+    """The ShapesClassifier in classifier_dir(bundle), or None."""
+    from .classifier import ShapesClassifier
+    d = classifier_dir(bundle)
+    return ShapesClassifier.load(d) if d is not None else None
+
+
+def classifier_outputs(bundle=None) -> list[str]:
+    """The output names ClassifierTarget takes, read from the classifier's config (no model is loaded)."""
+    d = classifier_dir(bundle)
+    if d is None:
+        return []
+    import json
+    cfg = json.loads((d / CLASSIFIER_FILES[1]).read_text())
+    return output_names(cfg["shapes"], cfg["colours"], cfg["hidden"])
+
+
+def output_names(shapes, colours, hidden: int) -> list[str]:
+    return [f"shape:{s}" for s in shapes] + [f"colour:{c}" for c in colours] + [f"unit {i}" for i in range(hidden)]
 
 
 @dataclass
@@ -273,26 +244,26 @@ class ClassifierTarget:
 
     @staticmethod
     def outputs(model: ShapesClassifier) -> list[str]:
-        return ([f"shape:{s}" for s in model.cfg.shapes] + [f"colour:{c}" for c in model.cfg.colours]
-                + [f"unit {i}" for i in range(model.cfg.hidden)])
+        return output_names(model.cfg.shapes, model.cfg.colours, model.cfg.hidden)
 
     @property
     def answer(self) -> dict:
         head, _, value = self.output.partition(":")
         return {head: value} if value else {}
 
-    @torch.no_grad()
     def score(self, images) -> np.ndarray:
+        import torch
         images = list(images)
         out = []
         for i in range(0, len(images), self.batch_size):
-            x = self.model.tensor(images[i:i + self.batch_size])
-            if self.output.startswith("unit "):
-                out.append(self.model.features(x)[:, int(self.output.split()[1])])
-            else:
-                head, _, value = self.output.partition(":")
-                classes = self.model.cfg.shapes if head == "shape" else self.model.cfg.colours
-                out.append(self.model(x)[head][:, list(classes).index(value)])
+            with torch.no_grad():
+                x = self.model.tensor(images[i:i + self.batch_size])
+                if self.output.startswith("unit "):
+                    out.append(self.model.features(x)[:, int(self.output.split()[1])])
+                else:
+                    head, _, value = self.output.partition(":")
+                    classes = self.model.cfg.shapes if head == "shape" else self.model.cfg.colours
+                    out.append(self.model(x)[head][:, list(classes).index(value)])
         return torch.cat(out).double().numpy()
 
 
@@ -317,12 +288,13 @@ class ModelUnit:
         self.model.eval()
 
     def _default_preprocess(self, image: Image.Image) -> torch.Tensor:
+        import torch
         a = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32) / 255
         x = torch.from_numpy(a).permute(2, 0, 1)
         return (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
-    @torch.no_grad()
     def score(self, images) -> np.ndarray:
+        import torch
         pre = self.preprocess or self._default_preprocess
         module = dict(self.model.named_modules())[self.layer]
         got = []
@@ -332,7 +304,8 @@ class ModelUnit:
             out = []
             for i in range(0, len(images), self.batch_size):
                 got.clear()
-                self.model(torch.stack([pre(load_image(im)) for im in images[i:i + self.batch_size]]))
+                with torch.no_grad():
+                    self.model(torch.stack([pre(load_image(im)) for im in images[i:i + self.batch_size]]))
                 a = got[0]                                                  # (B, C, ...) or (B, C)
                 if self.unit >= a.shape[1]:
                     raise TargetError(f"Layer {self.layer!r} has {a.shape[1]} units; unit {self.unit} does not exist")

@@ -12,8 +12,9 @@ from demo.uploads import ImageFile
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
-def build(captioner) -> None:
-    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+def build(bundle) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab. The bundle's captioner is read at each event,
+    so a bundle still loading (bundle.LoadingBundle) is waited for then, not here."""
 
     def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0):
         """Caption an image: CLIP embeds it, a GPT decodes captions from the embedding, and the candidates
@@ -33,6 +34,7 @@ def build(captioner) -> None:
         if image is None:
             raise gr.Error("Upload an image or pick an example")
         try:
+            captioner = bundle.captioner        # a bundle still loading is waited for
             ranked = captioner.candidates([load_image(image)], num_beams=int(num_beams), num_samples=int(num_samples),
                                           temperature=float(temperature), seed=int(seed or 0))[0]
         except ClipGPTError as e:       # bad uploads (BadImageError) and the like; anything else is a bug
@@ -40,7 +42,8 @@ def build(captioner) -> None:
         best = ranked[0]   # candidates come ranked by score, as caption() chooses
         table = [[r["caption"], round(r["score"], 4), round(r["clip_similarity"], 4), round(r["log_prob"], 3)]
                  for r in ranked]
-        return f"### {best['caption']}\n\n*{captioner.mode}*", table
+        weight = f"score = CLIP similarity + {getattr(captioner, 'prior_weight', 0):g} × log p per token"
+        return f"### {best['caption']}\n\n*{captioner.mode}* · {weight}", table
 
     with gr.Row():
         with gr.Column(scale=2):
@@ -53,8 +56,7 @@ def build(captioner) -> None:
         with gr.Column(scale=3):
             best = gr.Markdown(elem_id="caption-best")
             table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
-                                 label=f"Candidates, ranked by score = CLIP similarity + "
-                                       f"{getattr(captioner, 'prior_weight', 0):g} × log p per token",
+                                 label="Candidates, ranked by score (CLIP similarity + weight × log p per token)",
                                  wrap=True, elem_id="caption-table")
     inputs = [image, num_beams, num_samples, temperature, seed]
     go.click(caption, inputs, [best, table], api_name="caption")

@@ -1,5 +1,5 @@
 """The "Explain" tab: find text (or learned tokens) t and a monotone h with f(image) ~= h(CLIP_t(image)),
-a thin UI over clipgpt_core.explain and clipgpt_core.targets."""
+a thin UI over clipgpt_core.explainers and clipgpt_core.targets."""
 from __future__ import annotations
 
 import tempfile
@@ -12,11 +12,11 @@ import pandas as pd
 from clipgpt_core import targets
 from clipgpt_core.access import ServerFiles
 from clipgpt_core.errors import ClipGPTError
-from clipgpt_core.explain import (DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, LAYER_COLUMNS, Explanation, explain,
-                                  explain_layer, fit_curve, layer_activations, render_check)
+from clipgpt_core import explainers          # its methods import torch and the models on first use
+from clipgpt_core.explainers.defaults import DEFAULT_BUDGET, DEFAULT_PRIOR_WEIGHT, LAYER_COLUMNS
 from clipgpt_core.images import load_image
 from demo import upscale
-from demo.render import bundle_renderer, has_renderer
+from demo.render import bundle_renderer
 
 TARGETS = ["Planted function", "Classifier output", "My scores (CSV)", "Positives vs negatives"]
 IMAGE_SOURCES = ["Built-in gallery sample", "My images (folder)"]
@@ -34,7 +34,14 @@ LAYERS = {"logits (shape and colour heads)": "", "penultimate units": "penultima
 def build(bundle, files: ServerFiles = ServerFiles()) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab. `files`: which server folders typed paths
     (and the paths in a CSV) may name."""
-    classifier = targets.load_classifier(bundle)
+    has_classifier = targets.classifier_dir(bundle) is not None
+    loaded: dict = {}
+
+    def classifier():
+        """The bundle's classifier, loaded at its first use (with torch), not while the tab is laid out."""
+        if "classifier" not in loaded:
+            loaded["classifier"] = targets.load_classifier(bundle)
+        return loaded["classifier"]
     shapes_world = (bundle.gallery or {}).get("kind") == "shapesworld"
     cache: dict = {}
 
@@ -75,10 +82,10 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 raise targets.TargetError("Pick a planted function")
             pl = targets.PLANTED[planted]
             return images, emb, pl.score(scenes, images), pl.answer
-        if classifier is None:
+        if not has_classifier:
             raise targets.TargetError("This bundle has no classifier; train one with "
                                       "`python -m clipgpt_train.classifier`")
-        t = targets.ClassifierTarget(classifier, clf_output or "")
+        t = targets.ClassifierTarget(classifier(), clf_output or "")
         return images, emb, t.score(images), t.answer
 
     def explain_function(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
@@ -111,13 +118,13 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 targets.check_scores(f, len(images))
                 emb = bundle.clip.encode_images(images)
             budget = int(budget) if budget else None
-            ranked = explain(bundle, emb, f, method=method, budget=budget, prior_weight=float(prior_weight),
+            ranked = explainers.explain(bundle, emb, f, method=method, budget=budget, prior_weight=float(prior_weight),
                              seed=int(seed or 0), centre=CENTRE.get(centre, "auto"))
             if not ranked:
                 raise targets.TargetError("No explanation came out; raise the budget")
             best = ranked[0]
             centred = best.extra["centred"]                   # what "auto" chose
-            x, fh, hh, held = fit_curve(bundle, emb, f, best, seed=int(seed or 0), centre=centred)
+            x, fh, hh, held = explainers.fit_curve(bundle, emb, f, best, seed=int(seed or 0), centre=centred)
         except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
         table = [e.row() for e in ranked]
@@ -147,7 +154,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         saved = best.save(Path(tempfile.mkdtemp(prefix="clipgpt-explanation-")) / "explanation.json")
         state = {"text": best.text, "token_file": best.token_file, "token": best.token,
                  # a function of pixels can be checked on renders of its explanation
-                 "clf_output": clf_output if target_kind == TARGETS[1] and classifier is not None else None}
+                 "clf_output": clf_output if target_kind == TARGETS[1] and has_classifier else None}
         return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved), state
 
     def apply_saved(saved_file, folder, uploads, progress=gr.Progress(track_tqdm=True)):
@@ -155,7 +162,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         try:
             if not saved_file:
                 raise targets.TargetError("Upload a saved explanation (the .json the Explain button offers)")
-            e = Explanation.load(saved_file, bundle)
+            e = explainers.Explanation.load(saved_file, bundle)
             given = uploads or (folder or "").strip()
             if not given:
                 raise targets.TargetError("Type a folder of images, or upload some")
@@ -173,17 +180,17 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
 
     def run_layer(layer_name, n_layer_images, progress=gr.Progress(track_tqdm=True)):
         try:
-            if classifier is None:
+            if not has_classifier:
                 raise targets.TargetError("This bundle has no classifier; train one with "
                                           "`python -m clipgpt_train.classifier`")
             if not shapes_world:
                 raise targets.TargetError("The layer job explains the classifier on the built-in gallery sample")
             images, _, emb = gallery_sample(int(n_layer_images))
             layer = LAYERS.get(layer_name, "")
-            acts = layer_activations(classifier, layer, images)
-            names = ([o for o in targets.ClassifierTarget.outputs(classifier) if not o.startswith("unit")] if layer == ""
+            acts = explainers.layer_activations(classifier(), layer, images)
+            names = ([o for o in targets.ClassifierTarget.outputs(classifier()) if not o.startswith("unit")] if layer == ""
                      else [f"{layer} {i}" for i in range(acts.shape[1])])
-            result = explain_layer(bundle, emb, acts, names)
+            result = explainers.explain_layer(bundle, emb, acts, names)
         except USER_ERRORS as err:
             raise gr.Error(str(err)) from err
         out = Path(tempfile.mkdtemp(prefix="clipgpt-layer-"))
@@ -196,7 +203,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         if not state:
             raise gr.Error("Explain something first")
         from clipgpt_core.renderer import RenderError
-        if not has_renderer(bundle):
+        if not bundle.has_renderer():
             return [], ("This bundle has no renderer (the Render tab says how to add one); the explanation is: "
                         f"**{state['text']}**")
         r = bundle_renderer(bundle)
@@ -207,7 +214,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                     r.load_tokens(state["token_file"])
                 prompt = state["token"]
             if state.get("clf_output"):
-                check = render_check(bundle, targets.ClassifierTarget(classifier, state["clf_output"]), prompt, n=8)
+                check = explainers.render_check(bundle, targets.ClassifierTarget(classifier(), state["clf_output"]), prompt, n=8)
                 return ([(upscale(im, 192), f"f = {v:.2f}") for im, v in zip(check.images, check.f_prompt)],
                         check.summary() + f" ({state['clf_output']}; contrast: random world captions)")
             images = r.render([prompt], num_images=4, steps=20, seed=0)
@@ -216,7 +223,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return [(upscale(im, 192), prompt) for im in images], f"Rendered “{prompt}”."
 
     planted_choices = [(f"{p.description}  →  {p.answer}", k) for k, p in targets.PLANTED.items()]
-    clf_choices = targets.ClassifierTarget.outputs(classifier) if classifier is not None else []
+    clf_choices = targets.classifier_outputs(bundle)
     with gr.Row():
         with gr.Column(scale=2):
             target_kind = gr.Radio(TARGETS, value=TARGETS[0], label="Function to explain")

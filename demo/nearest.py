@@ -36,14 +36,11 @@ def build(finder: NearestImages) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab."""
 
     def check_query(text, image, text_mode):
-        # the core answers these with a bare ValueError, which the tab no longer takes for a message
+        # answered here before a remote back-end is contacted (the core says the same, after)
         if not (text or "").strip() and image is None:
             raise gr.Error("Type a text query, give an image, or both")
         if text_mode not in TEXT_MODES:
             raise gr.Error(f"Text as: one of {', '.join(TEXT_MODES)}")
-        if (text or "").strip() and text_mode != "raw" and finder.bundle.embedding_prior is None:
-            raise gr.Error(f"Bundle {finder.bundle.name} has no caption->image-embedding prior; train one with "
-                           f"`python -m clipgpt_core.train_embedding_prior` or search with the raw text embedding")
 
     def search(text, image=None, text_weight=0.5, k=12, source=SOURCES[0], folder="", url="", indice_name="shapes",
                text_mode="raw"):

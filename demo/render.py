@@ -16,14 +16,9 @@ NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-cor
                "Stable Diffusion 1.5 from the local Hugging Face cache.")
 
 
-def has_renderer(bundle) -> bool:
-    """Without loading it: does the bundle have a renderer (its own, or Stable Diffusion to try)?"""
-    return bundle.renderer_loader is not None or bundle._renderer is not None
-
-
 def bundle_renderer(bundle):
     """The bundle's renderer, loaded on first use; gr.Error saying how to get one, or why it failed."""
-    if not has_renderer(bundle):
+    if not bundle.has_renderer():
         raise gr.Error(NO_RENDERER)
     try:
         return bundle.renderer          # an absent pretrained model says so here
@@ -86,7 +81,7 @@ def build(bundle) -> None:
         return (f"Added {', '.join(added)}: use it in a prompt, e.g. “a {added[0]} on a black background”. "
                 f"Loaded tokens: {', '.join(r.tokens)}")
 
-    if not has_renderer(bundle):
+    if not bundle.has_renderer():
         gr.Markdown(NO_RENDERER)
     with gr.Row():
         with gr.Column(scale=2):

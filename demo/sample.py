@@ -4,14 +4,19 @@ from __future__ import annotations
 import gradio as gr
 
 from clipgpt_core.errors import ClipGPTError
-from clipgpt_core.prior import MAX_PREFIX_CHARS
 
 
-def build(prior) -> None:
-    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+def build(bundle) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab. The bundle's prior is read at each event,
+    so a bundle still loading (bundle.LoadingBundle) is waited for then, not here."""
 
     def check_prefix(prefix):
         # the prior answers an over-long prefix with a bare ValueError, which is no longer taken for a message
+        from clipgpt_core.prior import MAX_PREFIX_CHARS     # imported with the prior: torch, open_clip
+        try:
+            prior = bundle.prior        # a bundle still loading is waited for; one that failed says why
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
         ids = prior.encode(" ".join(str(prefix or "").split())[:MAX_PREFIX_CHARS])
         if 1 + len(ids) >= prior.cfg.context_length:
             raise gr.Error(f"The prefix is too long: {1 + len(ids)} tokens, the context holds "
@@ -33,6 +38,7 @@ def build(prior) -> None:
         """
         check_prefix(prefix)
         try:
+            prior = bundle.prior
             texts = prior.sample(int(n), temperature=float(temperature), top_k=int(top_k) or None,
                                  top_p=float(top_p), prefix=prefix or "", seed=None if seed in (None, -1) else int(seed))
             texts = [t for t in texts if t.strip()] or texts
@@ -55,7 +61,7 @@ def build(prior) -> None:
         if not lines:
             raise gr.Error("Type one or more captions, one per line, to score")
         try:
-            per_token = prior.token_log_probs(lines)
+            per_token = bundle.prior.token_log_probs(lines)
         except ClipGPTError as e:
             raise gr.Error(str(e)) from e
         return [[t, round(float(lp.sum()), 2), round(float(lp.mean()), 3)] for t, lp in zip(lines, per_token)]

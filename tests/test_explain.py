@@ -10,7 +10,7 @@ from gradio_client import handle_file
 from scipy.stats import spearmanr
 
 from clipgpt_core import explain, world
-from clipgpt_core.explain import (TextTower, explainer_for, load_learned_embeds, monotone_fit, spearman_ceiling,
+from clipgpt_core.explainers import (TextTower, explainer_for, load_learned_embeds, monotone_fit, spearman_ceiling,
                                   spearman_columns, _standardise)
 from clipgpt_core.targets import (PLANTED, ClassifierTarget, ModelUnit, TargetError, check_scores, load_classifier,
                                   scores_from_csv, scores_from_folders, stated_values, states_answer, world_sample)
@@ -116,7 +116,7 @@ def test_the_fluency_floor_parts_captions_from_word_salad(bundle, sample):
     """Every caption the world writes clears the floor; word salad that search once returned does not, and
     ranks after every fluent text (at the default prior_weight, which alone did not stop it)."""
     import random
-    from clipgpt_core.explain import FLUENCY_FLOOR
+    from clipgpt_core.explainers import FLUENCY_FLOOR
     from clipgpt_core.corpus import world_captions
     ex = explainer_for(bundle)
     captions = world_captions(random.Random(5), 300, split="any")

@@ -7,7 +7,7 @@ import pytest
 
 from clipgpt_core import explain
 from clipgpt_core.errors import ClipGPTError
-from clipgpt_core.explain import (LAYER_COLUMNS, ExplainError, Explanation, all_claims, claim_text, explain_layer,
+from clipgpt_core.explainers import (LAYER_COLUMNS, ExplainError, Explanation, all_claims, claim_text, explain_layer,
                                   fit_curve, layer_activations, spearman_ties)
 from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier, states_answer, world_sample
 
@@ -165,7 +165,7 @@ def test_explain_layer_labels_every_unit_at_once(bundle, sample, tmp_path):
 def test_render_check_scores_f_on_renders_of_the_explanation(bundle):
     """Seed 000's closed loop: the classifier's red logit fires on renders of "red" and not on renders of
     "a blue square"; planted functions (of scenes, not pixels) and bad settings are refused."""
-    from clipgpt_core.explain import ExplainError, render_check
+    from clipgpt_core.explainers import ExplainError, render_check
     from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier
     red = ClassifierTarget(load_classifier(bundle), "colour:red")
     hit = render_check(bundle, red, "red", n=6)

@@ -6,7 +6,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = [p for d in ("clipgpt_core", "clipgpt_train", "benchmarks", "demo", "tests") for p in (ROOT / d).rglob("*.py")]
 PROJECT.append(ROOT / "app.py")
-# Being rewritten by the Explain split (clipgpt_core/explain/): drop them from here when it lands.
 SYS_PATH_EDITS = ("sys.path." + "insert", "sys.path." + "append")      # spelled apart: this file is checked too
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import dissect, gumbel, inversion, partial, search
+from .defaults import DEFAULT_BUDGET
 from .errors import ExplainError
 from .explanation import Explanation
 from .problem import DEFAULT_PRIOR_WEIGHT, Settings, explainer_for
@@ -20,7 +21,6 @@ from .stats import monotone_fit, spearman_ceiling, spearman_columns
 
 MODULES = {"search": search, "dissect": dissect, "inversion": inversion, "gumbel": gumbel, "partial": partial}
 METHODS = tuple(MODULES)
-DEFAULT_BUDGET = {"search": 4, "dissect": 0, "inversion": 150, "gumbel": 60, "partial": 0}   # rounds / - / steps / steps / -
 GRAD_METHODS = ("inversion", "gumbel")
 
 

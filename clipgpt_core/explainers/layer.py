@@ -26,23 +26,21 @@ from tqdm.auto import tqdm
 from .errors import ExplainError
 from .explanation import Explanation
 from .partial import Config as PartialConfig, claim_bank
+from .defaults import LAYER_COLUMNS
 from .problem import explainer_for
 from .stats import _spearman_ties, _standardise, rank_columns, ridge_probe
-
-COLUMNS = ["unit", "explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)", "held-out R²",
-           "ridge probe ρ", "runner-up", "fit-half objective"]
 
 
 @dataclass
 class LayerTable:
-    """One row per unit (dicts with COLUMNS' keys, plus "claim"), and each unit's Explanation (a predictor)."""
+    """One row per unit (dicts with LAYER_COLUMNS' keys, plus "claim"), and each unit's Explanation (a predictor)."""
     rows: list[dict]
     explanations: list[Explanation]
     seconds: float
 
     def to_dataframe(self):
         import pandas as pd
-        return pd.DataFrame(self.rows, columns=COLUMNS)
+        return pd.DataFrame(self.rows, columns=LAYER_COLUMNS)
 
     def to_csv(self, path) -> Path:
         path = Path(path)
@@ -125,7 +123,7 @@ def explain_layer(bundle, images, activations, names: list[str] | None = None, s
     for u in tqdm(range(acts.shape[1]), desc="explain: layer", disable=progress is False):
         f = acts[:, u]
         if not varying[u]:
-            rows.append(dict(zip(COLUMNS, [names[u], "(constant on these images)", 0.0, 0.0, 0.0, 0.0, "", 0.0])))
+            rows.append(dict(zip(LAYER_COLUMNS, [names[u], "(constant on these images)", 0.0, 0.0, 0.0, 0.0, "", 0.0])))
             out.append(None)
             continue
         c = best[u, 0]
@@ -133,7 +131,7 @@ def explain_layer(bundle, images, activations, names: list[str] | None = None, s
         e.objective, e.claim = float(obj[u, c]), claims[c]
         e.probe_spearman = _spearman_ties(f[p.held], probe[:, u])
         out.append(e)
-        rows.append(dict(zip(COLUMNS, [names[u], e.text, round(e.spearman_h, 4), round(e.spearman, 4), round(e.r2, 4),
+        rows.append(dict(zip(LAYER_COLUMNS, [names[u], e.text, round(e.spearman_h, 4), round(e.spearman, 4), round(e.r2, 4),
                                        round(e.probe_spearman, 4), _runner_up(texts, best[u]), round(e.objective, 4)])))
         rows[-1]["claim"] = claims[c]
     seconds = time.time() - t0

@@ -30,7 +30,7 @@ from .explanation import Explanation
 from .stats import _spearman_ties, _standardise, monotone_fit, r2_score, ridge_probe, spearman_columns
 from .tokens import TextTower, TokenSpace
 
-DEFAULT_PRIOR_WEIGHT = 0.01
+from .defaults import DEFAULT_PRIOR_WEIGHT  # noqa: E402,F401  (re-exported)
 # The fluency floor, in nats per token (the prior's restricted vocabulary). On the built-in prior,
 # 200 sampled ShapesWorld captions have no token below about -7; "a large small in the center" has one
 # at about -9 and "a large the right" at -11 (full vocabulary; see tests/test_explain.py).

@@ -22,21 +22,21 @@ Shared: problem.py (the embedded problem and the Explainer that scores texts), s
 text tower on token ids and the prior's restricted vocabulary), explanation.py (the predictor and its
 file), layer.py (a whole layer in one job), render_check.py (render the explanation, score f on it).
 """
-from .api import DEFAULT_BUDGET, METHODS, clip_t, explain, fit_curve, method_config
-from .errors import ExplainError
-from .explanation import Explanation
-from .layer import COLUMNS as LAYER_COLUMNS, LayerTable, explain_layer, layer_activations
-from .partial import all_claims, claim_bank, claim_text
-from .render_check import RenderCheck, render_check
-from .problem import (DEFAULT_PRIOR_WEIGHT, DISFLUENT_PENALTY, FLUENCY_FLOOR, MAX_IMAGES, Explainer, Problem,
-                      Settings, explainer_for, world_concepts)
-from .stats import (_spearman_ties, _standardise, monotone_fit, r2_score, ridge_probe, spearman_ceiling,
-                    spearman_columns, spearman_ties)
-from .tokens import TextTower, TokenSpace, load_learned_embeds, save_learned_embeds
+from ..lazy import exports
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_PRIOR_WEIGHT", "DISFLUENT_PENALTY", "FLUENCY_FLOOR", "MAX_IMAGES", "METHODS",
-           "ExplainError", "Explainer", "Explanation", "Problem", "Settings", "TextTower", "TokenSpace",
-           "all_claims", "claim_bank", "claim_text", "clip_t", "explain", "explain_layer", "explainer_for",
-           "fit_curve", "layer_activations", "load_learned_embeds", "method_config", "monotone_fit", "r2_score",
-           "ridge_probe", "save_learned_embeds", "spearman_ceiling", "spearman_columns", "spearman_ties",
-           "world_concepts"]
+# public name -> the module that defines it (imported on first use: the methods import torch and the models)
+_WHERE = {
+    "DEFAULT_BUDGET": "defaults", "DEFAULT_PRIOR_WEIGHT": "defaults", "LAYER_COLUMNS": "defaults",
+    "METHODS": "api", "clip_t": "api", "explain": "api", "fit_curve": "api", "method_config": "api",
+    "ExplainError": "errors", "Explanation": "explanation",
+    "LayerTable": "layer", "explain_layer": "layer", "layer_activations": "layer",
+    "all_claims": "partial", "claim_bank": "partial", "claim_text": "partial",
+    "RenderCheck": "render_check", "render_check": "render_check",
+    "DISFLUENT_PENALTY": "problem", "FLUENCY_FLOOR": "problem", "MAX_IMAGES": "problem", "Explainer": "problem",
+    "Problem": "problem", "Settings": "problem", "explainer_for": "problem", "world_concepts": "problem",
+    "_spearman_ties": "stats", "_standardise": "stats", "monotone_fit": "stats", "r2_score": "stats",
+    "ridge_probe": "stats", "spearman_ceiling": "stats", "spearman_columns": "stats", "spearman_ties": "stats",
+    "TextTower": "tokens", "TokenSpace": "tokens", "load_learned_embeds": "tokens", "save_learned_embeds": "tokens",
+}
+__all__ = [n for n in _WHERE if not n.startswith("_")]
+__getattr__, __dir__ = exports(__name__, _WHERE)
