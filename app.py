@@ -60,13 +60,16 @@ def main(argv=None):
     p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
                    help="on a shared app (a Space, --share, or a --host beyond loopback), a server folder users "
                         "may index and explain (repeatable); without it, server folders are off there")
+    p.add_argument("--allow-backend", action="append", default=[], metavar="URL",
+                   help="on a shared app, a clip-retrieval back-end users may query (repeatable); without it, "
+                        "the Nearest tab's remote back-ends are off there")
     p.add_argument("--mcp", action="store_true",
                    help="also serve the app as an MCP server (at /gradio_api/mcp): search, caption, explain, "
                         "render and the other endpoints become tools, their docstrings the tools' schemas")
     args = p.parse_args(argv)
     if args.mcp:
         check_mcp(p)
-    files = server_files(args.host, args.share, args.allow_dir)
+    files = server_files(args.host, args.share, args.allow_dir, args.allow_backend)
     # a bundle directory loads in the background, so the page answers at once (a warm start waited ~5 s
     # for torch, open_clip and the weights); a pretrained one loads here, where a missing download fails fast
     spec = args.bundle or "shapes"
@@ -82,10 +85,10 @@ def main(argv=None):
     demo.block_thread()
 
 
-def server_files(host: str, share: bool, allow_dirs) -> ServerFiles:
-    """Any server folder for a local app; on a shared one (a Space, --share, a --host beyond loopback) only
-    the --allow-dir folders."""
-    return ServerFiles.shared(allow_dirs) if is_shared(host, share) else ServerFiles()
+def server_files(host: str, share: bool, allow_dirs, allow_backends=()) -> ServerFiles:
+    """Any server folder and back-end for a local app; on a shared one (a Space, --share, a --host beyond
+    loopback) only the --allow-dir folders and --allow-backend URLs."""
+    return ServerFiles.shared(allow_dirs, allow_backends) if is_shared(host, share) else ServerFiles()
 
 
 def check_mcp(parser: argparse.ArgumentParser) -> None:

@@ -152,7 +152,7 @@ class NearestImages:
         them with its own CLIP); both together, or text via the prior, go as one embedding from
         this bundle's CLIP, which only makes sense when the server uses the same model."""
         from .remote import RemoteIndex
-        remote = RemoteIndex(url, indice_name)
+        remote = RemoteIndex(self.files.check_backend(url), indice_name)
         text = text.strip() if isinstance(text, str) else None
         k = int(np.clip(k, 1, MAX_K))
         if (text and image is not None) or (text and text_mode != "raw"):

@@ -30,6 +30,12 @@ def test_policy(folders, monkeypatch):
     with pytest.raises(AccessError, match="reading folders on its server is off"):
         ServerFiles.shared([]).check(allowed)
     assert ServerFiles().check(other) == other.resolve()          # a local app reads anything
+    backends = ServerFiles.shared([], ["HTTP://Back.example:1234/"])
+    assert backends.check_backend("http://back.example:1234/knn-service") == "http://back.example:1234/knn-service"
+    for elsewhere in ("http://back.example:1235", "http://169.254.169.254/latest", "file:///etc/passwd"):
+        with pytest.raises(AccessError, match="--allow-backend"):
+            backends.check_backend(elsewhere)
+    assert ServerFiles().check_backend("http://anywhere:1") == "http://anywhere:1"   # a local app: any
     monkeypatch.delenv("SPACE_ID", raising=False)
     assert not is_shared("127.0.0.1") and is_shared("0.0.0.0") and is_shared("127.0.0.1", share=True)
     monkeypatch.setenv("SPACE_ID", "user/clip-gpt")
@@ -40,8 +46,17 @@ def test_shared_app_indexes_only_allowed_folders(bundle, folders, tmp_path):
     allowed, other = folders
     csv = tmp_path / "scores.csv"
     csv.write_text("".join(f"{other / f'{i}.png'},{i % 2}\n" for i in range(8)))
-    with launched_app(bundle, files=ServerFiles.shared([allowed])) as client:
+    files = ServerFiles.shared([allowed], ["http://127.0.0.1:9"])       # port 9 (discard): nothing listens
+    with launched_app(bundle, files=files) as client:
         assert "Indexed 8 images" in client.predict(str(allowed), api_name="/index_folder")
+        # remote back-ends: only the allowed one is contacted (and then fails as unreachable, not as refused)
+        with pytest.raises(Exception, match="--allow-backend http://10.0.0.1:1234"):
+            client.predict("a red circle", None, 0.5, 4, "Remote clip-retrieval back-end", "", "http://10.0.0.1:1234",
+                           "shapes", "raw", api_name="/search")
+        with pytest.raises(Exception) as unreachable:
+            client.predict("a red circle", None, 0.5, 4, "Remote clip-retrieval back-end", "", "http://127.0.0.1:9/",
+                           "shapes", "raw", api_name="/search")
+        assert "allow-backend" not in str(unreachable.value)
         for outside in (str(other), str(allowed / ".." / "other"), str(allowed / "escape")):
             with pytest.raises(Exception, match="outside the folders this shared app may read"):
                 client.predict(outside, api_name="/index_folder")
