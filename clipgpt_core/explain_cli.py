@@ -3,6 +3,7 @@
     clipgpt explain --csv scores.csv                      # two columns: image path, score
     clipgpt explain --positives cats/ --negatives dogs/   # a folder against a folder (scores 1 / 0)
     clipgpt explain --csv scores.csv --method dissect --top 5 --out explanations.json
+    clipgpt explain --csv scores.csv --embeddings embeddings/   # `clip-retrieval inference` output: no image is read
 
 Prints the ranked explanations (text, held-out Spearman rho, R^2, log p under the prior); --out also
 writes them as JSON. The same work as the app's Explain tab (clipgpt_core.explainers).
@@ -18,13 +19,16 @@ from .errors import ClipGPTError
 
 def main(argv=None):
     from .explainers import DEFAULT_PRIOR_WEIGHT, METHODS, explain
-    from .targets import scores_from_csv, scores_from_folders
+    from .targets import scores_from_csv, scores_from_folders, scores_with_embeddings
     p = argparse.ArgumentParser(prog="clipgpt explain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="a CSV of image paths and scores (relative paths: from the CSV's folder)")
     src.add_argument("--positives", help="a folder of images scored 1 (with --negatives)")
     p.add_argument("--negatives", help="a folder of images scored 0")
+    p.add_argument("--embeddings", help="with --csv: the embeddings folder (img_emb/ + metadata/) that `clip-retrieval "
+                                        "inference` or `clipgpt index` wrote for those images, made with this "
+                                        "bundle's CLIP; the images themselves are then not read")
     p.add_argument("--method", choices=list(METHODS), default="search")
     p.add_argument("--budget", type=int, default=None, help="search rounds or optimisation steps (default per method)")
     p.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT)
@@ -35,10 +39,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.positives and not args.negatives:
         p.error("--positives needs --negatives")
+    if args.embeddings and not args.csv:
+        p.error("--embeddings goes with --csv (the CSV's paths name the embeddings' rows)")
     from .bundle import load_bundle
     try:
-        paths, scores = scores_from_csv(args.csv) if args.csv else scores_from_folders(args.positives, args.negatives)
-        ranked = explain(load_bundle(args.bundle), paths, scores, method=args.method, budget=args.budget,
+        if args.embeddings:
+            paths, images, scores = scores_with_embeddings(args.csv, args.embeddings)
+        else:
+            paths, scores = scores_from_csv(args.csv) if args.csv else scores_from_folders(args.positives, args.negatives)
+            images = paths
+        ranked = explain(load_bundle(args.bundle), images, scores, method=args.method, budget=args.budget,
                          prior_weight=args.prior_weight, seed=args.seed, keep=args.top)
     except (ClipGPTError, ValueError) as e:      # explain() still raises ValueError for bad settings
         p.exit(2, f"clipgpt explain: {e}\n")

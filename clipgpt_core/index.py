@@ -231,6 +231,37 @@ class LocalIndex:
             hits.append(Hit(int(i), float(s), row.get("image_path"), row.get("caption") or None))
         return hits
 
+    def embeddings_for(self, paths: list[str]) -> np.ndarray:
+        """(N, D) float32: the embeddings folder's rows for these images, matched by the path its metadata
+        records (or the same file's resolved path), read from the memory-mapped parts: no image is opened,
+        and only these rows are read."""
+        if not self.parts:
+            raise GalleryError(f"{self.dir} is an index folder; give the embeddings folder that `clip-retrieval "
+                               f"inference` (or `clipgpt index`) wrote beside it (the one with img_emb/)")
+        keys = self.metadata["image_path"].astype(str).tolist()
+        row_of = {k: i for i, k in enumerate(keys)}
+        rows = [row_of.get(str(p)) for p in paths]
+        if any(r is None for r in rows):               # then by resolved path (relative metadata, symlinks)
+            resolved = {str(Path(k).resolve()): i for i, k in enumerate(keys)}
+            rows = [resolved.get(str(Path(p).resolve())) if r is None else r for p, r in zip(paths, rows)]
+        missing = [p for p, r in zip(paths, rows) if r is None]
+        if missing:
+            raise InputError(f"{len(missing)} of {len(paths)} images are not in the embeddings folder {self.dir} "
+                             f"(e.g. {missing[0]}); its metadata names images like {keys[0] if keys else '(none)'}")
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        start = 0
+        for part in self.parts:                         # each part reads just the rows that fall in it
+            inside = (rows >= start) & (rows < start + len(part))
+            if inside.any():
+                local = rows[inside] - start
+                order = np.argsort(local)
+                got = np.empty((len(local), self.dim), np.float32)
+                got[order] = part[local[order]]
+                out[inside] = got
+            start += len(part)
+        return out
+
 
 def combine(text_emb: np.ndarray | None, image_emb: np.ndarray | None, text_weight: float = 0.5) -> np.ndarray:
     """Mix a text and an image query into one unit vector (either may be missing)."""

@@ -349,10 +349,12 @@ def _readable(path: str | Path, where: str) -> str:
     return str(p)
 
 
-def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES,
-                    files: ServerFiles = ServerFiles()) -> tuple[list[str], np.ndarray]:
+def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES, files: ServerFiles = ServerFiles(),
+                    open_images: bool = True) -> tuple[list[str], np.ndarray]:
     """A CSV of image paths and scores (two columns; a header row is optional; relative paths are read
-    from the CSV's folder) -> (paths, scores). `files` says which server folders the paths may name."""
+    from the CSV's folder) -> (paths, scores). `files` says which server folders the paths may name.
+    open_images=False: the paths only name rows of an embeddings folder (scores_with_embeddings); no
+    image is opened, so a million rows cost no image reads."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TargetError(f"No CSV file at {path}")
@@ -375,8 +377,21 @@ def scores_from_csv(path: str | Path, min_images: int = MIN_IMAGES,
             raise TargetError(f"{path.name} line {i}: the score {r[1]!r} is not a number") from None
         p = Path(r[0].strip()).expanduser()
         p = files.check(p if p.is_absolute() else path.parent / p, "image")
-        paths.append(_readable(p, f"{path.name} line {i}"))
+        paths.append(_readable(p, f"{path.name} line {i}") if open_images else str(p))
     return paths, check_scores(scores, len(paths), min_images)
+
+
+def scores_with_embeddings(csv_path: str | Path, embeddings_dir: str | Path,
+                           files: ServerFiles = ServerFiles()) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A CSV of image paths and scores, and the embeddings folder `clip-retrieval inference` (or `clipgpt
+    index`) wrote for those images -> (paths, (N, D) embeddings, scores), read from the memory-mapped
+    embeddings: f over a million images needs neither the images nor their embeddings in memory at once."""
+    from .index import LocalIndex
+    paths, f = scores_from_csv(csv_path, files=files, open_images=False)
+    folder = files.check(str(embeddings_dir).strip(), "folder")
+    if not folder.is_dir():
+        raise TargetError(f"No embeddings folder at {folder}")
+    return paths, LocalIndex(folder).embeddings_for(paths), f
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from clipgpt_core import targets
 from clipgpt_core.access import ServerFiles
@@ -29,6 +30,17 @@ HEADERS = ["explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)",
 APPLY_HEADERS = ["image", "CLIP_t", "predicted f"]
 # the classifier layers the layer job offers: its logits (both heads), its penultimate units, the last conv block
 LAYERS = {"logits (shape and colour heads)": "", "penultimate units": "penultimate", "last conv block": "body.3"}
+
+
+def preview(image, size: int = 128):
+    """A gallery thumbnail; an image known only by its path (an embeddings folder's row) is read now, and
+    one that is gone shows as gray rather than failing the whole answer."""
+    if isinstance(image, str):
+        try:
+            image = load_image(image)
+        except ClipGPTError:
+            image = Image.new("RGB", (64, 64), (128, 128, 128))
+    return upscale(image, size)
 
 
 def build(bundle, files: ServerFiles = ServerFiles()) -> None:
@@ -53,12 +65,15 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return cache[n]
 
     def get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
-                    image_source, n_images, image_folder):
-        """-> (images, embeddings or None, scores, answer)"""
+                    image_source, n_images, image_folder, embeddings_folder=""):
+        """-> (images or their paths, embeddings or None, scores, answer)"""
         if target_kind in TARGETS[2:]:
             if target_kind == TARGETS[2]:
                 if not csv_file:
                     raise targets.TargetError("Upload a CSV of image paths and scores")
+                if (embeddings_folder or "").strip():      # rows of an embeddings folder: no image is read
+                    paths, emb, f = targets.scores_with_embeddings(csv_file, embeddings_folder, files=files)
+                    return paths, emb, f, {}
                 paths, f = targets.scores_from_csv(csv_file, files=files)
             else:
                 pos = pos_files or (pos_folder or "").strip()
@@ -90,7 +105,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
 
     def explain_function(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
                          image_source, n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
-                         progress=gr.Progress(track_tqdm=True)):
+                         embeddings_folder="", progress=gr.Progress(track_tqdm=True)):
         """Find text t and a monotone h with f(image) ~= h(CLIP_t(image)) for a function f of images.
 
         Args:
@@ -110,10 +125,13 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             prior_weight: weight of the caption prior's log p in the score.
             seed: splits the images into fit and held-out halves.
             centre: "auto", "centred" or "raw cosine".
+            embeddings_folder: with a CSV, the embeddings folder `clip-retrieval inference` wrote for its images
+                (img_emb/ + metadata/, this bundle's CLIP); then no image is read but the 16 shown.
         """
         try:
             images, emb, f, answer = get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder,
-                                                 pos_files, neg_files, image_source, n_images, image_folder)
+                                                 pos_files, neg_files, image_source, n_images, image_folder,
+                                                 embeddings_folder)
             if emb is None:
                 targets.check_scores(f, len(images))
                 emb = bundle.clip.encode_images(images)
@@ -134,7 +152,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         xs = best.clip_t(emb)
         top = np.argsort(-f, kind="stable")[:8]
         bottom = np.argsort(f, kind="stable")[:8]
-        gal = lambda idx: [(upscale(images[i], 128), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
+        gal = lambda idx: [(preview(images[i]), f"f={f[i]:.3g} · CLIP_t={xs[i]:.3f}") for i in idx]  # noqa: E731
         probe = best.probe_spearman
         status = (f"**{best.text}** — held-out ρ(f, h(CLIP_t)) {best.spearman_h:.3f} (ties allowed; the ridge probe "
                   f"fitted on the same labels reads {probe:.3f}), ρ(f, CLIP_t) {best.spearman:.3f} (the most a "
@@ -232,6 +250,9 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                                      label="Classifier output (logit or penultimate unit)")
             with gr.Accordion("My scores", open=False):
                 csv_file = gr.File(label="CSV: image path, score", file_types=[".csv"], type="filepath")
+                embeddings_folder = gr.Textbox(label="…and its embeddings folder (optional)",
+                                               info="what `clip-retrieval inference` or `clipgpt index` wrote for "
+                                                    "those images with this bundle's CLIP: then no image is re-read")
                 pos_folder = gr.Textbox(label="Folder of positives")
                 neg_folder = gr.Textbox(label="Folder of negatives")
                 pos_files = gr.File(label="…or positive images", file_count="multiple", type="filepath")
@@ -292,7 +313,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         layer_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False)
     state = gr.State(None)
     inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
-              n_images, image_folder, method, budget, prior_weight, seed, centre]
+              n_images, image_folder, method, budget, prior_weight, seed, centre, embeddings_folder]
     go.click(explain_function, inputs, [table, status, plot, top, bottom, token_file, explanation_file, state], api_name="explain",
              concurrency_limit=1, concurrency_id="explain")
     apply_btn.click(apply_saved, [saved_file, apply_folder, apply_files], [apply_table, apply_gallery, apply_status],

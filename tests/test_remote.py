@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,10 @@ from PIL import Image
 from clipgpt_core.bundle import load_bundle
 from clipgpt_core.index import build_world_gallery
 from clipgpt_core.remote import RemoteError, RemoteIndex
+from benchmarks.bench_start import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "shapes"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

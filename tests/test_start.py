@@ -2,11 +2,8 @@
 serves its page while the bundle loads in the background (bundle.LoadingBundle); the first event waits."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from gradio_client import Client
 from clipgpt_core import BundleError
 from clipgpt_core.bundle import LoadingBundle
 from clipgpt_core.paths import ASSETS
+from benchmarks.bench_start import free_port, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_LIBRARIES = ("torch", "open_clip", "diffusers", "transformers", "sklearn", "timm")
@@ -40,12 +38,6 @@ def small_bundle(tmp_path: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_app_py_answers_while_its_bundle_loads(tmp_path):
     port = free_port()
     env = dict(os.environ, CLIPGPT_CACHE=str(tmp_path / "cache"))
@@ -54,16 +46,10 @@ def test_app_py_answers_while_its_bundle_loads(tmp_path):
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            assert time.time() < deadline, "the app did not answer in 180 s"
-            try:
-                with urllib.request.urlopen(url + "gradio_api/info", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        try:
+            wait_until_answering(proc, url, timeout=180)
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError((tmp_path / "app.log").read_text()[-3000:]) from e
         client = Client(url, verbose=False)
         rows = client.predict(n=4, temperature=1.0, top_k=0, top_p=1.0, prefix="a red", seed=0,
                               api_name="/sample")["data"]                          # waits for the bundle

@@ -172,7 +172,8 @@ class Explainer:
         if isinstance(images, np.ndarray):
             emb = images.astype(np.float32)
             if emb.ndim != 2 or emb.shape[1] != self.clip.dim:
-                raise TargetError(f"image embeddings must be (N, {self.clip.dim}), got {emb.shape}")
+                raise TargetError(f"image embeddings must be (N, {self.clip.dim}) for this bundle's CLIP, got "
+                                  f"{emb.shape}: were they made with another model?")
         else:
             images = list(images)
             if len(images) > MAX_IMAGES:
