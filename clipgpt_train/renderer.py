@@ -90,8 +90,6 @@ class RendererTrainConfig:
     object_weight: float = 4.0        # extra loss weight on latent cells an object covers (0: plain MSE)
     object_weight_max_t: int = 800    # ... at timesteps below this only: the noisiest, where the background
                                       # is chosen and no object is resolved yet, keep plain MSE
-    shape_t_share: float = 0.0        # share of each batch with t drawn from [shape_t_min, 1000) instead of
-    shape_t_min: int = 400            # uniformly: where the object's outline is decided (see the docstring)
     background_share: float = 0.8     # share of stage-2 captions that state the background (describe: 0.5)
     single_object_share: float = 0.8  # share of stage-2 scenes with one object (the rest: 2-4 objects)
     prediction_type: str = "v_prediction"
@@ -293,11 +291,7 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
         captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
-        T = scheduler.config.num_train_timesteps
-        t = torch.randint(0, T, (len(idx),), generator=g)
-        if cfg.shape_t_share:
-            focus = torch.rand(len(idx), generator=g) < cfg.shape_t_share
-            t = torch.where(focus, torch.randint(cfg.shape_t_min, T, (len(idx),), generator=g), t)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         noise = torch.randn(z.shape, generator=g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
         weight = None
