@@ -34,6 +34,11 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
      StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
 
+What this recipe does not learn is the outline: large objects come out in the prompted colour on the
+prompted background, but as blobs (silhouette judge 0.19, chance 0.17). benchmarks.diagnose_renderer shows
+the shape is decided at t >= 600; more steps, more batch there, and an 8x8 latent did not move it within
+this CPU's budget (docs/results.md, Render).
+
 Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
 their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
 the VAE costs nothing per step. Seeds are fixed; each stage has its own seeded stream.

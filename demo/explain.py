@@ -65,7 +65,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return cache[n]
 
     def get_problem(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
-                    image_source, n_images, image_folder, embeddings_folder=""):
+                    image_source, n_images, image_folder, embeddings_folder=None):
         """-> (images or their paths, embeddings or None, scores, answer)"""
         if target_kind in TARGETS[2:]:
             if target_kind == TARGETS[2]:
@@ -105,7 +105,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
 
     def explain_function(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
                          image_source, n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
-                         embeddings_folder="", progress=gr.Progress(track_tqdm=True)):
+                         embeddings_folder=None, progress=gr.Progress(track_tqdm=True)):
         """Find text t and a monotone h with f(image) ~= h(CLIP_t(image)) for a function f of images.
 
         Args:
@@ -250,7 +250,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                                      label="Classifier output (logit or penultimate unit)")
             with gr.Accordion("My scores", open=False):
                 csv_file = gr.File(label="CSV: image path, score", file_types=[".csv"], type="filepath")
-                embeddings_folder = gr.Textbox(label="…and its embeddings folder (optional)",
+                embeddings_folder = gr.Textbox("", label="…and its embeddings folder (optional)",
                                                info="what `clip-retrieval inference` or `clipgpt index` wrote for "
                                                     "those images with this bundle's CLIP: then no image is re-read")
                 pos_folder = gr.Textbox(label="Folder of positives")
