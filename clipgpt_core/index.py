@@ -122,6 +122,17 @@ def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memo
     return index_dir
 
 
+def existing_index(folder: str | Path) -> Path | None:
+    """A folder already in clip-retrieval's layout, or None: an index folder (image.index + metadata/), an
+    embeddings folder (`clip-retrieval inference`'s img_emb/ + metadata/), or what `clipgpt index --out`
+    writes around them (OUT/index, OUT/embeddings); the index first."""
+    folder = Path(folder)
+    for d in (folder, folder / "index", folder / "embeddings"):
+        if (d / "metadata").is_dir() and ((d / "image.index").is_file() or (d / "img_emb").is_dir()):
+            return d
+    return None
+
+
 def folder_images(folder: str | Path) -> list[str]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():

@@ -9,6 +9,7 @@ The core class behind the app's "Nearest images" tab (the tab only formats what 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import index as gallery
 from . import zeroshot
-from .access import ServerFiles
+from .access import AccessError, ServerFiles
 from .errors import InputError
 from .images import load_image
 
@@ -105,12 +106,20 @@ class NearestImages:
                                             and self._builtin.exception() is None)
 
     def index_folder(self, folder: str, out_dir: str | None = None) -> gallery.LocalIndex:
-        """Index a folder of images with this bundle's CLIP (cached per folder and model)."""
+        """Index a folder of images with this bundle's CLIP (cached per folder and model). A folder already in
+        clip-retrieval's layout (an index, or the embeddings `clip-retrieval inference` wrote, searched
+        memory-mapped) is opened as it is: nothing is embedded."""
         if not folder or not str(folder).strip():
             raise gallery.GalleryError("Give the path of a folder of images to index")
         folder = self.files.check(folder)
-        index_dir = gallery.build_folder_index(self.clip, str(folder), out_dir, self.progress)
-        self._local[f"folder:{folder}"] = idx = gallery.LocalIndex(index_dir)
+        index_dir = gallery.existing_index(folder)
+        if index_dir is None:
+            index_dir = gallery.build_folder_index(self.clip, str(folder), out_dir, self.progress)
+        idx = gallery.LocalIndex(index_dir)
+        if idx.dim != self.clip.dim:
+            raise gallery.GalleryError(f"{index_dir} holds {idx.dim}-d embeddings, this bundle's CLIP makes "
+                                       f"{self.clip.dim}-d ones: it was made with another model")
+        self._local[f"folder:{folder}"] = idx
         return idx
 
     def folder_index(self, folder: str) -> gallery.LocalIndex:
@@ -144,7 +153,17 @@ class NearestImages:
         k = int(np.clip(k, 1, MAX_K))
         q = self.query_embedding(text, image, text_weight, text_mode)
         idx = self.folder_index(folder) if folder else self.builtin_index()
-        return idx.search(q, k)
+        return [self._shown(h) for h in idx.search(q, k)]
+
+    def _shown(self, hit: gallery.Hit) -> gallery.Hit:
+        """A hit whose image a shared app may not read (an index's metadata can name any server path) keeps
+        its similarity and caption but loses its path."""
+        if hit.image_path and self.files.allowed is not None:
+            try:
+                self.files.check(hit.image_path, "image")
+            except AccessError:
+                return dataclasses.replace(hit, image_path=None)
+        return hit
 
     def search_remote(self, url: str, indice_name: str, text: str | None = None, image=None,
                       text_weight: float = 0.5, k: int = 10, text_mode: str = "raw") -> list[gallery.Hit]:

@@ -8,6 +8,7 @@ from PIL import Image
 
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import BadImageError, load_image
+from clipgpt_core.index import existing_index as gallery_layout
 from clipgpt_core.retrieval import TEXT_MODES, NearestImages
 from clipgpt_core.world import ATTRIBUTES
 from demo import upscale
@@ -75,10 +76,11 @@ def build(finder: NearestImages) -> None:
 
     def index_folder(folder, progress=gr.Progress(track_tqdm=True)):
         """Index a folder of images on the server with this bundle's CLIP, so search can use it as "My folder".
-        A shared app indexes only the folders its owner allowed (--allow-dir).
+        A folder already in clip-retrieval's layout (an index, or the embeddings `clip-retrieval inference`
+        wrote) is opened as it is. A shared app indexes only the folders its owner allowed (--allow-dir).
 
         Args:
-            folder: the server folder of images (searched recursively).
+            folder: the server folder of images (searched recursively), or an index / embeddings folder.
 
         Returns:
             A status line: how many images were indexed.
@@ -87,7 +89,8 @@ def build(finder: NearestImages) -> None:
             idx = finder.index_folder(folder)
         except (ClipGPTError, OSError) as e:   # OSError: the user's folder (permissions, vanished files)
             raise gr.Error(str(e)) from e
-        return f"Indexed {len(idx)} images from {folder}. Pick “My folder” and search."
+        how = "Opened the index of" if gallery_layout(folder) else "Indexed"
+        return f"{how} {len(idx)} images from {folder}. Pick “My folder” and search."
 
     def zero_shot(image):
         """Read an image zero-shot: CLIP's probabilities for each attribute of ShapesWorld (colour, shape, size,

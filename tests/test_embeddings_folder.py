@@ -1,6 +1,6 @@
-"""Explain f over images known only by their embeddings: a CSV of image paths and scores, beside the
-embeddings folder clip-retrieval's own inference wrote for those images. The images are deleted first, so
-every figure comes from the memory-mapped embeddings."""
+"""Images known only by their embeddings: the folder clip-retrieval's own inference wrote. Explain reads f
+from a CSV of image paths and scores beside it, Nearest searches it, both memory-mapped. The images are
+deleted first, so every figure comes from the embeddings."""
 import shutil
 
 import numpy as np
@@ -11,7 +11,9 @@ from clipgpt_core import explain_cli, world
 from clipgpt_core.inference import embed_with_clip_retrieval
 from clipgpt_core.targets import TargetError, scores_with_embeddings
 from clipgpt_core.index import LocalIndex
+from clipgpt_core.access import ServerFiles
 from clipgpt_core.errors import ClipGPTError
+from clipgpt_core.retrieval import NearestImages
 from conftest import launched_app
 
 N = 64
@@ -70,3 +72,20 @@ def test_the_explain_tab_explains_from_embeddings(bundle, scored):
                            neg_files=None, image_source="Built-in gallery sample", n_images=64, image_folder="",
                            method="partial", budget=0, prior_weight=0.01, seed=0,
                            embeddings_folder=str(emb_dir) + "-gone", api_name="/explain")
+
+
+def test_nearest_searches_an_embeddings_folder_as_it_is(bundle, scored):
+    csv, emb_dir, expected, _ = scored
+    hits = NearestImages(bundle).search(text="a red circle", k=5, folder=str(emb_dir))
+    text = bundle.clip.encode_texts(["a red circle"])[0]
+    best = [str(csv.parent / "images" / f"{i:03d}.png") for i in np.argsort(-(expected @ text))[:5]]
+    assert [h.image_path for h in hits] == best          # exact search over the embeddings, nothing re-embedded
+    # a shared app shows no image its owner did not allow, even one the embeddings' metadata names
+    shared = NearestImages(bundle, files=ServerFiles.shared([emb_dir.parent]))
+    assert [h.image_path for h in shared.search(text="a red circle", k=5, folder=str(emb_dir))] == [None] * 5
+    with launched_app(bundle) as client:
+        assert "Opened the index of 64 images" in client.predict(str(emb_dir), api_name="/index_folder")
+        _, status = client.predict(text="a red circle", image=None, text_weight=0.5, k=4, source="My folder",
+                                   folder=str(emb_dir), url="", indice_name="shapes", text_mode="raw",
+                                   api_name="/search")
+        assert status.startswith("4 nearest images")
