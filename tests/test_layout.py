@@ -37,3 +37,13 @@ def test_no_sys_path_edits_and_short_modules():
         text = path.read_text()
         assert not any(edit in text for edit in SYS_PATH_EDITS), path.relative_to(ROOT)
         assert len(text.splitlines()) <= 450, path.relative_to(ROOT)
+
+
+def test_pyproject_ships_every_package():
+    """setuptools' package list is explicit: a new subpackage left out of it is missing from `pip install .`."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for top in ("clipgpt_core", "clipgpt_train", "demo"):
+        for init in (ROOT / top).rglob("__init__.py"):
+            name = ".".join(init.parent.relative_to(ROOT).parts)
+            assert name in listed, f"{name} is not in pyproject.toml's [tool.setuptools] packages"

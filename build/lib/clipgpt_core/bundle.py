@@ -1,0 +1,335 @@
+"""Model bundles: a directory with a JSON manifest naming its components.
+
+    assets/shapes/
+      manifest.json                 {"name", "format_version", "components": {...}, "gallery": {...}}
+      clip/open_clip_config.json    open_clip's layout: model_name, model_cfg, preprocess_cfg
+      clip/open_clip_model.safetensors
+      prior/prior_config.json + model.safetensors                  the caption prior (CLIP GPT)
+      captioner/mapper_config.json + mapper.safetensors            ClipCap mapper
+      captioner/decoder.safetensors                                its fine-tuned prior blocks
+      embedding_prior/embedding_prior_config.json + ...safetensors caption -> image embedding
+      */trained_against.json        what the component was trained against (fingerprints), see LINEAGE
+      renderer/model_index.json + unet/ vae/ scheduler/   a diffusers StableDiffusionPipeline
+                                    (save_pretrained), text -> image; its text_encoder/ and tokenizer/
+                                    are the bundle's CLIP text tower (hf_text), so they are not stored twice
+
+`load_bundle()` gives the built-in "shapes" bundle, offline. `load_bundle("path/to/dir")` loads
+any saved bundle. `load_bundle("open_clip:ViT-B-32/laion2b_s34b_b79k")` builds a bundle around a
+pretrained open_clip model from the local hub cache (a clear error if it is not there);
+the tag "random-init" gives the same architecture with random weights, for tests.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import BundleError
+from .paths import ASSETS
+
+if TYPE_CHECKING:   # the components import torch, open_clip and diffusers: loaded with a bundle, not before
+    from .captioner import Captioner
+    from .clip_model import ClipEncoder
+    from .embedding_prior import EmbeddingPrior
+    from .prior import CaptionPrior
+    from .renderer import Renderer
+
+BUILTIN = {"shapes": ASSETS / "shapes"}
+FORMAT_VERSION = 1
+RANDOM_INIT = "random-init"
+
+
+@dataclass
+class Bundle:
+    name: str
+    clip: ClipEncoder
+    path: Path | None = None                       # None for bundles built from a spec
+    gallery: dict | None = None                    # how to build its built-in gallery, if any
+    manifest: dict = field(default_factory=dict)
+    prior: CaptionPrior | None = None
+    captioner: Captioner | None = None
+    embedding_prior: EmbeddingPrior | None = None
+    # how to load the renderer on first use (a pipeline takes seconds to load and imports diffusers)
+    renderer_loader: Callable[[], Renderer] | None = field(default=None, repr=False)
+    _renderer: Renderer | None = field(default=None, repr=False)
+
+    @property
+    def renderer(self) -> Renderer | None:
+        """The text-to-image pipeline (clipgpt_core.renderer.Renderer), None if the bundle has none.
+        Loaded on first use; for an open_clip: bundle that is Stable Diffusion from the local hub
+        cache, and when it is not there a RenderError says how to get it."""
+        if self._renderer is None and self.renderer_loader is not None:
+            self._renderer = self.renderer_loader()
+        return self._renderer
+
+    @renderer.setter
+    def renderer(self, value: Renderer | None) -> None:
+        self._renderer = value
+
+    def has_renderer(self) -> bool:
+        """Without loading it: does the bundle have a renderer (its own, or Stable Diffusion to try)?"""
+        return self.renderer_loader is not None or self._renderer is not None
+
+    @property
+    def clip_name(self) -> str:
+        return self.clip.model_name
+
+    def __repr__(self) -> str:
+        parts = [n for n in ("prior", "captioner", "embedding_prior") if getattr(self, n) is not None]
+        parts += ["renderer"] if self._renderer is not None or self.renderer_loader is not None else []
+        return f"Bundle({self.name!r}, clip={self.clip.model_name}, path={self.path}, with={parts})"
+
+
+# What each component reads of the others. A component trained against other weights than the
+# bundle now holds is stale: a captioner reads CLIP image embeddings and decodes with the prior's
+# blocks; the embedding prior maps CLIP text to CLIP image embeddings; the prior (initialised from
+# the text tower) and the renderer (conditioned on its hidden states) read only the text tower.
+DEPENDS_ON = {"prior": ("clip_text",), "captioner": ("clip", "prior"), "embedding_prior": ("clip",),
+              "renderer": ("clip_text",)}
+LINEAGE_FILE = "trained_against.json"
+RETRAIN_ALL = "python -m clipgpt_train.bundle"
+
+
+def dependency_fingerprints(path: Path, components: dict, clip: ClipEncoder) -> dict[str, str]:
+    """The fingerprints a component can depend on, as the bundle at `path` holds them now."""
+    found = {"clip": clip.fingerprint(), "clip_text": clip.fingerprint("text")}
+    if "prior" in components:
+        h = hashlib.sha256()
+        for f in sorted((path / components["prior"]["path"]).glob("*.safetensors")):
+            h.update(f.read_bytes())
+        found["prior"] = h.hexdigest()[:12]
+    return found
+
+
+def write_lineage(directory: str | Path, name: str, fingerprints: dict[str, str], **extra) -> None:
+    """Record what component `name`, saved in `directory`, was trained against."""
+    record = {dep: fingerprints[dep] for dep in DEPENDS_ON.get(name, ())} | extra
+    (Path(directory) / LINEAGE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[str, str]:
+    """component -> why it no longer matches what it depends on (components without a lineage
+    file, from bundles written before lineage existed, are trusted)."""
+    now = dependency_fingerprints(path, components, clip)
+    stale = {}
+    for name, deps in DEPENDS_ON.items():
+        record_file = path / components[name]["path"] / LINEAGE_FILE if name in components else None
+        if record_file is None or not record_file.is_file():
+            continue
+        record = json.loads(record_file.read_text())
+        for dep in deps:
+            if dep in record and record[dep] != now.get(dep):
+                stale[name] = f"{name} was trained against {dep} {record[dep]}, the bundle's {dep} is {now.get(dep)}"
+                break
+    return stale
+
+
+def read_manifest(name_or_path: str | Path | None = None) -> tuple[Path, dict]:
+    """A bundle directory's (path, manifest), checked; no model is loaded."""
+    spec = str(name_or_path) if name_or_path is not None else "shapes"
+    path = BUILTIN.get(spec, Path(spec).expanduser())
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        known = ", ".join(BUILTIN)
+        raise BundleError(f"No bundle at {path} (no manifest.json). Use a built-in name ({known}), "
+                          f"a bundle directory, or open_clip:ARCH/TAG.")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise BundleError(f"{path} uses bundle format {manifest['format_version']}; this CLIP GPT "
+                          f"reads up to {FORMAT_VERSION}. Upgrade CLIP GPT.")
+    if "clip" not in manifest.get("components", {}):
+        raise BundleError(f"{manifest_path} names no 'clip' component")
+    return path, manifest
+
+
+def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", strict: bool = True) -> Bundle:
+    """strict=False leaves out stale components (with a log line) instead of refusing the bundle:
+    the retraining commands use it to read a half-retrained bundle."""
+    if str(name_or_path).startswith("open_clip:"):
+        return _pretrained_bundle(str(name_or_path)[len("open_clip:"):], device)
+    from .clip_model import load_clip
+    from .renderer import Renderer
+    path, manifest = read_manifest(name_or_path)
+    components = manifest.get("components", {})
+    clip_dir = path / components["clip"]["path"]
+    try:
+        clip = load_clip(clip_dir, device=device)
+    except FileNotFoundError as e:
+        raise BundleError(f"Bundle {path} is incomplete: {e}. Retrain it with "
+                          f"`python -m clipgpt_train.clip --out {clip_dir}`.") from e
+    stale = stale_components(path, components, clip)
+    if stale and strict:
+        raise BundleError(f"Bundle {path} mixes components trained against different models: "
+                          f"{'; '.join(stale.values())}. Retrain the stale ones with `{RETRAIN_ALL} --out {path}` "
+                          f"(it retrains only what is stale, in dependency order).")
+    for name, why in stale.items():
+        logging.warning("leaving out the stale %s of %s: %s", name, path, why)
+    components = {k: v for k, v in components.items() if k not in stale}
+    bundle = Bundle(manifest.get("name", path.name), clip, path, manifest.get("gallery"), manifest)
+    _load_text_components(bundle, components, device)
+    if "renderer" in components:
+        renderer_dir = path / components["renderer"]["path"]
+        if not (renderer_dir / "model_index.json").is_file():
+            raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
+                              f"{renderer_dir}. Retrain the renderer with "
+                              f"`python -m clipgpt_train.renderer --out {renderer_dir}`.")
+        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip)
+    return bundle
+
+
+class LoadingBundle:
+    """A bundle directory loading in a background thread, for an app that should answer before its models
+    are in memory (torch, open_clip and the weights take seconds). What a UI is laid out from is here at
+    once: name, path, manifest, gallery, has_renderer(), clip_name. Any other attribute (clip, prior,
+    captioner, renderer, ...) waits for the load and is the loaded Bundle's; a failed load raises its
+    BundleError there, to every caller. The load starts on start() or on the first such attribute."""
+
+    def __init__(self, name_or_path: str | Path | None = None, device: str = "cpu"):
+        self.path, self.manifest = read_manifest(name_or_path)
+        self.name = self.manifest.get("name", self.path.name)
+        self.gallery = self.manifest.get("gallery")
+        self._spec, self._device = name_or_path, device
+        self._loaded: Future = Future()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "LoadingBundle":
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, name="load-bundle", daemon=True)
+                self._thread.start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            self._loaded.set_result(load_bundle(self._spec, self._device))
+        except BaseException as e:       # handed to every caller of get(), and said once here
+            logging.error("loading bundle %s failed: %s", self.path, e)
+            self._loaded.set_exception(e)
+
+    def get(self) -> Bundle:
+        """The loaded bundle (waits for the load)."""
+        return self.start()._loaded.result()
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):        # not yet set in __init__, or private: never the bundle's
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def has_renderer(self) -> bool:
+        return "renderer" in self.manifest.get("components", {})
+
+    @property
+    def clip_name(self) -> str:
+        config = self.path / self.manifest["components"]["clip"]["path"] / "open_clip_config.json"
+        try:
+            return json.loads(config.read_text())["model_name"]
+        except (OSError, ValueError, KeyError):
+            return self.get().clip_name
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded.done() else "loading" if self._thread else "not loaded"
+        return f"LoadingBundle({self.name!r}, path={self.path}, {state})"
+
+
+# component name -> how to retrain it, for the error when its files are missing
+RETRAIN = {"prior": "clipgpt_train.prior", "captioner": "clipgpt_train.captioner",
+           "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer"}
+
+
+def _load_text_components(bundle: Bundle, components: dict, device: str) -> None:
+    """The prior, captioner and embedding prior, when the manifest names them. Without a trained
+    prior the bundle still gets one made from its CLIP text tower (untrained head), and without a
+    mapper a training-free captioner, so every tab runs on every bundle."""
+    from .captioner import Captioner
+    from .captions import WORD_GROUPS
+    from .embedding_prior import EmbeddingPrior
+    from .prior import CaptionPrior
+
+    def directory(name):
+        return bundle.path / components[name]["path"] if name in components else None
+    try:
+        if directory("prior"):
+            bundle.prior = CaptionPrior.load(directory("prior"), device)
+        else:
+            bundle.prior = CaptionPrior.from_clip(bundle.clip)
+        # ShapesWorld captions have a known vocabulary: let the captioner try one-word edits
+        edits = WORD_GROUPS if (bundle.gallery or {}).get("kind") == "shapesworld" else None
+        if directory("captioner"):
+            bundle.captioner = Captioner.load(bundle.clip, bundle.prior, directory("captioner"), device,
+                                              edit_groups=edits)
+        else:
+            bundle.captioner = Captioner(bundle.clip, bundle.prior, edit_groups=edits)
+        if directory("embedding_prior"):
+            bundle.embedding_prior = EmbeddingPrior.load(bundle.clip, directory("embedding_prior"))
+    except FileNotFoundError as e:
+        name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
+        raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "
+                          f"`python -m {RETRAIN[name]} --out {directory(name)}`.") from e
+
+
+def _pretrained_bundle(spec: str, device: str) -> Bundle:
+    arch, _, tag = spec.partition("/")
+    if not arch:
+        raise BundleError("Write a pretrained bundle as open_clip:ARCH/TAG, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k")
+    import open_clip
+    from .captioner import Captioner
+    from .clip_model import create_clip
+    from .prior import CaptionPrior
+    from .renderer import Renderer
+    if arch not in open_clip.list_models():
+        raise BundleError(f"open_clip has no architecture {arch!r}")
+    pretrained = None if tag in ("", RANDOM_INIT) else tag
+    if tag == "":
+        raise BundleError(f"Name the weights: open_clip:{arch}/TAG with TAG one of "
+                          f"{', '.join(open_clip.list_pretrained_tags_by_model(arch))} "
+                          f"(or {RANDOM_INIT} for untrained weights)")
+    clip = create_clip(arch, pretrained=pretrained, device=device)
+    prior = CaptionPrior.from_clip(clip)
+    # the Render tab drives Stable Diffusion 1.5 from the local hub cache (whose text encoder is OpenAI
+    # CLIP ViT-L/14, whatever this bundle's CLIP is); tried when first used
+    return Bundle(f"open_clip:{spec}", clip, None, None, {"components": {"clip": {"kind": "open_clip"}}},
+                  prior=prior, captioner=Captioner(clip, prior),
+                  renderer_loader=functools.partial(Renderer.pretrained, device=device))
+
+
+def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
+    """Write every component as safetensors + JSON config, and the manifest."""
+    directory = Path(directory)
+    bundle.clip.save(directory / "clip")
+    components = dict(bundle.manifest.get("components", {})) | {"clip": {"kind": "open_clip", "path": "clip"}}
+    saved = {"prior": (bundle.prior, "caption_prior"), "embedding_prior": (bundle.embedding_prior, "embedding_prior"),
+             "captioner": (bundle.captioner if bundle.captioner and bundle.captioner.mapper else None,
+                           "clipcap_mapper")}
+    for name, (component, kind) in saved.items():
+        if component is not None:
+            component.save(directory / name)
+            components[name] = {"kind": kind, "path": name}
+    # the bundle's own renderer is saved (loading it if unused); Stable Diffusion from the hub cache
+    # (an open_clip: bundle's) is not copied into the bundle
+    renderer = bundle.renderer if (bundle._renderer is not None or "renderer" in components) else None
+    components.pop("renderer", None)
+    own_text_encoder = False
+    if renderer is not None and not renderer.from_hub:
+        # the bundle's CLIP text tower is kept once: the renderer folder leaves it out when it is the same
+        own_text_encoder = not renderer.text_encoder_is(bundle.clip)
+        renderer.save(directory / "renderer", with_text_encoder=own_text_encoder)
+        components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
+    fingerprints = dependency_fingerprints(directory, components, bundle.clip)
+    for name in DEPENDS_ON:
+        if name in components and (directory / components[name]["path"]).is_dir() and not (
+                name == "renderer" and own_text_encoder):
+            write_lineage(directory / components[name]["path"], name, fingerprints)
+    manifest = dict(bundle.manifest) | {"name": bundle.name, "format_version": FORMAT_VERSION,
+                                        "components": components}
+    if bundle.gallery:
+        manifest["gallery"] = bundle.gallery
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return directory

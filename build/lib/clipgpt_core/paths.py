@@ -1,0 +1,20 @@
+"""Where the shipped assets (the built-in bundle, example images) are.
+
+`pip install .` puts the repository's assets/ inside the package (clipgpt_core/assets, see
+pyproject.toml); a checkout, or an editable install, keeps them at the repository root. Both are
+tried, in that order, so the built-in bundle loads from any working directory.
+"""
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _assets_dir() -> Path:
+    for candidate in (_HERE / "assets", _HERE.parent / "assets"):
+        if (candidate / "shapes" / "manifest.json").is_file():
+            return candidate
+    return _HERE.parent / "assets"      # not found: load_bundle then names this path in its error
+
+
+ASSETS = _assets_dir()
+EXAMPLES = ASSETS / "examples"

@@ -1,0 +1,371 @@
+"""Train the built-in renderer: a small Stable-Diffusion-style text-to-image model on ShapesWorld.
+
+    python -m clipgpt_train.renderer                           # -> assets/shapes/renderer
+    python -m clipgpt_train.renderer --device cuda             # the same recipe on a GPU
+    python -m clipgpt_train.renderer --out DIR --with-text-encoder   # a standalone pipeline
+    python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
+
+Two stages, as Stable Diffusion was made, then one diffusers pipeline:
+  1. AutoencoderKL: 64x64x3 images <-> 16x16x4 latents, MSE + a small KL term. The latent
+     scaling_factor is 1 / std of the training latents (as SD computed its 0.18215), stored in the
+     VAE's config, so StableDiffusionPipeline scales and unscales exactly as it does for SD.
+  2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden
+     state (B, 32, 128), via clipgpt_core.hf_text (the bundle's CLIP as a transformers CLIPTextModel).
+     Captions are dropped to "" 10 % of the time (classifier-free guidance); EMA of the weights.
+     v-prediction with a zero-terminal-SNR schedule (Lin et al. 2024): SD's scaled-linear betas keep
+     7 % of the signal at t=T, and on a 16x16 latent the mean colour (the background) shows through
+     it, so a model trained that way takes the background from the noise and picks it at random when
+     sampling starts from pure noise. Zero terminal SNR removes that leak; epsilon is undefined at
+     SNR 0, v is not, and v is also the better-conditioned target at the high noise levels where
+     colour and background are decided.
+     The loss weighs latent cells an object covers (1 + object_weight) x: a small object is ~3x3 of
+     16x16 cells, so plain MSE is ~25:1 background, and a model trained on it left small objects out
+     (19 % not drawn) or drew them in the wrong colour. Stage 2 also draws single-object scenes 80 % of
+     the time (they say most about one object's colour and shape). On one GPU, 3,200 steps each (see
+     benchmarks/results/render_recipe_sweep.json): pixel colour 0.36 plain -> 0.64 (weight 4) -> 0.75
+     (weight 4 and 80 % single objects), background 0.95 / 0.93 / 0.98; weights of 7-15 gave colour
+     0.70-0.81 but lost background (0.72-0.87); figures are +-0.05 (16 prompts x 2 seeds a set).
+     On this CPU, weight 4 + 80 % single objects gave colour 0.73 but background 0.77 (asked for gray,
+     it drew black or white), so the weight now applies below t = 800 only and 80 % of captions state
+     the background: colour 0.82, background 1.00 (bench_render --n 24 --seeds 2).
+  3. StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler),
+     save_pretrained with the UNet and VAE in float16 safetensors (loaded back in float32). The text
+     encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves them out
+     (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
+     StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
+
+What this recipe does not learn is the outline: large objects come out in the prompted colour on the
+prompted background, but as blobs (silhouette judge 0.19, chance 0.17). benchmarks.diagnose_renderer shows
+the shape is decided at t >= 600; more steps, more batch there, and an 8x8 latent did not move it within
+this CPU's budget (docs/results.md, Render).
+
+Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
+their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
+the VAE costs nothing per step. Seeds are fixed; each stage has its own seeded stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from diffusers.training_utils import EMAModel
+
+from clipgpt_core import world
+from clipgpt_core.corpus import OBJECT_MIX, world_pairs
+from .loop import Resume, StateOf, fit, run_cli, write_train_record
+
+
+@dataclass
+class RendererTrainConfig:
+    bundle: str = "shapes"            # whose CLIP text tower conditions the UNet (frozen)
+    out: str = "assets/shapes/renderer"
+    with_text_encoder: bool = False   # False: leave out text_encoder/ + tokenizer/, the bundle's CLIP text tower
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    seed: int = 0
+    threads: int = 2                  # CPU threads; on a machine busy with other jobs, 1 is faster
+    # stage 1: the autoencoder
+    steps_vae: int = 1800
+    batch_vae: int = 32               # crops per step
+    vae_crop: int = 32                # the VAE is convolutional: it learns on crops around objects
+    crops_per_image: int = 4
+    lr_vae: float = 2e-3
+    kl_weight: float = 1e-6           # on the KL summed over the latent, per image, beside the per-pixel MSE
+    vae_channels: tuple = (8, 16, 32)  # 64 -> 32 -> 16 px
+    vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
+    # stage 2: the UNet
+    steps_unet: int = 4000            # v1: 3200
+    batch_unet: int = 32
+    lr_unet: float = 8e-4
+    n_latents: int = 12000            # scenes rendered and encoded once for stage 2
+    unet_channels: tuple = (32, 64, 128)  # 16x16, 8x8 and 4x4 latent cells
+    full_res_attention: bool = True   # self + cross-attention at 16x16 too (v1: only at 8x8 and 4x4), where
+                                      # a large object spans 6-7 cells and its outline is drawn
+    unet_norm_groups: int = 8
+    head_dim: int = 32
+    pooled_text: bool = True          # UNet addition_embed_type="text": pooled text added to the time embedding
+    caption_dropout: float = 0.1      # share of captions replaced by "" (the unconditional prompt)
+    ema_decay: float = 0.9995         # the ceiling; EMA warm-up (power 3/4) ramps towards it
+    object_weight: float = 4.0        # extra loss weight on latent cells an object covers (0: plain MSE)
+    object_weight_max_t: int = 800    # ... at timesteps below this only: the noisiest, where the background
+                                      # is chosen and no object is resolved yet, keep plain MSE
+    background_share: float = 0.8     # share of stage-2 captions that state the background (describe: 0.5)
+    single_object_share: float = 0.8  # share of stage-2 scenes with one object (the rest: 2-4 objects)
+    prediction_type: str = "v_prediction"
+    # shared by both stages
+    warmup: int = 100
+    min_lr: float = 2e-5
+    grad_clip: float = 1.0
+    checkpoint: str = "runs/train_renderer"   # resumable state of both stages ("" = none)
+
+
+# ----------------------------------------------------------------------------- components
+def make_vae(cfg: RendererTrainConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=world.CANVAS,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
+        mid_block_add_attention=False)  # at 16x16 the convolutions already see the whole latent
+
+
+def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: int) -> UNet2DConditionModel:
+    ch = tuple(cfg.unet_channels)
+    n = len(ch)
+    # diffusers' UNet2DConditionModel reads attention_head_dim as the number of heads (a legacy name)
+    heads = tuple(max(1, c // cfg.head_dim) for c in ch)
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=ch,
+        down_block_types=tuple("CrossAttnDownBlock2D" if i or cfg.full_res_attention else "DownBlock2D"
+                               for i in range(n)),
+        up_block_types=tuple("CrossAttnUpBlock2D" if i < n - 1 or cfg.full_res_attention else "UpBlock2D"
+                             for i in range(n)),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=cfg.unet_norm_groups,
+        # the text also as a global signal: an attention-pooled text embedding added to the timestep
+        # embedding, so every ResNet block sees it (colour and background are global decisions)
+        addition_embed_type="text" if cfg.pooled_text else None,
+        addition_embed_type_num_heads=max(1, cross_attention_dim // cfg.head_dim))
+
+
+def make_scheduler(cfg: RendererTrainConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type=cfg.prediction_type, rescale_betas_zero_snr=True,
+                         timestep_spacing="trailing", clip_sample=False,
+                         steps_offset=1)   # unused by "trailing"; 1 is what StableDiffusionPipeline expects
+
+
+def object_crops(x: torch.Tensor, scenes, size: int, per_image: int, rng: random.Random) -> torch.Tensor:
+    """(B, 3, 64, 64) -> (B * per_image, 3, size, size) crops near objects, on the latent grid: a flat
+    background alone teaches the VAE little, and colour is learned from the objects."""
+    if size >= x.shape[-1]:
+        return x
+    out = []
+    for image, scene in zip(x, scenes):
+        for _ in range(per_image):
+            o = rng.choice(scene.objects)
+            left = int(min(max(o.cx + rng.uniform(-8, 8) - size / 2, 0), x.shape[-1] - size)) // 4 * 4
+            top = int(min(max(o.cy + rng.uniform(-8, 8) - size / 2, 0), x.shape[-2] - size)) // 4 * 4
+            out.append(image[:, top:top + size, left:left + size])
+    return torch.stack(out)
+
+
+def to_pixels(images) -> torch.Tensor:
+    """list of PIL 64x64 RGB -> (B, 3, 64, 64) float in [-1, 1], as StableDiffusionPipeline's VAE sees them."""
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]))  # (B, H, W, 3)
+    return x.permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    """captions -> (B, T, W) last hidden states, tokenized exactly as StableDiffusionPipeline does."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text_encoder(ids.to(text_encoder.device))[0]
+
+
+# ----------------------------------------------------------------------------- losses
+def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[torch.Tensor, float, float]:
+    """x (B, 3, 64, 64) in [-1, 1] -> (loss, mse, kl per image)."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample(generator)).sample               # (B, 3, 64, 64)
+    mse = F.mse_loss(rec, x)
+    kl = post.kl().mean()                                          # KL summed over the latent, per image
+    return mse + kl_weight * kl, mse.item(), kl.item()
+
+
+def unet_loss(unet, scheduler, latents, text, t, noise, weight=None) -> torch.Tensor:
+    """latents (B, 4, 16, 16) scaled; text (B, T, W); t (B,); noise like latents -> MSE on the target,
+    weighted per latent cell by `weight` (B, 1, 16, 16) when given."""
+    noisy = scheduler.add_noise(latents, noise, t)
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    error = (unet(noisy, t, text).sample - target) ** 2                 # (B, 4, 16, 16)
+    if weight is None:
+        return error.mean()
+    return (error * weight).sum() / (weight.sum() * error.shape[1])
+
+
+def object_masks(scenes, size: int) -> torch.Tensor:
+    """scenes -> (N, 1, size, size): 1 on latent cells whose centre lies within an object's reach. A small
+    object covers ~3x3 of 16x16 cells, so in plain MSE the background outweighs it ~25:1, and the
+    model learns to leave small objects out; weighting these cells counters that."""
+    cell = world.CANVAS / size
+    centres = (torch.arange(size) + 0.5) * cell                         # (size,) pixel centres
+    yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+    out = torch.zeros(len(scenes), 1, size, size)
+    for i, scene in enumerate(scenes):
+        for o in scene.objects:
+            out[i, 0] += ((xx - o.cx) ** 2 + (yy - o.cy) ** 2 <= (o.extent / 2 + cell / 2) ** 2).float()
+    return out.clamp_(max=1)
+
+
+@dataclass
+class Stage:
+    """One stage's schedule for fit(), with the whole renderer recipe so a checkpoint is only
+    continued by the same run."""
+    steps: int
+    lr: float
+    warmup: int
+    min_lr: float
+    recipe: dict
+
+
+def _stage(steps, lr, cfg):
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "threads", "device", "checkpoint")}
+    return Stage(steps, lr, min(cfg.warmup, max(1, steps // 5)), cfg.min_lr, recipe)
+
+
+def _step(opt, params, loss, clip):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+# ----------------------------------------------------------------------------- stages
+def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool = True) -> AutoencoderKL:
+    rng = random.Random(cfg.seed)
+    vae = make_vae(cfg).to(cfg.device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr_vae, weight_decay=0.0)
+
+    per_image = cfg.crops_per_image if cfg.vae_crop < world.CANVAS else 1
+
+    def step() -> float:
+        # scenes with more objects than stage 2's: more colour per crop
+        images, _, scenes, _ = world_pairs(rng, max(1, cfg.batch_vae // per_image), object_mix=(0.2, 0.3, 0.3, 0.2))
+        x = object_crops(to_pixels(images), scenes, cfg.vae_crop, per_image, rng)     # (B, 3, 32, 32)
+        loss, mse, kl = vae_loss(vae, x.to(cfg.device), cfg.kl_weight)
+        _step(opt, vae.parameters(), loss, cfg.grad_clip)
+        if log is not None:
+            log.append({"loss": loss.item(), "mse": mse, "kl": kl})
+        return mse
+
+    fit(step, opt, _stage(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/vae", {"vae": vae}, rng) if cfg.checkpoint else None)
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
+    """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
+    (N, 4, 16, 16) each, and object masks (N, 1, 16, 16), on the CPU. Sets vae.config.scaling_factor =
+    1 / std of sampled latents."""
+    rng = random.Random(cfg.seed + 1)
+    scenes, means, stds = [], [], []
+    from tqdm import tqdm
+    rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
+    mix = (cfg.single_object_share, *(share * rest for share in OBJECT_MIX[1:]))
+    for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
+        images, _, batch_scenes, _ = world_pairs(rng, min(256, cfg.n_latents - i), object_mix=mix)
+        post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist
+        scenes += batch_scenes
+        means.append(post.mean.cpu())
+        stds.append(post.std.cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    g = torch.Generator().manual_seed(cfg.seed)
+    sample = mean + std * torch.randn(mean.shape, generator=g)
+    vae.register_to_config(scaling_factor=float(1 / sample.std()))
+    return scenes, mean, std, object_masks(scenes, mean.shape[-1])
+
+
+def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log: list | None = None,
+               progress: bool = True) -> UNet2DConditionModel:
+    scenes, mean, std, masks = data
+    rng = random.Random(cfg.seed + 2)
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    scheduler = make_scheduler(cfg)
+    unet = make_unet(cfg, text_encoder.config.hidden_size, mean.shape[-1]).to(cfg.device).train()
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_unet, weight_decay=0.01)
+    scale = vae.config.scaling_factor
+
+    force_background = max(0.0, (cfg.background_share - 0.5) / 0.5)   # describe() states it half the time
+
+    def caption(scene) -> str:
+        d = world.describe(scene, rng)
+        if d.background is None and rng.random() < force_background:
+            d = dataclasses.replace(d, background=scene.background)
+        return world.caption_text(d, rng)
+
+    def step() -> float:
+        idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
+        captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
+        weight = None
+        if cfg.object_weight:
+            weight = 1 + cfg.object_weight * masks[idx] * (t < cfg.object_weight_max_t).float()[:, None, None, None]
+            weight = weight.to(cfg.device)
+        loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight)
+        _step(opt, unet.parameters(), loss, cfg.grad_clip)
+        ema.step(unet.parameters())
+        if log is not None:
+            log.append({"loss": loss.item()})
+        return loss.item()
+
+    state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
+    fit(step, opt, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet", disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/unet", state, rng) if cfg.checkpoint else None)
+    ema.copy_to(unet.parameters())
+    return unet.eval()
+
+
+def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> StableDiffusionPipeline:
+    """A real StableDiffusionPipeline of our components; sampling with DPM-Solver++ (2M), trailing
+    timesteps so that sampling starts at t = T, where the zero-SNR schedule put pure noise."""
+    sampler = DPMSolverMultistepScheduler.from_config(make_scheduler(cfg).config)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sampler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableDiffusionPipeline:
+    """Both stages and the pipeline, saved to cfg.out. `clip` (a ClipEncoder) overrides cfg.bundle's."""
+    from clipgpt_core.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from clipgpt_core.renderer import save_pipeline
+    torch.manual_seed(cfg.seed)
+    if cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    if clip is None:
+        from clipgpt_core.bundle import load_bundle
+        clip = load_bundle(cfg.bundle, strict=False).clip
+    text_encoder = text_encoder_from_clip(clip).to(cfg.device).requires_grad_(False)
+    tokenizer = tokenizer_from_clip(clip)
+    t0 = time.time()
+    vae_log, unet_log = [], []
+    vae = train_vae(cfg, vae_log, progress).requires_grad_(False)
+    t_vae = time.time() - t0
+    data = encode_scenes(vae, cfg, progress)
+    t_encode = time.time() - t0 - t_vae
+    unet = train_unet(cfg, vae, tokenizer, text_encoder, data, unet_log, progress)
+    t_unet = time.time() - t0 - t_vae - t_encode
+    pipe = assemble(vae, text_encoder, tokenizer, unet, cfg)
+    save_pipeline(pipe, cfg.out, cfg.with_text_encoder)
+
+    def tail(log, key):   # mean of the last 10 % of steps
+        values = [r[key] for r in log[-max(1, len(log) // 10):]]
+        return round(float(np.mean(values)), 5) if values else None
+    write_train_record(cfg.out, cfg, t0, clip=clip.model_name, scaling_factor=vae.config.scaling_factor,
+                       vae_final_mse=tail(vae_log, "mse"), vae_final_kl=tail(vae_log, "kl"),
+                       unet_final_loss=tail(unet_log, "loss"),
+                       seconds={"vae": round(t_vae, 1), "encode": round(t_encode, 1), "unet": round(t_unet, 1)},
+                       seconds_per_step={"vae": round(t_vae / max(1, cfg.steps_vae), 3),
+                                         "unet": round(t_unet / max(1, cfg.steps_unet), 3)},
+                       params={"vae": sum(p.numel() for p in vae.parameters()),
+                               "unet": sum(p.numel() for p in unet.parameters())})
+    return pipe
+
+
+def main(argv=None):
+    run_cli(RendererTrainConfig, train, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()
