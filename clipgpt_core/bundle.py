@@ -83,7 +83,7 @@ class Bundle:
 
     def __repr__(self) -> str:
         parts = [n for n in ("prior", "captioner", "embedding_prior") if getattr(self, n) is not None]
-        parts += ["renderer"] if self._renderer is not None or self.renderer_loader is not None else []
+        parts += ["renderer"] if self.has_renderer() else []
         return f"Bundle({self.name!r}, clip={self.clip.model_name}, path={self.path}, with={parts})"
 
 

@@ -15,6 +15,7 @@ Three kinds, all ending as a float score per image:
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,7 +221,6 @@ def classifier_outputs(bundle=None) -> list[str]:
     d = classifier_dir(bundle)
     if d is None:
         return []
-    import json
     cfg = json.loads((d / CLASSIFIER_FILES[1]).read_text())
     return output_names(cfg["shapes"], cfg["colours"], cfg["hidden"])
 
