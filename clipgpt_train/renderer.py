@@ -35,9 +35,12 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
 
 What this recipe does not learn is the outline: large objects come out in the prompted colour on the
-prompted background, but as blobs (silhouette judge 0.19, chance 0.17). benchmarks.diagnose_renderer shows
+prompted background, but as blobs (silhouette judge 0.27, chance 0.17). benchmarks.diagnose_renderer shows
 the shape is decided at t >= 600; more steps, more batch there, and an 8x8 latent did not move it within
-this CPU's budget (docs/results.md, Render).
+this CPU's budget. A 32x32 latent (vae_channels (16, 32), unet_channels (16, 32, 64, 128), no attention at
+32x32, 5,000 steps) keeps every outline from t <= 400 and 9 in 10 from t = 600, but from pure noise still
+draws blobs (0.25), and costs colour and position, so it is not the default; trained on large single
+objects only it reached 0.38 in 1,500 steps (docs/results.md, Render).
 
 Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
 their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
