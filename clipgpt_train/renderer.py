@@ -40,9 +40,9 @@ the shape is decided at t >= 600; more steps, more batch there, and an 8x8 laten
 this CPU's budget. A 32x32 latent (vae_channels (16, 32), unet_channels (16, 32, 64, 128), no attention at
 32x32, 5,000 steps) keeps every outline from t <= 400 and 9 in 10 from t = 600, but from pure noise still
 draws blobs (0.25), and costs colour and position, so it is not the default; trained on large single
-objects only it reached 0.38 in 1,500 steps (docs/results.md, Render). The same 32x32 recipe with single objects large
-3 in 4 and half of each batch at t >= 500 reached 0.56 from pure noise in 5,000 steps (36 min), still rising
-with steps; the next candidate (docs/results.md, Render).
+objects only it reached 0.38 in 1,500 steps (docs/results.md, Render). The same 32x32 recipe with
+single objects large 3 in 4 and half of each batch at t >= 500 reached 0.56 from pure noise in 5,000
+steps (36 min), still rising with steps: the next candidate.
 
 Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
 their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
