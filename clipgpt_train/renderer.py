@@ -83,7 +83,7 @@ class RendererTrainConfig:
     vae_channels: tuple = (16, 32)    # 64 -> 32 px: a 32x32x4 latent, 2x2 px a cell (v2: (8, 16, 32), 16x16)
     vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
     # stage 2: the UNet
-    steps_unet: int = 5000            # v1: 3200, v2: 4000
+    steps_unet: int = 10000           # v1: 3200, v2: 4000
     batch_unet: int = 32
     lr_unet: float = 8e-4
     n_latents: int = 12000            # scenes rendered and encoded once for stage 2
