@@ -94,7 +94,8 @@ def shape_kept(renderer, n: int, seed: int = 5, steps: int = 20, guidance: float
     for t_start in STARTS:
         sched.set_timesteps(steps)
         tail = [t for t in sched.timesteps if t < t_start]
-        sched.set_begin_index(len(sched.timesteps) - len(tail))
+        if hasattr(sched, "set_begin_index"):    # multistep solvers; DDIM / DDPM step from t alone
+            sched.set_begin_index(len(sched.timesteps) - len(tail))
         noise = torch.randn(z0.shape, generator=g)
         x = train_sched.add_noise(z0, noise, torch.full((n,), int(tail[0]))) if t_start < 1000 else noise
         for t in tail:

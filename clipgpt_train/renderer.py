@@ -82,16 +82,15 @@ class RendererTrainConfig:
     crops_per_image: int = 4
     lr_vae: float = 2e-3
     kl_weight: float = 1e-6           # on the KL summed over the latent, per image, beside the per-pixel MSE
-    vae_channels: tuple = (8, 16, 32)  # 64 -> 32 -> 16 px
+    vae_channels: tuple = (16, 32)    # 64 -> 32 px: a 32x32x4 latent, 2x2 px a cell (v2: (8, 16, 32), 16x16)
     vae_norm_groups: int = 2          # >= 4 channels a group: a group of one channel erases flat colour
     # stage 2: the UNet
-    steps_unet: int = 4000            # v1: 3200
+    steps_unet: int = 10000           # v1: 3200, v2: 4000
     batch_unet: int = 32
     lr_unet: float = 8e-4
     n_latents: int = 12000            # scenes rendered and encoded once for stage 2
-    unet_channels: tuple = (32, 64, 128)  # 16x16, 8x8 and 4x4 latent cells
-    full_res_attention: bool = True   # self + cross-attention at 16x16 too (v1: only at 8x8 and 4x4), where
-                                      # a large object spans 6-7 cells and its outline is drawn
+    unet_channels: tuple = (16, 32, 64, 128)  # 32x32, 16x16, 8x8 and 4x4 latent cells (v2: (32, 64, 128))
+    full_res_attention: bool = False  # attention at the first level too (at 32x32 it costs more than it gives)
     unet_norm_groups: int = 8
     head_dim: int = 32
     pooled_text: bool = True          # UNet addition_embed_type="text": pooled text added to the time embedding
@@ -102,6 +101,9 @@ class RendererTrainConfig:
                                       # is chosen and no object is resolved yet, keep plain MSE
     background_share: float = 0.8     # share of stage-2 captions that state the background (describe: 0.5)
     single_object_share: float = 0.8  # share of stage-2 scenes with one object (the rest: 2-4 objects)
+    large_share: float = 0.75         # share of those single objects that are large (world: 0.5)
+    high_t_share: float = 0.5         # share of each batch with t >= high_t_min, where the outline is decided
+    high_t_min: int = 500
     prediction_type: str = "v_prediction"
     # shared by both stages
     warmup: int = 100
@@ -255,6 +257,18 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
     return vae.eval()
 
 
+def stage2_scenes(rng: random.Random, n: int, object_mix, large_share: float):
+    """n scenes in random render styles -> images, scenes; single objects are large `large_share` of the
+    time, since a large object is where the outline must be drawn (the bar's prompt)."""
+    images, scenes = [], []
+    for _ in range(n):
+        k = rng.choices([1, 2, 3, 4], weights=object_mix)[0]
+        sizes = ["large"] if k == 1 and rng.random() < large_share else None
+        scenes.append(world.sample_scene(rng, n_objects=k, split="train", sizes=sizes))
+        images.append(world.render(scenes[-1], rng, world.RenderStyle.random(rng)))
+    return images, scenes
+
+
 @torch.no_grad()
 def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
@@ -266,7 +280,7 @@ def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
     mix = (cfg.single_object_share, *(share * rest for share in OBJECT_MIX[1:]))
     for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
-        images, _, batch_scenes, _ = world_pairs(rng, min(256, cfg.n_latents - i), object_mix=mix)
+        images, batch_scenes = stage2_scenes(rng, min(256, cfg.n_latents - i), mix, cfg.large_share)
         post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist
         scenes += batch_scenes
         means.append(post.mean.cpu())
@@ -302,6 +316,8 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
         captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        n_high = round(cfg.high_t_share * len(idx))
+        t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
         noise = torch.randn(z.shape, generator=g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
         weight = None
