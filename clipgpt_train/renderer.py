@@ -6,20 +6,20 @@
     python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
 
 Two stages, as Stable Diffusion was made, then one diffusers pipeline:
-  1. AutoencoderKL: 64x64x3 images <-> 16x16x4 latents, MSE + a small KL term. The latent
+  1. AutoencoderKL: 64x64x3 images <-> 32x32x4 latents (2x2 px a cell), MSE + a small KL term. The latent
      scaling_factor is 1 / std of the training latents (as SD computed its 0.18215), stored in the
      VAE's config, so StableDiffusionPipeline scales and unscales exactly as it does for SD.
   2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden
      state (B, 32, 128), via clipgpt_core.hf_text (the bundle's CLIP as a transformers CLIPTextModel).
      Captions are dropped to "" 10 % of the time (classifier-free guidance); EMA of the weights.
      v-prediction with a zero-terminal-SNR schedule (Lin et al. 2024): SD's scaled-linear betas keep
-     7 % of the signal at t=T, and on a 16x16 latent the mean colour (the background) shows through
+     7 % of the signal at t=T, and on a small latent the mean colour (the background) shows through
      it, so a model trained that way takes the background from the noise and picks it at random when
      sampling starts from pure noise. Zero terminal SNR removes that leak; epsilon is undefined at
      SNR 0, v is not, and v is also the better-conditioned target at the high noise levels where
      colour and background are decided.
-     The loss weighs latent cells an object covers (1 + object_weight) x: a small object is ~3x3 of
-     16x16 cells, so plain MSE is ~25:1 background, and a model trained on it left small objects out
+     The loss weighs latent cells an object covers (1 + object_weight) x: a small object is ~6x6 of
+     32x32 cells, so plain MSE is ~25:1 background, and a model trained on it left small objects out
      (19 % not drawn) or drew them in the wrong colour. Stage 2 also draws single-object scenes 80 % of
      the time (they say most about one object's colour and shape). On one GPU, 3,200 steps each (see
      benchmarks/results/render_recipe_sweep.json): pixel colour 0.36 plain -> 0.64 (weight 4) -> 0.75
@@ -34,15 +34,15 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
      StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
 
-What this recipe does not learn is the outline: large objects come out in the prompted colour on the
-prompted background, but as blobs (silhouette judge 0.27, chance 0.17). benchmarks.diagnose_renderer shows
-the shape is decided at t >= 600; more steps, more batch there, and an 8x8 latent did not move it within
-this CPU's budget. A 32x32 latent (vae_channels (16, 32), unet_channels (16, 32, 64, 128), no attention at
-32x32, 5,000 steps) keeps every outline from t <= 400 and 9 in 10 from t = 600, but from pure noise still
-draws blobs (0.25), and costs colour and position, so it is not the default; trained on large single
-objects only it reached 0.38 in 1,500 steps (docs/results.md, Render). The same 32x32 recipe with
-single objects large 3 in 4 and half of each batch at t >= 500 reached 0.56 from pure noise in 5,000
-steps (36 min), still rising with steps: the next candidate.
+The outline (issue 13): v2 (a 16x16 latent, UNet (32, 64, 128), 4,000 steps) drew large objects in the
+prompted colour but as blobs (silhouette judge 0.27, chance 0.17). benchmarks.diagnose_renderer showed
+the VAE and the low-noise steps keep outlines and the shape is decided at t >= 600 from the text alone.
+What fixed it, in the order measured (docs/results.md, Render): a 32x32 latent (vae_channels (16, 32),
+unet_channels (16, 32, 64, 128), no attention at 32x32), where a large object spans 11-14 cells, keeps
+every outline below t = 600 but alone still drew blobs from pure noise (0.25); stage 2 drawing single
+objects large 3 times in 4 (the world: 1 in 2) and half of each batch at t >= 500 took it to 0.56 at
+5,000 steps, and 10,000 steps to 1.00 on the diagnosis (48 scenes) and 0.93 on bench_render's large
+objects (v2 0.27), colour 0.99, background 1.00, 0.52 s an image. The stage takes ~76-80 min on a 2-core CPU.
 
 Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
 their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
@@ -119,7 +119,7 @@ def make_vae(cfg: RendererTrainConfig) -> AutoencoderKL:
         in_channels=3, out_channels=3, latent_channels=4, sample_size=world.CANVAS,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
-        mid_block_add_attention=False)  # at 16x16 the convolutions already see the whole latent
+        mid_block_add_attention=False)  # convolutions alone keep every outline (silhouette 1.00 on reconstructions)
 
 
 def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: int) -> UNet2DConditionModel:
@@ -187,11 +187,11 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[to
 
 
 def unet_loss(unet, scheduler, latents, text, t, noise, weight=None) -> torch.Tensor:
-    """latents (B, 4, 16, 16) scaled; text (B, T, W); t (B,); noise like latents -> MSE on the target,
-    weighted per latent cell by `weight` (B, 1, 16, 16) when given."""
+    """latents (B, 4, h, w) scaled (h = w = 32 for the built-in renderer); text (B, T, W); t (B,); noise like
+    latents -> MSE on the target, weighted per latent cell by `weight` (B, 1, h, w) when given."""
     noisy = scheduler.add_noise(latents, noise, t)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    error = (unet(noisy, t, text).sample - target) ** 2                 # (B, 4, 16, 16)
+    error = (unet(noisy, t, text).sample - target) ** 2                 # (B, 4, h, w)
     if weight is None:
         return error.mean()
     return (error * weight).sum() / (weight.sum() * error.shape[1])
@@ -199,7 +199,7 @@ def unet_loss(unet, scheduler, latents, text, t, noise, weight=None) -> torch.Te
 
 def object_masks(scenes, size: int) -> torch.Tensor:
     """scenes -> (N, 1, size, size): 1 on latent cells whose centre lies within an object's reach. A small
-    object covers ~3x3 of 16x16 cells, so in plain MSE the background outweighs it ~25:1, and the
+    object covers ~6x6 of 32x32 cells, so in plain MSE the background outweighs it ~25:1, and the
     model learns to leave small objects out; weighting these cells counters that."""
     cell = world.CANVAS / size
     centres = (torch.arange(size) + 0.5) * cell                         # (size,) pixel centres
@@ -272,7 +272,7 @@ def stage2_scenes(rng: random.Random, n: int, object_mix, large_share: float):
 @torch.no_grad()
 def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
-    (N, 4, 16, 16) each, and object masks (N, 1, 16, 16), on the CPU. Sets vae.config.scaling_factor =
+    (N, 4, 32, 32) each, and object masks (N, 1, 32, 32), on the CPU. Sets vae.config.scaling_factor =
     1 / std of sampled latents."""
     rng = random.Random(cfg.seed + 1)
     scenes, means, stds = [], [], []
@@ -314,7 +314,7 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
     def step() -> float:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
         captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 16, 16)
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 32, 32)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         n_high = round(cfg.high_t_share * len(idx))
         t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
