@@ -63,7 +63,7 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import EMAModel
 
 from clipgpt_core import world
-from clipgpt_core.corpus import OBJECT_MIX, world_pairs
+from clipgpt_core.corpus import OBJECT_MIX, world_pairs, world_scenes
 from .loop import Resume, StateOf, fit, run_cli, write_train_record
 
 
@@ -257,18 +257,6 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
     return vae.eval()
 
 
-def stage2_scenes(rng: random.Random, n: int, object_mix, large_share: float):
-    """n scenes in random render styles -> images, scenes; single objects are large `large_share` of the
-    time, since a large object is where the outline must be drawn (the bar's prompt)."""
-    images, scenes = [], []
-    for _ in range(n):
-        k = rng.choices([1, 2, 3, 4], weights=object_mix)[0]
-        sizes = ["large"] if k == 1 and rng.random() < large_share else None
-        scenes.append(world.sample_scene(rng, n_objects=k, split="train", sizes=sizes))
-        images.append(world.render(scenes[-1], rng, world.RenderStyle.random(rng)))
-    return images, scenes
-
-
 @torch.no_grad()
 def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
@@ -280,7 +268,9 @@ def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
     rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
     mix = (cfg.single_object_share, *(share * rest for share in OBJECT_MIX[1:]))
     for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
-        images, batch_scenes = stage2_scenes(rng, min(256, cfg.n_latents - i), mix, cfg.large_share)
+        # single objects large cfg.large_share of the time: a large object is where the outline is drawn
+        images, batch_scenes = world_scenes(rng, min(256, cfg.n_latents - i), object_mix=mix,
+                                            large_share=cfg.large_share)
         post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist
         scenes += batch_scenes
         means.append(post.mean.cpu())

@@ -128,3 +128,11 @@ def test_counts_agree_with_their_noun():
     one, three = (world.Description((world.Phrase("circle", colour="red"),), count=k) for k in (1, 3))
     assert world.caption_text(one) == "one red circle"
     assert world.caption_text(three) == "three red circles"
+
+
+def test_world_scenes_make_single_objects_large_at_the_asked_share():
+    from clipgpt_core.corpus import world_scenes
+    images, scenes = world_scenes(random.Random(0), 60, object_mix=(1, 0, 0, 0), large_share=1.0)
+    assert len(images) == 60 and all(o.size == "large" for s in scenes for o in s.objects)
+    _, scenes = world_scenes(random.Random(0), 60, object_mix=(1, 0, 0, 0))      # the world's own sizes
+    assert 10 < sum(s.objects[0].size == "large" for s in scenes) < 50
