@@ -111,6 +111,11 @@ def parse_caption(text: str) -> world.Description | None:
     return world.Description(tuple(p for _, p in parsed), background=background)
 
 
+def singular(noun: str) -> str | None:
+    """The shape a noun names, singular or plural ("crosses" -> "cross"); None if it names none."""
+    return noun if noun in world.SHAPES else _SINGULAR.get(noun)
+
+
 def is_valid_caption(text: str) -> bool:
     return parse_caption(text) is not None
 

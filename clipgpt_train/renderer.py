@@ -64,6 +64,9 @@ from diffusers.training_utils import EMAModel
 
 from clipgpt_core import world
 from clipgpt_core.corpus import OBJECT_MIX, world_pairs, world_scenes
+from clipgpt_core.errors import InputError
+from clipgpt_core.layout import LAYOUT_CHANNELS, layout_map
+from clipgpt_core.layout_pipeline import LayoutDiffusionPipeline
 from .loop import Resume, StateOf, fit, run_cli, write_train_record
 
 
@@ -105,6 +108,16 @@ class RendererTrainConfig:
     high_t_share: float = 0.5         # share of each batch with t >= high_t_min, where the outline is decided
     high_t_min: int = 500
     prediction_type: str = "v_prediction"
+    # stage 3: the layout UNet, fine-tuned from stage 2's with the layout map as extra input channels
+    steps_layout: int = 3000          # 0: stop after stage 2 (a text-only StableDiffusionPipeline)
+    lr_layout: float = 4e-4
+    n_layout_latents: int = 12000     # multi-object scenes (the world's sizes) rendered and encoded once
+    layout_object_mix: tuple = (0.3, 0.3, 0.2, 0.2)   # shares of 1-4 objects: scenes are what stage 3 is for
+    drop_both: float = 0.1            # share of examples with "" and an all-zero map (guidance's unconditional)
+    drop_text: float = 0.1            # ... with "" and the map (the layout alone draws the scene)
+    drop_layout: float = 0.15         # ... with the text and an all-zero map (text and learned tokens alone)
+    layout_high_t_share: float = 0.3
+    from_pipeline: str = ""           # skip stages 1-2: take the VAE and text UNet of this saved renderer
     # shared by both stages
     warmup: int = 100
     min_lr: float = 2e-5
@@ -186,10 +199,13 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[to
     return mse + kl_weight * kl, mse.item(), kl.item()
 
 
-def unet_loss(unet, scheduler, latents, text, t, noise, weight=None) -> torch.Tensor:
+def unet_loss(unet, scheduler, latents, text, t, noise, weight=None, layout=None) -> torch.Tensor:
     """latents (B, 4, h, w) scaled (h = w = 32 for the built-in renderer); text (B, T, W); t (B,); noise like
-    latents -> MSE on the target, weighted per latent cell by `weight` (B, 1, h, w) when given."""
+    latents -> MSE on the target, weighted per latent cell by `weight` (B, 1, h, w) when given. A layout
+    map (B, C, h, w) is concatenated to the noisy latent, as LayoutDiffusionPipeline does."""
     noisy = scheduler.add_noise(latents, noise, t)
+    if layout is not None:
+        noisy = torch.cat([noisy, layout], dim=1)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     error = (unet(noisy, t, text).sample - target) ** 2                 # (B, 4, h, w)
     if weight is None:
@@ -258,28 +274,44 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
 
 
 @torch.no_grad()
-def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True):
-    """Render cfg.n_latents scenes (random styles) and encode them -> scenes, posterior mean and std
-    (N, 4, 32, 32) each, and object masks (N, 1, 32, 32), on the CPU. Sets vae.config.scaling_factor =
-    1 / std of sampled latents."""
-    rng = random.Random(cfg.seed + 1)
+def encode_scenes(vae, cfg: RendererTrainConfig, progress: bool = True, layout_stage: bool = False):
+    """Render scenes (random styles) and encode them -> scenes, posterior mean and std (N, 4, 32, 32) each,
+    and object masks (N, 1, 32, 32), on the CPU. Stage 2 (cfg.n_latents, mostly single objects; sets
+    vae.config.scaling_factor = 1 / std of sampled latents) or stage 3 (cfg.n_layout_latents, scenes of
+    cfg.layout_object_mix; the VAE's scaling factor stays)."""
+    rng = random.Random(cfg.seed + (3 if layout_stage else 1))
     scenes, means, stds = [], [], []
     from tqdm import tqdm
-    rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
-    mix = (cfg.single_object_share, *(share * rest for share in OBJECT_MIX[1:]))
-    for i in tqdm(range(0, cfg.n_latents, 256), desc="encode scenes", disable=not progress):
+    if layout_stage:
+        n, mix, large_share = cfg.n_layout_latents, cfg.layout_object_mix, 0.0
+    else:
+        rest = (1 - cfg.single_object_share) / sum(OBJECT_MIX[1:])       # 2-4 objects keep their proportions
         # single objects large cfg.large_share of the time: a large object is where the outline is drawn
-        images, batch_scenes = world_scenes(rng, min(256, cfg.n_latents - i), object_mix=mix,
-                                            large_share=cfg.large_share)
+        n, mix, large_share = cfg.n_latents, (cfg.single_object_share, *(x * rest for x in OBJECT_MIX[1:])), cfg.large_share
+    for i in tqdm(range(0, n, 256), desc="encode scenes", disable=not progress):
+        images, batch_scenes = world_scenes(rng, min(256, n - i), object_mix=mix, large_share=large_share)
         post = vae.encode(to_pixels(images).to(cfg.device)).latent_dist
         scenes += batch_scenes
         means.append(post.mean.cpu())
         stds.append(post.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
-    g = torch.Generator().manual_seed(cfg.seed)
-    sample = mean + std * torch.randn(mean.shape, generator=g)
-    vae.register_to_config(scaling_factor=float(1 / sample.std()))
+    if not layout_stage:
+        g = torch.Generator().manual_seed(cfg.seed)
+        sample = mean + std * torch.randn(mean.shape, generator=g)
+        vae.register_to_config(scaling_factor=float(1 / sample.std()))
     return scenes, mean, std, object_masks(scenes, mean.shape[-1])
+
+
+def captions_for(cfg: RendererTrainConfig, rng: random.Random):
+    """scene -> a random true caption, stating the background cfg.background_share of the time."""
+    force_background = max(0.0, (cfg.background_share - 0.5) / 0.5)   # describe() states it half the time
+
+    def caption(scene) -> str:
+        d = world.describe(scene, rng)
+        if d.background is None and rng.random() < force_background:
+            d = dataclasses.replace(d, background=scene.background)
+        return world.caption_text(d, rng)
+    return caption
 
 
 def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log: list | None = None,
@@ -293,13 +325,7 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_unet, weight_decay=0.01)
     scale = vae.config.scaling_factor
 
-    force_background = max(0.0, (cfg.background_share - 0.5) / 0.5)   # describe() states it half the time
-
-    def caption(scene) -> str:
-        d = world.describe(scene, rng)
-        if d.background is None and rng.random() < force_background:
-            d = dataclasses.replace(d, background=scene.background)
-        return world.caption_text(d, rng)
+    caption = captions_for(cfg, rng)
 
     def step() -> float:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
@@ -328,11 +354,76 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
     return unet.eval()
 
 
+def with_layout_input(unet: UNet2DConditionModel, channels: int) -> UNet2DConditionModel:
+    """The same UNet taking 4 + `channels` input channels; the new channels' input weights start at zero,
+    so it starts out drawing exactly what the text UNet draws (as SD's inpainting UNet was made from SD's)."""
+    if unet.config.in_channels != 4:
+        raise InputError(f"the UNet already takes {unet.config.in_channels} input channels: stage 3 starts from a "
+                         f"text-only renderer (stage 2's), not a layout one")
+    new = UNet2DConditionModel.from_config({**unet.config, "in_channels": 4 + channels})
+    state = unet.state_dict()
+    w = state["conv_in.weight"]                                                   # (out, 4, 3, 3)
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], channels, *w.shape[2:])], dim=1)
+    new.load_state_dict(state)
+    return new.to(unet.device)
+
+
+def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, text_unet, data, log: list | None = None,
+                      progress: bool = True) -> UNet2DConditionModel:
+    """Stage 3: stage 2's UNet fine-tuned to read the layout map of each scene's own objects beside its caption.
+    Text and map are dropped apart and together (cfg.drop_*), so the one UNet draws from both, from the map
+    alone, from the text alone (learned tokens, prompts the planner cannot read) and unconditionally."""
+    scenes, mean, std, masks = data
+    rng = random.Random(cfg.seed + 4)
+    g = torch.Generator().manual_seed(cfg.seed + 4)
+    scheduler = make_scheduler(cfg)
+    unet = with_layout_input(text_unet, LAYOUT_CHANNELS).to(cfg.device).train()
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_layout, weight_decay=0.01)
+    scale = vae.config.scaling_factor
+    caption = captions_for(cfg, rng)
+
+    def step() -> float:
+        idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
+        batch = [scenes[i] for i in idx]
+        drops = [rng.random() for _ in idx]
+        both, text_only = cfg.drop_both, cfg.drop_both + cfg.drop_text
+        map_only = text_only + cfg.drop_layout
+        captions = ["" if r < text_only else caption(s) for r, s in zip(drops, batch)]
+        layout = torch.from_numpy(layout_map([None if r < both or text_only <= r < map_only else s
+                                              for r, s in zip(drops, batch)], mean.shape[-1]))   # (B, 17, 32, 32)
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 32, 32)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+        n_high = round(cfg.layout_high_t_share * len(idx))
+        t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
+        weight = None
+        if cfg.object_weight:
+            weight = 1 + cfg.object_weight * masks[idx] * (t < cfg.object_weight_max_t).float()[:, None, None, None]
+            weight = weight.to(cfg.device)
+        loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight,
+                         layout.to(cfg.device))
+        _step(opt, unet.parameters(), loss, cfg.grad_clip)
+        ema.step(unet.parameters())
+        if log is not None:
+            log.append({"loss": loss.item()})
+        return loss.item()
+
+    state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
+    fit(step, opt, _stage(cfg.steps_layout, cfg.lr_layout, cfg), "train layout UNet", disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/layout", state, rng) if cfg.checkpoint else None)
+    ema.copy_to(unet.parameters())
+    return unet.eval()
+
+
 def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> StableDiffusionPipeline:
-    """A real StableDiffusionPipeline of our components; sampling with DPM-Solver++ (2M), trailing
-    timesteps so that sampling starts at t = T, where the zero-SNR schedule put pure noise."""
+    """A real StableDiffusionPipeline of our components (LayoutDiffusionPipeline, its subclass, when the UNet
+    reads a layout map); sampling with DPM-Solver++ (2M), trailing timesteps so that sampling starts at t = T,
+    where the zero-SNR schedule put pure noise."""
     sampler = DPMSolverMultistepScheduler.from_config(make_scheduler(cfg).config)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    pipeline = LayoutDiffusionPipeline if unet.config.in_channels > 4 else StableDiffusionPipeline
+    return pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=sampler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
@@ -350,13 +441,24 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
     text_encoder = text_encoder_from_clip(clip).to(cfg.device).requires_grad_(False)
     tokenizer = tokenizer_from_clip(clip)
     t0 = time.time()
-    vae_log, unet_log = [], []
-    vae = train_vae(cfg, vae_log, progress).requires_grad_(False)
-    t_vae = time.time() - t0
-    data = encode_scenes(vae, cfg, progress)
-    t_encode = time.time() - t0 - t_vae
-    unet = train_unet(cfg, vae, tokenizer, text_encoder, data, unet_log, progress)
-    t_unet = time.time() - t0 - t_vae - t_encode
+    vae_log, unet_log, layout_log = [], [], []
+    if cfg.from_pipeline:
+        vae = AutoencoderKL.from_pretrained(f"{cfg.from_pipeline}/vae", torch_dtype=torch.float32).to(cfg.device)
+        unet = UNet2DConditionModel.from_pretrained(f"{cfg.from_pipeline}/unet", torch_dtype=torch.float32)
+        vae, unet = vae.eval().requires_grad_(False), unet.to(cfg.device)
+        t_vae = t_encode = t_unet = 0.0
+    else:
+        vae = train_vae(cfg, vae_log, progress).requires_grad_(False)
+        t_vae = time.time() - t0
+        data = encode_scenes(vae, cfg, progress)
+        t_encode = time.time() - t0 - t_vae
+        unet = train_unet(cfg, vae, tokenizer, text_encoder, data, unet_log, progress)
+        t_unet = time.time() - t0 - t_vae - t_encode
+    t_layout = time.time()
+    if cfg.steps_layout:
+        data = encode_scenes(vae, cfg, progress, layout_stage=True)
+        unet = train_layout_unet(cfg, vae, tokenizer, text_encoder, unet, data, layout_log, progress)
+    t_layout = time.time() - t_layout
     pipe = assemble(vae, text_encoder, tokenizer, unet, cfg)
     save_pipeline(pipe, cfg.out, cfg.with_text_encoder)
 
@@ -365,10 +467,12 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
         return round(float(np.mean(values)), 5) if values else None
     write_train_record(cfg.out, cfg, t0, clip=clip.model_name, scaling_factor=vae.config.scaling_factor,
                        vae_final_mse=tail(vae_log, "mse"), vae_final_kl=tail(vae_log, "kl"),
-                       unet_final_loss=tail(unet_log, "loss"),
-                       seconds={"vae": round(t_vae, 1), "encode": round(t_encode, 1), "unet": round(t_unet, 1)},
+                       unet_final_loss=tail(unet_log, "loss"), layout_final_loss=tail(layout_log, "loss"),
+                       seconds={"vae": round(t_vae, 1), "encode": round(t_encode, 1), "unet": round(t_unet, 1),
+                                "layout": round(t_layout, 1)},
                        seconds_per_step={"vae": round(t_vae / max(1, cfg.steps_vae), 3),
-                                         "unet": round(t_unet / max(1, cfg.steps_unet), 3)},
+                                         "unet": round(t_unet / max(1, cfg.steps_unet), 3),
+                                         "layout": round(t_layout / max(1, cfg.steps_layout), 3)},
                        params={"vae": sum(p.numel() for p in vae.parameters()),
                                "unet": sum(p.numel() for p in unet.parameters())})
     return pipe

@@ -1,0 +1,188 @@
+"""The renderer's planner: a prompt -> what it states about the world -> a scene layout -> a layout map.
+
+    reading = read_prompt("a red star left of a blue circle, very shiny")
+    reading.description, reading.unknown          # Description(...), ("very", "shiny")
+    plan = plan_layout(reading, random.Random(0))  # Plan(reading, scene): boxes, colours, shapes, background
+    layout_map([plan.scene])                       # (1, LAYOUT_CHANNELS, 32, 32) float32
+
+LLM-grounded Diffusion's two steps with the world's own parts: the caption parser reads the prompt
+(words outside the world's vocabulary are reported, not fatal), `world.scene_for` draws a scene the
+reading is true of (whatever the prompt leaves unstated is drawn at random from the seed), and the
+layout map puts each object's colour and shape, one-hot, over the latent cells its bounding box covers,
+with the background one-hot everywhere. The UNet reads the map as extra input channels (as Stable
+Diffusion's depth-to-image and inpainting UNets read theirs), so colour and shape are bound by place.
+No torch here: the app lays out its tab from this module before any model is loaded.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import world
+from .captions import parse_caption, singular
+
+COLOUR_CHANNELS = list(world.COLOURS)
+SHAPE_CHANNELS = list(world.SHAPES)
+BACKGROUND_CHANNELS = list(world.BACKGROUNDS)
+LAYOUT_CHANNELS = len(COLOUR_CHANNELS) + len(SHAPE_CHANNELS) + len(BACKGROUND_CHANNELS)   # 17
+
+_DETERMINERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
+_GLUE = {"in", "at", "on", "the", "of", "and", ",", "with", "background", "corner"}
+_POSITION_WORDS = {w for p in world.POSITIONS for w in p.split()}
+VOCABULARY = (set(_DETERMINERS) | set(world.SIZES) | set(world.COLOURS) | set(world.SHAPES)
+              | set(world.PLURALS.values()) | set(world.BACKGROUNDS) | _POSITION_WORDS | _GLUE
+              | {w for r in world.RELATIONS for w in r.split()} | {"grey", "centre"})
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a prompt states in the world's language: the Description (None when no object was
+    understood), the words outside the world's vocabulary, and whether the whole prompt parsed."""
+    text: str
+    description: world.Description | None
+    unknown: tuple[str, ...] = ()
+    exact: bool = False
+
+    def summary(self) -> str:
+        """One line for a user: what was understood, and what was not."""
+        if self.description is None:
+            said = "no object of the world understood: rendered from the text alone"
+        else:
+            said = "read as: " + world.caption_text(self.description)
+        if self.unknown:
+            said += f" · not understood: {', '.join(self.unknown)}"
+        return said
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One image's layout: the reading it came from and the scene drawn for it (None: no objects)."""
+    reading: Reading
+    scene: world.Scene | None
+    note: str = ""        # what of the reading the layout could not honour
+
+    def boxes(self) -> list[dict]:
+        """[{colour, shape, size, box: (x0, y0, x1, y1) in image pixels}] for display."""
+        if self.scene is None:
+            return []
+        return [{"colour": o.colour, "shape": o.shape, "size": o.size,
+                 "box": (o.cx - o.extent / 2, o.cy - o.extent / 2, o.cx + o.extent / 2, o.cy + o.extent / 2)}
+                for o in self.scene.objects]
+
+
+def _words(text: str) -> list[str]:
+    s = re.sub(r"\b(top|bottom)-(left|right)\b", r"\1 \2", text.lower().replace(",", " , "))
+    s = re.sub(r"[^a-z0-9,<>_\- ]", " ", s)
+    return [{"grey": "gray", "centre": "center"}.get(w, w) for w in s.split()]
+
+
+def read_prompt(text: str) -> Reading:
+    """The prompt in the world's language. First the exact caption grammar; then the same without the
+    words the world does not know; then phrase by phrase (each shape noun with the size, colour and count
+    words before it and a position after it; a background; a relation between the first two phrases)."""
+    d = parse_caption(text)
+    if d is not None:
+        return Reading(text, d, (), True)
+    words = _words(text)
+    unknown = tuple(dict.fromkeys(w for w in words if w not in VOCABULARY))
+    known = [w for w in words if w in VOCABULARY]
+    d = parse_caption(" ".join(known))
+    if d is None:
+        d = _read_phrases(known)
+    return Reading(text, d, unknown, False)
+
+
+def _read_phrases(words: list[str]) -> world.Description | None:
+    background = None
+    for i, w in enumerate(words[:-1]):
+        if words[i + 1] == "background" and w in world.BACKGROUNDS:
+            background = w
+            words = words[:i] + words[i + 2:]
+            break
+    phrases, counts, spans = [], [], []
+    for i, w in enumerate(words):
+        shape = singular(w)
+        if shape is None:
+            continue
+        j, colour, size, count = i - 1, None, None, None
+        while j >= 0 and words[j] in set(world.COLOURS) | set(world.SIZES) | set(_DETERMINERS):
+            v = words[j]
+            if v in world.SIZES:
+                size = size or v
+            elif v in world.COLOURS:
+                colour = colour or v
+            else:
+                count = _DETERMINERS[v]
+                break
+            j -= 1
+        rest = " ".join(words[i + 1:i + 5])
+        position = next((p for p in sorted(world.POSITIONS, key=len, reverse=True)
+                         if re.match(rf"(in|at|on) the {p}\b", rest)), None)
+        plural = w != shape
+        phrases.append(world.Phrase(shape, colour, size, position))
+        counts.append(count or (2 if plural else 1))
+        spans.append((j, i))
+    if not phrases:
+        return None
+    relation = None
+    if len(phrases) == 2 and counts == [1, 1]:
+        between = " ".join(words[spans[0][1] + 1:spans[1][0] + 1])
+        relation = next((r for r in world.RELATIONS if re.search(rf"\b{r}\b", between)), None)
+    if relation:
+        return world.Description(tuple(phrases), relation=relation, background=background)
+    if len(phrases) == 1 and counts[0] > 1:
+        return world.Description((phrases[0],), count=counts[0], background=background)
+    expanded = [p for p, c in zip(phrases, counts) for _ in range(c)][:4]   # an image holds at most four
+    return world.Description(tuple(expanded), background=background)
+
+
+def plan_layout(reading: Reading, rng: random.Random, vary_layout: bool = False) -> Plan:
+    """A scene the reading is true of, drawn with `rng`. vary_layout drops stated positions and relations
+    (variations keep what objects there are, not where). When no placement satisfies everything stated,
+    positions and relations are let go before giving up (the Reading still says what was asked)."""
+    d = reading.description
+    if d is None:
+        return Plan(reading, None)
+    if vary_layout:
+        d = replace(d, relation=None, phrases=tuple(replace(p, position=None) for p in d.phrases))
+    scene = world.scene_for(d, rng)
+    if scene is not None:
+        return Plan(reading, scene)
+    d = replace(d, relation=None, phrases=tuple(replace(p, position=None) for p in d.phrases))
+    scene = world.scene_for(d, rng)
+    if scene is not None:
+        return Plan(reading, scene, "positions and relation let go: no placement holds them all")
+    d = replace(d, phrases=tuple(replace(p, size=None) for p in d.phrases))   # e.g. four large objects
+    return Plan(reading, world.scene_for(d, rng), "sizes let go: so many objects that large do not fit")
+
+
+def layout_map(scenes: list[world.Scene | None], size: int = 32) -> np.ndarray:
+    """scenes -> (N, LAYOUT_CHANNELS, size, size) float32: per latent cell, the share of it that each object's
+    bounding box covers, in that object's colour and shape channels; the background's channel is 1 everywhere.
+    A None scene (nothing understood) is all zeros: the UNet then renders from the text alone."""
+    k = world.CANVAS // size                                   # image pixels a latent cell
+    centres = np.arange(world.CANVAS) + 0.5                     # pixel centres
+    out = np.zeros((len(scenes), LAYOUT_CHANNELS, size, size), np.float32)
+    nc, ns = len(COLOUR_CHANNELS), len(SHAPE_CHANNELS)
+    for i, scene in enumerate(scenes):
+        if scene is None:
+            continue
+        for o in scene.objects:
+            h = o.extent / 2
+            inside_x = (np.abs(centres - o.cx) <= h).astype(np.float32)   # (64,)
+            inside_y = (np.abs(centres - o.cy) <= h).astype(np.float32)
+            cover = np.outer(inside_y, inside_x).reshape(size, k, size, k).mean(axis=(1, 3))   # (size, size)
+            out[i, COLOUR_CHANNELS.index(o.colour)] += cover
+            out[i, nc + SHAPE_CHANNELS.index(o.shape)] += cover
+        out[i, nc + ns + BACKGROUND_CHANNELS.index(scene.background)] = 1.0
+    return np.minimum(out, 1.0, out=out)
+
+
+def plan_prompts(prompts: list[str], num_images: int, seed: int, vary_layout: bool = False) -> list[Plan]:
+    """num_images plans per prompt, prompt by prompt; the same seed gives the same plans."""
+    rng = random.Random(seed)
+    readings = [read_prompt(p) for p in prompts]
+    return [plan_layout(r, rng, vary_layout) for r in readings for _ in range(num_images)]
