@@ -46,8 +46,19 @@ FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"
 
 
+class SpeaksWorld:
+    """The one test of "is this a ShapesWorld bundle?": its gallery is the world's. Such a bundle's models
+    speak the world's caption language, so Explain's partial descriptions, the world's concept list and
+    the captioner's word edits apply to it."""
+    gallery: dict | None
+
+    @property
+    def is_shapes_world(self) -> bool:
+        return (self.gallery or {}).get("kind") == "shapesworld"
+
+
 @dataclass
-class Bundle:
+class Bundle(SpeaksWorld):
     name: str
     clip: ClipEncoder
     path: Path | None = None                       # None for bundles built from a spec
@@ -66,7 +77,11 @@ class Bundle:
         Loaded on first use; for an open_clip: bundle that is Stable Diffusion from the local hub
         cache, and when it is not there a RenderError says how to get it."""
         if self._renderer is None and self.renderer_loader is not None:
-            self._renderer = self.renderer_loader()
+            renderer = self.renderer_loader()
+            # images as prompts read CLIP image vectors with this bundle's captioner and embedding prior
+            renderer.captioner = renderer.captioner or self.captioner
+            renderer.embedding_prior = renderer.embedding_prior or self.embedding_prior
+            self._renderer = renderer
         return self._renderer
 
     @renderer.setter
@@ -184,7 +199,7 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
     return bundle
 
 
-class LoadingBundle:
+class LoadingBundle(SpeaksWorld):
     """A bundle directory loading in a background thread, for an app that should answer before its models
     are in memory (torch, open_clip and the weights take seconds). What a UI is laid out from is here at
     once: name, path, manifest, gallery, has_renderer(), clip_name. Any other attribute (clip, prior,
@@ -261,7 +276,7 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
         else:
             bundle.prior = CaptionPrior.from_clip(bundle.clip)
         # ShapesWorld captions have a known vocabulary: let the captioner try one-word edits
-        edits = WORD_GROUPS if (bundle.gallery or {}).get("kind") == "shapesworld" else None
+        edits = WORD_GROUPS if bundle.is_shapes_world else None
         if directory("captioner"):
             bundle.captioner = Captioner.load(bundle.clip, bundle.prior, directory("captioner"), device,
                                               edit_groups=edits)

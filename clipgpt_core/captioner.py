@@ -187,6 +187,14 @@ class Captioner:
         if not images:
             return []
         embs = self.clip.encode_images(images)          # once: for the prefix and for ranking
+        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed)
+
+    def candidates_from_embeddings(self, embs: np.ndarray, num_beams: int = 3, num_samples: int = 0,
+                                   temperature: float = 1.0, seed: int | None = 0) -> list[list[dict]]:
+        """candidates() for CLIP image embeddings (N, D), L2-normalised: what a CLIP image vector says,
+        however it was made (an image, the caption->CLIP prior)."""
+        if not len(embs):
+            return []
         if self.mapper is None:
             return self._fallback(embs, max(num_beams, num_samples, 1))
         prefix = self.prefix(embs)
@@ -235,7 +243,13 @@ class Captioner:
                 temperature: float = 1.0, seed: int | None = 0) -> list[str]:
         """One caption per image: the best-scored candidate (rerank=True, the default: CLIP
         similarity plus `prior_weight` x log p per token), or the likeliest beam (rerank=False)."""
-        ranked = self.candidates(images, num_beams, num_samples, temperature, seed)
+        return self._best(self.candidates(images, num_beams, num_samples, temperature, seed), rerank)
+
+    def caption_embeddings(self, embs: np.ndarray, num_beams: int = 5, rerank: bool = True) -> list[str]:
+        """caption() for CLIP image embeddings (N, D): the caption each vector reads as."""
+        return self._best(self.candidates_from_embeddings(np.asarray(embs, np.float32), num_beams), rerank)
+
+    def _best(self, ranked: list[list[dict]], rerank: bool) -> list[str]:
         key = "score" if rerank or self.mapper is None else "log_prob"
         return [max(c, key=lambda r: r[key])["caption"] for c in ranked]
 

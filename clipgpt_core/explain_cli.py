@@ -29,7 +29,8 @@ def main(argv=None):
     p.add_argument("--embeddings", help="with --csv: the embeddings folder (img_emb/ + metadata/) that `clip-retrieval "
                                         "inference` or `clipgpt index` wrote for those images, made with this "
                                         "bundle's CLIP; the images themselves are then not read")
-    p.add_argument("--method", choices=list(METHODS), default="search")
+    p.add_argument("--method", choices=list(METHODS), default=None,
+                   help="default: partial for a ShapesWorld bundle, search for any other (explainers.default_method)")
     p.add_argument("--budget", type=int, default=None, help="search rounds or optimisation steps (default per method)")
     p.add_argument("--prior-weight", type=float, default=DEFAULT_PRIOR_WEIGHT)
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +53,7 @@ def main(argv=None):
                          prior_weight=args.prior_weight, seed=args.seed, keep=args.top)
     except (ClipGPTError, ValueError) as e:      # explain() still raises ValueError for bad settings
         p.exit(2, f"clipgpt explain: {e}\n")
-    print(f"{'rho':>6} {'R2':>6} {'log p':>7}  text   ({len(paths)} images, {args.method})")
+    print(f"{'rho':>6} {'R2':>6} {'log p':>7}  text   ({len(paths)} images, {ranked[0].method if ranked else args.method})")
     for e in ranked:
         print(f"{e.spearman:6.3f} {e.r2:6.3f} {e.log_prior:7.2f}  {e.text}")
     if args.out:

@@ -15,6 +15,8 @@ The index folder is exactly what `clip-retrieval back` serves (see clipgpt_core.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -169,7 +171,10 @@ def build_world_gallery(clip, out_dir, n: int = 5000, seed: int = 0, progress: b
         captions.append(ex.caption)
         scenes.append(ex.scene.to_dict())
     (out_dir / "scenes.json").write_text(json.dumps(scenes))
-    return build_index(clip, paths, captions, out_dir, progress=progress)
+    (out_dir / READY).unlink(missing_ok=True)
+    index_dir = build_index(clip, paths, captions, out_dir, progress=progress)
+    (out_dir / READY).write_text("built\n")
+    return index_dir
 
 
 def world_gallery_dir(bundle) -> tuple[Path, dict]:
@@ -179,13 +184,34 @@ def world_gallery_dir(bundle) -> tuple[Path, dict]:
     return DEFAULT_CACHE / "galleries" / key, spec
 
 
+READY = "READY"     # written last into a gallery folder: what a reader takes as "the build finished"
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: Path):
+    """One builder of `out_dir` at a time across processes (two apps on one cache): an exclusive flock on a file
+    beside it, held while building. Whoever comes second waits, then finds the finished gallery. The kernel
+    drops the lock of a process that dies, so a killed build leaves no stale lock."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f"{out_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gallery_ready(out_dir: Path) -> bool:
+    return (out_dir / READY).is_file() and (out_dir / "index" / "image.index").is_file()
+
+
 def world_gallery(bundle, progress: bool = True) -> Path:
     """The bundle's built-in gallery index folder, built on first use and cached."""
     out_dir, spec = world_gallery_dir(bundle)
-    index_dir = out_dir / "index"
-    if not (index_dir / "image.index").exists():
-        build_world_gallery(bundle.clip, out_dir, spec["size"], spec["seed"], progress)
-    return index_dir
+    with build_lock(out_dir):
+        if not gallery_ready(out_dir):
+            build_world_gallery(bundle.clip, out_dir, spec["size"], spec["seed"], progress)
+    return out_dir / "index"
 
 
 class LocalIndex:

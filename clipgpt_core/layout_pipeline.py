@@ -4,7 +4,7 @@
     images = pipe(["a red star left of a blue circle"], layout=maps, num_images_per_prompt=1).images
 
 A StableDiffusionPipeline in everything but the UNet's input: `unet.config.in_channels` is the latent's
-4 channels plus `layout.LAYOUT_CHANNELS`, and every denoising step concatenates the layout map to the
+4 channels plus `planner.LAYOUT_CHANNELS`, and every denoising step concatenates the layout map to the
 latent (as diffusers' StableDiffusionDepth2ImgPipeline concatenates its depth map). Prompt encoding,
 textual inversion (`load_textual_inversion`), schedulers and saving are StableDiffusionPipeline's own.
 Classifier-free guidance drops text and layout together: the unconditional branch sees "" (or the

@@ -1,12 +1,23 @@
 """The Render tab's core: text (and learned tokens) -> images through a diffusers StableDiffusionPipeline.
 
-    renderer = Renderer.load("assets/shapes/renderer")          # the built-in, trained on ShapesWorld
+    renderer = load_bundle().renderer                           # the built-in, trained on ShapesWorld
     renderer = Renderer.pretrained()                            # Stable Diffusion 1.5 from the local hub cache
-    images = renderer.render(["a large red circle on a black background"], num_images=4, seed=0)
+    images = renderer.render(["a red star left of a blue circle"], num_images=4, seed=0)
+    images, plans = renderer.render_with_plans([...])           # plus what was read and the layout drawn
+    images = renderer.render([...], via_prior=True)             # text -> CLIP image embedding -> image
+    images = renderer.variations([image], num_images=4, seed=0) # image -> its CLIP embedding -> image
     renderer.load_tokens("learned_embeds.safetensors")          # -> ["<concept>"]; then "a <concept> ..."
     Renderer.save_tokens("learned_embeds.safetensors", {"<concept>": embedding})   # diffusers' format
 
-Both are the same pipeline class, so `from_pretrained`, `load_textual_inversion` and the rest of
+Rendering is planned, then drawn (clipgpt_core.planner): the prompt is read in the world's caption language,
+a scene the reading is true of is drawn from the seed, and a LayoutDiffusionPipeline (StableDiffusionPipeline
+with the scene's layout map as extra UNet input channels) draws it. A pipeline without layout channels
+(Stable Diffusion, an older renderer) draws from the text alone; the plan is still made and shown.
+Images as prompts (seed 003's unCLIP): a CLIP image embedding, of an image or predicted from text by the
+bundle's caption->CLIP prior, is read by the bundle's captioner into the world's language, then planned and
+drawn the same way; a variation keeps what the vector says and lets the layout vary.
+
+Both are StableDiffusionPipeline classes, so `from_pretrained`, `load_textual_inversion` and the rest of
 diffusers work on the built-in one exactly as on SD. Learned-token files are diffusers' textual
 inversion format: one key, the token, holding a (n_vectors, width) tensor; width is the text
 encoder's (128 for the built-in CLIP, 768 for SD 1.5's OpenAI CLIP ViT-L/14).
@@ -20,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ClipGPTError
+from .planner import Plan, layout_map, plan_prompts
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +43,8 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 STEPS = (1, 200)
 GUIDANCE = (0.0, 30.0)
 NUM_IMAGES = (1, 16)
+STEPS_DEFAULT = 20
+GUIDANCE_DEFAULT = 4.0
 MAX_BATCH = 64                      # prompts x images per call
 MAX_PROMPT_CHARS = 2000
 TOKEN = re.compile(r"<[^<>\s|]+>")  # a learned token as typed in a prompt: <concept>
@@ -81,12 +95,16 @@ def _hub_cache() -> str:
 
 
 class Renderer:
-    """A StableDiffusionPipeline with checked inputs and learned-token files."""
+    """A StableDiffusionPipeline with checked inputs, a layout planner and learned-token files."""
 
-    def __init__(self, pipe, source: str = "in memory", from_hub: bool = False):
-        self.pipe = pipe                    # a diffusers StableDiffusionPipeline
+    def __init__(self, pipe, source: str = "in memory", from_hub: bool = False, captioner=None,
+                 embedding_prior=None):
+        self.pipe = pipe                    # a diffusers StableDiffusionPipeline (or LayoutDiffusionPipeline)
         self.source = source                # where it came from: a directory or a hub model id
         self.from_hub = from_hub
+        # images as prompts: the captioner reads a CLIP image vector; the embedding prior makes one from text
+        self.captioner = captioner
+        self.embedding_prior = embedding_prior
 
     def __repr__(self) -> str:
         return f"Renderer({self.source!r}, width={self.width}, tokens={self.tokens})"
@@ -96,11 +114,15 @@ class Renderer:
     def load(cls, directory: str | Path, device: str = "cpu", clip=None) -> "Renderer":
         """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32. A folder
         without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`."""
+        import json
         import torch
         from diffusers import StableDiffusionPipeline
+        from .layout_pipeline import LayoutDiffusionPipeline
         directory = Path(directory)
         if not (directory / "model_index.json").is_file():
             raise RenderError(f"No diffusers pipeline at {directory} (no model_index.json)")
+        kind = json.loads((directory / "model_index.json").read_text()).get("_class_name")
+        pipeline = LayoutDiffusionPipeline if kind == LayoutDiffusionPipeline.__name__ else StableDiffusionPipeline
         parts = {}
         if not (directory / "text_encoder").is_dir():
             if clip is None:
@@ -108,8 +130,7 @@ class Renderer:
                                   f"is the bundle's CLIP; load it with its bundle (load_bundle(...).renderer)")
             from .hf_text import text_encoder_from_clip, tokenizer_from_clip
             parts = {"text_encoder": text_encoder_from_clip(clip), "tokenizer": tokenizer_from_clip(clip)}
-        pipe = StableDiffusionPipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True,
-                                                       **parts)
+        pipe = pipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True, **parts)
         pipe.set_progress_bar_config(desc="render")     # on: the Render tab's progress bar follows it
         return cls(pipe.to(device), str(directory))
 
@@ -201,35 +222,93 @@ class Renderer:
                               f"(loaded: {loaded}). Load its learned-token file first.")
         return prompt
 
-    def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = 4.0, steps: int = 20,
-               seed: int | None = None, negative_prompt: str | None = None):
-        """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
-        the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off."""
-        import torch
-        if isinstance(prompts, str):
-            raise TypeError("render takes a list of prompts, not one string")
-        prompts = [self.check_prompt(p) for p in prompts]
-        if not prompts:
-            raise RenderError("No prompts: give at least one")
-        negative = self.check_prompt(negative_prompt, "negative prompt") if negative_prompt else None
+    @property
+    def reads_layout(self) -> bool:
+        """Does the UNet read a layout map (LayoutDiffusionPipeline), or the text alone?"""
+        return self.pipe.unet.config.in_channels > self.pipe.vae.config.latent_channels
+
+    def check_options(self, num_images, guidance_scale, steps, seed, n_prompts: int) -> int:
+        """Reject bad options with a concise message; -> the seed (drawn when None)."""
         if not (isinstance(steps, int) and STEPS[0] <= steps <= STEPS[1]):
             raise RenderError(f"steps must be a whole number from {STEPS[0]} to {STEPS[1]}, got {steps}")
         if not GUIDANCE[0] <= float(guidance_scale) <= GUIDANCE[1]:
             raise RenderError(f"guidance scale must be from {GUIDANCE[0]:g} to {GUIDANCE[1]:g}, got {guidance_scale}")
         if not (isinstance(num_images, int) and NUM_IMAGES[0] <= num_images <= NUM_IMAGES[1]):
             raise RenderError(f"number of images must be from {NUM_IMAGES[0]} to {NUM_IMAGES[1]}, got {num_images}")
-        if len(prompts) * num_images > MAX_BATCH:
-            raise RenderError(f"{len(prompts)} prompts x {num_images} images is more than {MAX_BATCH} at once")
+        if n_prompts * num_images > MAX_BATCH:
+            raise RenderError(f"{n_prompts} prompts x {num_images} images is more than {MAX_BATCH} at once")
         if seed is None:
             seed = secrets.randbelow(2**31)
         if not (isinstance(seed, int) and 0 <= seed < 2**63):
             raise RenderError(f"seed must be a whole number >= 0, got {seed}")
+        return seed
+
+    def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
+               steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+               via_prior: bool = False):
+        """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
+        the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off.
+        via_prior=True: each prompt goes through the caption->CLIP prior to a CLIP image embedding, which is
+        read back and drawn as variations() draws an image's (DALL-E 2's full path)."""
+        return self.render_with_plans(prompts, num_images, guidance_scale, steps, seed, negative_prompt, via_prior)[0]
+
+    def render_with_plans(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
+                          steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+                          via_prior: bool = False):
+        """render(), and the planner.Plan of each image: what was read of its prompt and the scene drawn."""
+        if isinstance(prompts, str):
+            raise TypeError("render takes a list of prompts, not one string")
+        prompts = [self.check_prompt(p) for p in prompts]
+        if not prompts:
+            raise RenderError("No prompts: give at least one")
+        negative = self.check_prompt(negative_prompt, "negative prompt") if negative_prompt else None
+        seed = self.check_options(num_images, guidance_scale, steps, seed, len(prompts))
+        if via_prior:
+            if self.embedding_prior is None or self.captioner is None:
+                raise RenderError("Rendering via the prior needs a bundle with a caption->CLIP prior and a "
+                                  "captioner (the built-in bundle has both)")
+            prompts = self.read_embeddings(self.embedding_prior.predict(prompts))
+        plans = plan_prompts(prompts, num_images, seed)
+        return self.draw(plans, guidance_scale, steps, seed, negative), plans
+
+    def variations(self, images, num_images: int = 1, seed: int | None = 0, guidance_scale: float = GUIDANCE_DEFAULT,
+                   steps: int = STEPS_DEFAULT):
+        """Images as prompts: each image's CLIP embedding, read by the captioner, drawn num_images times with
+        the objects, colours, shapes, sizes and background it says, and a new layout each time."""
+        return self.variations_with_plans(images, num_images, seed, guidance_scale, steps)[0]
+
+    def variations_with_plans(self, images, num_images: int = 1, seed: int | None = 0,
+                              guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT):
+        images = list(images)
+        if not images:
+            raise RenderError("No images: give at least one")
+        if self.captioner is None:
+            raise RenderError("Variations need a bundle with a captioner to read the CLIP image embedding")
+        seed = self.check_options(num_images, guidance_scale, steps, seed, len(images))
+        texts = self.read_embeddings(self.captioner.clip.encode_images(images))
+        plans = plan_prompts(texts, num_images, seed, vary_layout=True)
+        return self.draw(plans, guidance_scale, steps, seed), plans
+
+    def read_embeddings(self, embeddings) -> list[str]:
+        """CLIP image embeddings (N, D) -> what each says, in the world's caption language (the captioner's
+        reading; `bundle.captioner.caption_embeddings`)."""
+        return [" ".join(t.split())[:MAX_PROMPT_CHARS] or "an image" for t in self.captioner.caption_embeddings(embeddings)]
+
+    def draw(self, plans: list[Plan], guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
+             seed: int = 0, negative_prompt: str | None = None):
+        """Plans -> one PIL image each: the plan's prompt through the text encoder and, for a layout
+        pipeline, its scene's layout map beside the latent."""
+        import torch
         generator = torch.Generator(device=self.pipe.device).manual_seed(seed)
+        texts = [p.reading.text for p in plans]
+        negative = [negative_prompt] * len(texts) if negative_prompt else None
+        kwargs = dict(prompt=texts, negative_prompt=negative, guidance_scale=float(guidance_scale),
+                      num_inference_steps=steps, generator=generator)
+        if self.reads_layout:
+            kwargs["layout"] = torch.from_numpy(layout_map([p.scene for p in plans], self.pipe.unet.config.sample_size,
+                                                           self.pipe.layout_channels))
         with torch.no_grad():
-            out = self.pipe(prompt=prompts, negative_prompt=[negative] * len(prompts) if negative else None,
-                            num_images_per_prompt=num_images, guidance_scale=float(guidance_scale),
-                            num_inference_steps=steps, generator=generator)
-        return out.images
+            return self.pipe(**kwargs).images
 
 
 def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:

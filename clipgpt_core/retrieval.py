@@ -52,7 +52,8 @@ class NearestImages:
         A first start renders and embeds 5,000 images (about a minute on two cores): an app calls this so it
         answers meanwhile; the first search of the built-in gallery waits for it. None if there is no gallery."""
         with self._lock:
-            if self._builtin is None and self.bundle.gallery is not None:
+            failed = self._builtin is not None and self._builtin.done() and self._builtin.exception() is not None
+            if (self._builtin is None or failed) and self.bundle.gallery is not None:   # a failed build: try again
                 self._builtin = future = Future()
 
                 def build():
@@ -69,25 +70,31 @@ class NearestImages:
         the app it should leave free to answer took minutes to start. The child runs at a lower priority
         and dies with this process."""
         out_dir, spec = gallery.world_gallery_dir(self.bundle)
-        if (out_dir / "index" / "image.index").exists() or self.bundle.path is None:
+        if self.bundle.path is None:
             return gallery.world_gallery(self.bundle, self.progress)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log = out_dir / "build.log"
-        root = Path(__file__).resolve().parents[1]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-        cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
-               str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
-        if self.progress:
-            log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
-                            spec["size"], log)
-        with open(log, "w") as err:
-            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=_background_child,
-                                  check=False)
-        if done.returncode != 0 or not (out_dir / "index" / "image.index").exists():
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise gallery.GalleryError(f"Building the built-in gallery failed (exit {done.returncode}): "
-                                       f"{' / '.join(tail)} (whole log: {log})")
-        return out_dir / "index"
+        with gallery.build_lock(out_dir):        # a second app on the same cache waits here for the first's build
+            if gallery.gallery_ready(out_dir):
+                return out_dir / "index"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            log = out_dir / "build.log"
+            root = Path(__file__).resolve().parents[1]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+            cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
+                   str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
+            if self.progress:
+                log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
+                             spec["size"], log)
+            with open(log, "w") as err:
+                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                      preexec_fn=_background_child, check=False)
+            if done.returncode != 0 or not gallery.gallery_ready(out_dir):
+                # the server's log has the details; the user gets no traceback and no server path
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                log_.error("building the built-in gallery failed (exit %s): %s (log: %s)", done.returncode,
+                           " / ".join(tail), log)
+                raise gallery.GalleryError("Building the built-in gallery failed; the next search tries again "
+                                           "(the server's log says why)")
+            return out_dir / "index"
 
     def builtin_index(self) -> gallery.LocalIndex:
         """The bundle's built-in ShapesWorld gallery (built and cached on first use; waits for a build that

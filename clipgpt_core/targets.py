@@ -203,7 +203,7 @@ def classifier_dir(bundle=None) -> Path | None:
     bundle), or None when there is none."""
     for d in ([Path(bundle.path) / "classifier"] if bundle is not None and bundle.path else []) + [CLASSIFIER_DIR]:
         if (d / CLASSIFIER_FILES[0]).is_file():
-            if bundle is not None and d == CLASSIFIER_DIR and (bundle.gallery or {}).get("kind") != "shapesworld":
+            if bundle is not None and d == CLASSIFIER_DIR and not bundle.is_shapes_world:
                 return None
             return d
     return None

@@ -65,7 +65,8 @@ def trainer(stage: str):
 
 def recipe(cfg) -> str:
     """A short hash of the settings that decide the weights (not paths, threads or devices)."""
-    key = {k: v for k, v in run_key(cfg).items() if k not in ("bundle", "clip", "text_from")}
+    # from_pipeline: stage 3 continued from a saved renderer's stages 1-2, which are this recipe's own
+    key = {k: v for k, v in run_key(cfg).items() if k not in ("bundle", "clip", "text_from", "from_pipeline")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -3,9 +3,10 @@
     python -m clipgpt_train.renderer                           # -> assets/shapes/renderer
     python -m clipgpt_train.renderer --device cuda             # the same recipe on a GPU
     python -m clipgpt_train.renderer --out DIR --with-text-encoder   # a standalone pipeline
-    python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --out /tmp/renderer  # smoke
+    python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --steps-layout 5 --out /tmp/r  # smoke
+    python -m clipgpt_train.renderer --from-pipeline DIR --out OUT   # stage 3 only, on DIR's stages 1-2 (a text renderer)
 
-Two stages, as Stable Diffusion was made, then one diffusers pipeline:
+Three stages, as Stable Diffusion and then its depth-to-image / inpainting models were made, then one pipeline:
   1. AutoencoderKL: 64x64x3 images <-> 32x32x4 latents (2x2 px a cell), MSE + a small KL term. The latent
      scaling_factor is 1 / std of the training latents (as SD computed its 0.18215), stored in the
      VAE's config, so StableDiffusionPipeline scales and unscales exactly as it does for SD.
@@ -28,7 +29,15 @@ Two stages, as Stable Diffusion was made, then one diffusers pipeline:
      On this CPU, weight 4 + 80 % single objects gave colour 0.73 but background 0.77 (asked for gray,
      it drew black or white), so the weight now applies below t = 800 only and 80 % of captions state
      the background: colour 0.82, background 1.00 (bench_render --n 24 --seeds 2).
-  3. StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, DPMSolverMultistepScheduler),
+  3. The layout UNet: stage 2's UNet with clipgpt_core.planner's layout map (each object's colour and shape
+     one-hot over its bounding box, each cell's (u, v) place in that box, the background everywhere; 19
+     channels) as extra input channels whose
+     weights start at zero, fine-tuned on scenes of 1-4 objects (cfg.layout_object_mix) with each scene's own
+     map beside one of its captions. Text and map are dropped apart and together (drop_text, drop_layout,
+     drop_both), so one UNet draws from both (the planner's layout for what the prompt states), from the
+     text alone (learned tokens, prompts the planner cannot read) and unconditionally (guidance).
+  4. StableDiffusionPipeline (LayoutDiffusionPipeline after stage 3) of vae, text_encoder, tokenizer, unet and
+     DPMSolverMultistepScheduler,
      save_pretrained with the UNet and VAE in float16 safetensors (loaded back in float32). The text
      encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves them out
      (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
@@ -65,7 +74,7 @@ from diffusers.training_utils import EMAModel
 from clipgpt_core import world
 from clipgpt_core.corpus import OBJECT_MIX, world_pairs, world_scenes
 from clipgpt_core.errors import InputError
-from clipgpt_core.layout import LAYOUT_CHANNELS, layout_map
+from clipgpt_core.planner import LAYOUT_CHANNELS, layout_map
 from clipgpt_core.layout_pipeline import LayoutDiffusionPipeline
 from .loop import Resume, StateOf, fit, run_cli, write_train_record
 
@@ -109,14 +118,16 @@ class RendererTrainConfig:
     high_t_min: int = 500
     prediction_type: str = "v_prediction"
     # stage 3: the layout UNet, fine-tuned from stage 2's with the layout map as extra input channels
-    steps_layout: int = 3000          # 0: stop after stage 2 (a text-only StableDiffusionPipeline)
-    lr_layout: float = 4e-4
-    n_layout_latents: int = 12000     # multi-object scenes (the world's sizes) rendered and encoded once
+    steps_layout: int = 2200          # 0: stop after stage 2 (a text-only StableDiffusionPipeline)
+    lr_layout: float = 5e-4
+    n_layout_latents: int = 8000      # multi-object scenes (the world's sizes) rendered and encoded once
     layout_object_mix: tuple = (0.3, 0.3, 0.2, 0.2)   # shares of 1-4 objects: scenes are what stage 3 is for
     drop_both: float = 0.1            # share of examples with "" and an all-zero map (guidance's unconditional)
     drop_text: float = 0.1            # ... with "" and the map (the layout alone draws the scene)
     drop_layout: float = 0.15         # ... with the text and an all-zero map (text and learned tokens alone)
     layout_high_t_share: float = 0.3
+    layout_object_weight: float = 8.0   # stage 3's object weight, at every t: the map fixes the background, and
+                                        # small objects' outlines are what is left to learn
     from_pipeline: str = ""           # skip stages 1-2: take the VAE and text UNet of this saved renderer
     # shared by both stages
     warmup: int = 100
@@ -391,17 +402,14 @@ def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, te
         map_only = text_only + cfg.drop_layout
         captions = ["" if r < text_only else caption(s) for r, s in zip(drops, batch)]
         layout = torch.from_numpy(layout_map([None if r < both or text_only <= r < map_only else s
-                                              for r, s in zip(drops, batch)], mean.shape[-1]))   # (B, 17, 32, 32)
+                                              for r, s in zip(drops, batch)], mean.shape[-1]))   # (B, 19, 32, 32)
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 32, 32)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         n_high = round(cfg.layout_high_t_share * len(idx))
         t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
         noise = torch.randn(z.shape, generator=g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
-        weight = None
-        if cfg.object_weight:
-            weight = 1 + cfg.object_weight * masks[idx] * (t < cfg.object_weight_max_t).float()[:, None, None, None]
-            weight = weight.to(cfg.device)
+        weight = (1 + cfg.layout_object_weight * masks[idx]).to(cfg.device)
         loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight,
                          layout.to(cfg.device))
         _step(opt, unet.parameters(), loss, cfg.grad_clip)

@@ -54,7 +54,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         if "classifier" not in loaded:
             loaded["classifier"] = targets.load_classifier(bundle)
         return loaded["classifier"]
-    shapes_world = (bundle.gallery or {}).get("kind") == "shapesworld"
+    shapes_world = bundle.is_shapes_world
     cache: dict = {}
 
     def gallery_sample(n: int):
@@ -261,7 +261,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                                     label="Images (for planted functions and the classifier)")
             n_images = gr.Slider(16, 2048, value=512, step=16, label="Gallery sample size")
             image_folder = gr.Textbox(label="Folder of my images")
-            method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value="partial" if shapes_world else "search",
+            method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value=explainers.default_method(bundle),
                                  label="Method", info="partial: the fewest ShapesWorld attributes that explain f "
                                  "(“red”, “two stars”, “a red star”), or “A or B” / “A but not B” when that fits "
                                  "clearly better")

@@ -1,14 +1,20 @@
-"""The "Render" tab: text (and learned tokens such as <concept>) -> images, a thin UI over
-clipgpt_core.renderer.Renderer (a diffusers StableDiffusionPipeline)."""
+"""The "Render" tab: text (and learned tokens such as <concept>) or an image -> images, a thin UI over
+clipgpt_core.renderer.Renderer (a diffusers pipeline), showing what it read and the layout it drew."""
 from __future__ import annotations
 
 import gradio as gr
 
-from clipgpt_core.renderer import GUIDANCE, NUM_IMAGES, STEPS, RenderError
+from clipgpt_core.errors import ClipGPTError
+from clipgpt_core.images import load_image
+from clipgpt_core.planner import draw_plan
+from clipgpt_core.renderer import GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError
 from demo import upscale
+from demo.uploads import ImageFile
 
-EXAMPLES = ["a large red circle on a black background", "a small blue star in the top left",
-            "a yellow square on a gray background", "two green triangles on a white background"]
+EXAMPLES = ["a large red star and a large blue circle on a black background", "a red star left of a blue circle",
+            "three small yellow circles on a gray background",
+            "a small green cross in the top right, a purple square and a large white triangle on a black background",
+            "a large red circle on a black background"]
 NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-core CPU) with\n\n"
                "`python -m clipgpt_train.renderer --out BUNDLE/renderer`\n\n"
                "and add `\"renderer\": {\"kind\": \"diffusers_stable_diffusion\", \"path\": \"renderer\"}` to the "
@@ -32,31 +38,73 @@ def build(bundle) -> None:
     def renderer():
         return bundle_renderer(bundle)
 
-    def render(prompt, negative_prompt="", guidance_scale=4.0, steps=20, seed=0, num_images=4,
-               progress=gr.Progress(track_tqdm=True)):
-        """Render images from a text prompt with the bundle's text-to-image model (a diffusion model
-        conditioned on its CLIP text tower).
+    def show(images, plans, seed, source: str = ""):
+        """Renders, what was read, and the layout drawn for each image."""
+        renders = [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
+        layouts = [(draw_plan(p, im), ", ".join(f"{b['colour']} {b['shape']}" for b in p.boxes()) or "no layout")
+                   for p, im in zip(plans, images)]
+        lines = [source] if source else []
+        for reading in dict.fromkeys(p.reading for p in plans):
+            lines.append(f"**{reading.text}** — {reading.summary()}")
+        lines += [f"⚠ {n}" for n in dict.fromkeys(p.note for p in plans if p.note)]
+        return renders, "\n\n".join(lines), layouts
+
+    def render(prompt, negative_prompt="", guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT, seed=0, num_images=4,
+               via_prior=False, progress=gr.Progress(track_tqdm=True)):
+        """Render images from a text prompt with the bundle's text-to-image model: the prompt is read in the world's
+        caption language, a layout is planned (boxes for every object it states), and a diffusion model
+        conditioned on the text and the layout draws it.
 
         Args:
-            prompt: what to draw, e.g. "a large red circle on a black background"; learned tokens such as
-                <concept> too, once loaded.
+            prompt: what to draw, e.g. "a red star left of a blue circle on a black background"; learned tokens such
+                as <concept> too, once loaded. Words the world does not know are reported and otherwise ignored.
             negative_prompt: what to steer away from (optional).
             guidance_scale: classifier-free guidance, 0 to 30 (1 or less: no guidance).
             steps: denoising steps, 1 to 200.
-            seed: random seed, 0 or more.
+            seed: random seed, 0 or more; it also draws whatever the prompt leaves unstated.
             num_images: how many images, 1 to 16.
+            via_prior: send the text through the caption->CLIP prior to a CLIP image embedding and draw what that
+                embedding says (DALL-E 2's path).
 
         Returns:
-            The rendered images.
+            The rendered images, what was read of the prompt, and the layout drawn for each image.
         """
         r = renderer()
         seed = int(seed) if seed is not None else 0
         try:
-            images = r.render([prompt or ""], num_images=int(num_images), guidance_scale=float(guidance_scale),
-                              steps=int(steps), seed=seed, negative_prompt=negative_prompt or None)
+            images, plans = r.render_with_plans([prompt or ""], num_images=int(num_images),
+                                                guidance_scale=float(guidance_scale), steps=int(steps), seed=seed,
+                                                negative_prompt=negative_prompt or None, via_prior=bool(via_prior))
         except RenderError as e:
             raise gr.Error(str(e)) from e
-        return [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
+        return show(images, plans, seed, "Via the prior: the text's predicted CLIP image embedding, read back as"
+                    if via_prior else "")
+
+    def variations(image, num_images=4, seed=0, guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT,
+                   progress=gr.Progress(track_tqdm=True)):
+        """Variations of an image (seed 003's unCLIP): its CLIP image embedding is read into the world's language
+        and drawn again, keeping every object's colour and shape and the background, with a new layout.
+
+        Args:
+            image: the image (any format and mode).
+            num_images: how many variations, 1 to 16.
+            seed: random seed, 0 or more.
+            guidance_scale: classifier-free guidance, 0 to 30.
+            steps: denoising steps, 1 to 200.
+
+        Returns:
+            The variations, what the embedding was read as, and the layout drawn for each.
+        """
+        if not image:
+            raise gr.Error("Upload an image to make variations of")
+        r = renderer()
+        seed = int(seed) if seed is not None else 0
+        try:
+            images, plans = r.variations_with_plans([load_image(image)], num_images=int(num_images), seed=seed,
+                                                    guidance_scale=float(guidance_scale), steps=int(steps))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return show(images, plans, seed, "The image's CLIP embedding, read as")
 
     def load_tokens(path):
         """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
@@ -85,26 +133,36 @@ def build(bundle) -> None:
         gr.Markdown(NO_RENDERER)
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a large red circle on a black background — "
-                                "learned tokens such as <concept> too, once loaded")
+            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red star left of a blue circle on a black "
+                                "background — learned tokens such as <concept> too, once loaded")
             negative = gr.Textbox(label="Negative prompt", placeholder="what to steer away from (optional)")
-            guidance = gr.Slider(*GUIDANCE, value=4.0, step=0.5, label="Guidance scale (≤ 1: no guidance)")
-            steps = gr.Slider(*STEPS, value=20, step=1, label="Steps")
+            via_prior = gr.Checkbox(False, label="Via the prior (text → CLIP image embedding → image, as DALL-E 2)")
+            guidance = gr.Slider(*GUIDANCE, value=GUIDANCE_DEFAULT, step=0.5, label="Guidance scale (≤ 1: no guidance)")
+            steps = gr.Slider(*STEPS, value=STEPS_DEFAULT, step=1, label="Steps")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                 num_images = gr.Slider(*NUM_IMAGES, value=4, step=1, label="Images")
             go = gr.Button("Render", variant="primary")
+            with gr.Accordion("Image as prompt: variations", open=False):
+                source = ImageFile(label="Image", sources=["upload", "clipboard"], height=160)
+                vary = gr.Button("Variations")
             with gr.Accordion("Learned tokens", open=False):
                 tokens_file = gr.File(label="Learned-token file (diffusers' learned_embeds.safetensors)",
                                       type="filepath")
                 tokens_status = gr.Markdown()
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Renders", columns=4, height=420, object_fit="contain",
+            gallery = gr.Gallery(label="Renders", columns=4, height=300, object_fit="contain",
                                  elem_id="render-gallery")
-    inputs = [prompt, negative, guidance, steps, seed, num_images]
-    go.click(render, inputs, gallery, api_name="render", concurrency_limit=1, concurrency_id="renderer")
-    prompt.submit(render, inputs, gallery, api_name="render_submit", concurrency_limit=1,
+            reading = gr.Markdown(elem_id="render-reading")
+            layouts = gr.Gallery(label="Layout drawn (boxes the planner gave each object)", columns=4, height=300,
+                                 object_fit="contain", elem_id="render-layouts")
+    inputs = [prompt, negative, guidance, steps, seed, num_images, via_prior]
+    outputs = [gallery, reading, layouts]
+    go.click(render, inputs, outputs, api_name="render", concurrency_limit=1, concurrency_id="renderer")
+    prompt.submit(render, inputs, outputs, api_name="render_submit", concurrency_limit=1,
                   concurrency_id="renderer", api_visibility="undocumented")   # /render under another trigger
+    vary.click(variations, [source, num_images, seed, guidance, steps], outputs, api_name="render_variations",
+               concurrency_limit=1, concurrency_id="renderer")
     tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
                       concurrency_id="renderer")   # one pipeline: one job on it at a time
     gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")

@@ -176,3 +176,23 @@ def test_render_check_scores_f_on_renders_of_the_explanation(bundle):
         render_check(bundle, PLANTED["has_red"], "red")
     with pytest.raises(ExplainError, match="from 2 to 256"):
         render_check(bundle, red, "red", n=1)
+
+
+def test_one_default_method_for_the_api_the_cli_and_the_tab(bundle, sample, tmp_path):
+    """explain() with no method runs what the tab shows by default: partial on a ShapesWorld bundle, search
+    elsewhere; the CLI's --method has no default of its own."""
+    from clipgpt_core.bundle import Bundle
+    from clipgpt_core.explain_cli import main as explain_main
+    from clipgpt_core.explainers import default_method
+    _, scenes, emb = sample
+    assert default_method(bundle) == "partial" and default_method(Bundle("plain", bundle.clip)) == "search"
+    ranked = explain(bundle, emb, PLANTED["has_red"].score(scenes), progress=False)
+    assert ranked[0].method == "partial" and ranked[0].text == "red"
+    images, scenes = world_sample(64, seed=2_000_000)
+    rows = ["path,score"]
+    for i, (im, s) in enumerate(zip(images, PLANTED["has_red"].score(scenes))):
+        im.save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{s}")
+    (tmp_path / "scores.csv").write_text("\n".join(rows))
+    explain_main(["--csv", str(tmp_path / "scores.csv"), "--out", str(tmp_path / "out.json")])
+    assert json.loads((tmp_path / "out.json").read_text())[0]["method"] == "partial"

@@ -33,7 +33,7 @@ def tiny_config(out, **kw) -> RendererTrainConfig:
     return RendererTrainConfig(**dict(
         out=str(out), with_text_encoder=True, device="cpu", threads=1, steps_vae=2, steps_unet=2, batch_vae=4, batch_unet=4, n_latents=16,
         vae_channels=(8, 16, 16), vae_norm_groups=8, unet_channels=(16, 32, 32), unet_norm_groups=8, head_dim=16,
-        warmup=1, checkpoint="") | kw)
+        warmup=1, checkpoint="", steps_layout=0, n_layout_latents=16) | kw)
 
 
 def pixels(renderer, prompt, seed=0, **kw) -> np.ndarray:
@@ -284,13 +284,19 @@ RENDER = dict(negative_prompt="", guidance_scale=4.0, steps=3, seed=0, num_image
 def test_render_tab(client, tmp_path):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/render", "/load_tokens"} <= names and "/render_submit" not in names   # the Enter twin: undocumented
-    gallery = client.predict("a large red circle on a black background", api_name="/render", **RENDER)
-    assert len(gallery) == 2 and "seed 0" in gallery[0]["caption"]
+    gallery, reading, layouts = client.predict("a large red circle on a black background", api_name="/render", **RENDER)
+    assert len(gallery) == 2 and "seed 0" in gallery[0]["caption"] and len(layouts) == 2
+    assert "read as: a large red circle on a black background" in reading
     path = Renderer.save_tokens(tmp_path / "learned_embeds.safetensors", {"<tab-concept>": torch.randn(1, 128)})
     status = client.predict(handle_file(str(path)), api_name="/load_tokens")
     assert "Added <tab-concept>" in status
-    gallery = client.predict("a <tab-concept> on a white background", api_name="/render", **RENDER)
-    assert len(gallery) == 2
+    gallery, reading, _ = client.predict("a <tab-concept> on a white background", api_name="/render", **RENDER)
+    assert len(gallery) == 2 and "text alone" in reading
+    # variations through a text-only pipeline: the bundle's (training-free) captioner reads the image
+    image = tmp_path / "scene.png"
+    world.example(0).image.save(image)
+    gallery, reading, _ = client.predict(handle_file(str(image)), 2, 0, 4.0, 3, api_name="/render_variations")
+    assert len(gallery) == 2 and "embedding, read as" in reading
 
 
 def test_render_tab_bad_input_and_the_app_stays_up(client, tmp_path):
@@ -308,7 +314,7 @@ def test_render_tab_bad_input_and_the_app_stays_up(client, tmp_path):
     wide = Renderer.save_tokens(tmp_path / "wide.safetensors", {"<wide>": torch.randn(1, 768)})
     with pytest.raises(Exception, match="768-wide"):
         client.predict(handle_file(str(wide)), api_name="/load_tokens")
-    assert len(client.predict("a blue square", api_name="/render", **RENDER)) == 2
+    assert len(client.predict("a blue square", api_name="/render", **RENDER)[0]) == 2
 
 
 def test_render_tab_without_a_renderer_says_how_to_get_one(bundle):

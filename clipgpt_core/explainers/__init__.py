@@ -26,7 +26,7 @@ from ..lazy import exports
 
 # public name -> the module that defines it (imported on first use: the methods import torch and the models)
 _WHERE = {
-    "DEFAULT_BUDGET": "defaults", "DEFAULT_PRIOR_WEIGHT": "defaults", "LAYER_COLUMNS": "defaults",
+    "DEFAULT_BUDGET": "defaults", "DEFAULT_PRIOR_WEIGHT": "defaults", "default_method": "defaults", "LAYER_COLUMNS": "defaults",
     "METHODS": "api", "clip_t": "api", "explain": "api", "fit_curve": "api", "method_config": "api",
     "ExplainError": "errors", "Explanation": "explanation",
     "LayerTable": "layer", "explain_layer": "layer", "layer_activations": "layer",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import dissect, gumbel, inversion, partial, search
-from .defaults import DEFAULT_BUDGET
+from .defaults import DEFAULT_BUDGET, default_method
 from .errors import ExplainError
 from .explanation import Explanation
 from .problem import DEFAULT_PRIOR_WEIGHT, Settings, explainer_for
@@ -41,15 +41,15 @@ def method_config(method: str, options: dict):
     return cls(**options)
 
 
-def explain(bundle, images, scores, method: str = "search", budget: int | None = None,
+def explain(bundle, images, scores, method: str | None = None, budget: int | None = None,
             prior_weight: float = DEFAULT_PRIOR_WEIGHT, seed: int = 0, progress=None, concepts: list[str] | None = None,
             keep: int = 10, out_dir: str | Path | None = None, centre: bool | str = "auto",
             **options) -> list[Explanation]:
     """Explain scores (one per image) with text: -> up to `keep` Explanations, best first.
 
     images: PIL images / paths, or their CLIP embeddings (N, D) from bundle.clip.encode_images.
-    method: "search" (default), "partial" (partial descriptions and their compositions), "dissect"
-    (baseline), "inversion" or "gumbel".
+    method: "partial" (partial descriptions and their compositions), "search", "dissect" (baseline), "inversion"
+    or "gumbel"; None: defaults.default_method(bundle) (partial for a ShapesWorld bundle, else search).
     budget: search rounds, or optimisation steps (inversion, gumbel); None = DEFAULT_BUDGET.
     prior_weight: weight of the text's log-prob under the prior (nats) against Spearman's rho.
     concepts: the dissect baseline's concept list (default: ShapesWorld words and phrases).
@@ -59,6 +59,7 @@ def explain(bundle, images, scores, method: str = "search", budget: int | None =
     whichever lets the concept list's best text fit the fit half better (extra["centred"] says which).
     options: the method's own (its Config's fields, e.g. search.Config.n_samples); a misspelled one raises.
     Raises ExplainError / TargetError (ValueErrors) with a clear message for bad options, scores or images."""
+    method = default_method(bundle) if method is None else method
     cfg = method_config(method, options)
     if not (isinstance(prior_weight, (int, float)) and math.isfinite(prior_weight) and prior_weight >= 0):
         raise ExplainError(f"prior_weight must be a number >= 0, got {prior_weight!r}")

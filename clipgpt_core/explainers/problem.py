@@ -103,7 +103,7 @@ class Explainer:
             raise ExplainError(f"bundle {bundle.name} has no caption prior")
         self.bundle, self.clip, self.prior = bundle, bundle.clip, bundle.prior
         self.tower = TextTower(bundle.clip)
-        self.shapes_world = (bundle.gallery or {}).get("kind") == "shapesworld" or bundle.name == "shapes"
+        self.shapes_world = bundle.is_shapes_world
         self.concepts = concepts or world_concepts()
         phrases = list(self.concepts)
         if self.shapes_world:

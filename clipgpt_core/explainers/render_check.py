@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ..corpus import world_captions
+from ..renderer import GUIDANCE_DEFAULT, STEPS_DEFAULT
 from ..targets import Planted
 from .errors import ExplainError
 from .explanation import Explanation
@@ -40,7 +41,7 @@ class RenderCheck:
 
 
 def render_check(bundle, f, explanation: Explanation | str, contrast: str | None = None, n: int = 8,
-                 seed: int = 0, steps: int = 20, guidance_scale: float = 4.0) -> RenderCheck:
+                 seed: int = 0, steps: int = STEPS_DEFAULT, guidance_scale: float = GUIDANCE_DEFAULT) -> RenderCheck:
     """f: a function of images (list of PIL images -> (N,) scores), or a target with .score(images), such
     as targets.ClassifierTarget or targets.ModelUnit. explanation: an Explanation (its learned tokens are
     rendered when it has them) or a text. contrast: one text rendered n times; None: n random ShapesWorld
@@ -62,7 +63,7 @@ def render_check(bundle, f, explanation: Explanation | str, contrast: str | None
                 renderer.load_tokens(explanation.token_file)
             prompt = explanation.token
     if contrast is None:
-        if bundle.gallery is None or bundle.gallery.get("kind") != "shapesworld":
+        if not bundle.is_shapes_world:
             raise ExplainError("give a contrast text: the default (random ShapesWorld captions) needs a ShapesWorld bundle")
         contrasts = world_captions(random.Random(CONTRAST_SEED + seed), n)
     else:

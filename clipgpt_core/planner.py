@@ -27,8 +27,10 @@ from .captions import parse_caption, singular
 COLOUR_CHANNELS = list(world.COLOURS)
 SHAPE_CHANNELS = list(world.SHAPES)
 BACKGROUND_CHANNELS = list(world.BACKGROUNDS)
-LAYOUT_CHANNELS = len(COLOUR_CHANNELS) + len(SHAPE_CHANNELS) + len(BACKGROUND_CHANNELS)   # 17
+ONE_HOT_CHANNELS = len(COLOUR_CHANNELS) + len(SHAPE_CHANNELS) + len(BACKGROUND_CHANNELS)  # 17
+LAYOUT_CHANNELS = ONE_HOT_CHANNELS + 2    # + where in its object's box a cell lies: (u, v) in [-1, 1]
 
+NEGATIONS = {"not", "no", "without", "except"}
 _DETERMINERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 _GLUE = {"in", "at", "on", "the", "of", "and", ",", "with", "background", "corner"}
 _POSITION_WORDS = {w for p in world.POSITIONS for w in p.split()}
@@ -45,6 +47,7 @@ class Reading:
     description: world.Description | None
     unknown: tuple[str, ...] = ()
     exact: bool = False
+    negated: tuple[str, ...] = ()     # phrases left out because the prompt negates them ("not a square")
 
     def summary(self) -> str:
         """One line for a user: what was understood, and what was not."""
@@ -52,6 +55,8 @@ class Reading:
             said = "no object of the world understood: rendered from the text alone"
         else:
             said = "read as: " + world.caption_text(self.description)
+        if self.negated:
+            said += f" · left out: {', '.join(self.negated)}"
         if self.unknown:
             said += f" · not understood: {', '.join(self.unknown)}"
         return said
@@ -86,13 +91,29 @@ def read_prompt(text: str) -> Reading:
     d = parse_caption(text)
     if d is not None:
         return Reading(text, d, (), True)
-    words = _words(text)
+    words, negated = _drop_negated(_words(text))
     unknown = tuple(dict.fromkeys(w for w in words if w not in VOCABULARY))
     known = [w for w in words if w in VOCABULARY]
     d = parse_caption(" ".join(known))
     if d is None:
         d = _read_phrases(known)
-    return Reading(text, d, unknown, False)
+    return Reading(text, d, unknown, False, tuple(negated))
+
+
+def _drop_negated(words: list[str]) -> tuple[list[str], list[str]]:
+    """"a red star but not a square" -> (["a", "red", "star", "but"], ["not a square"]): a negated phrase, up to
+    its shape noun, is not drawn."""
+    out, dropped, skipping = [], [], False
+    for w in words:
+        if skipping:
+            dropped[-1] += " " + w
+            skipping = singular(w) is None
+        elif w in NEGATIONS:
+            dropped.append(w)
+            skipping = True
+        else:
+            out.append(w)
+    return out, dropped
 
 
 def _read_phrases(words: list[str]) -> world.Description | None:
@@ -159,13 +180,19 @@ def plan_layout(reading: Reading, rng: random.Random, vary_layout: bool = False)
     return Plan(reading, world.scene_for(d, rng), "sizes let go: so many objects that large do not fit")
 
 
-def layout_map(scenes: list[world.Scene | None], size: int = 32) -> np.ndarray:
-    """scenes -> (N, LAYOUT_CHANNELS, size, size) float32: per latent cell, the share of it that each object's
-    bounding box covers, in that object's colour and shape channels; the background's channel is 1 everywhere.
-    A None scene (nothing understood) is all zeros: the UNet then renders from the text alone."""
+def layout_map(scenes: list[world.Scene | None], size: int = 32, channels: int = LAYOUT_CHANNELS) -> np.ndarray:
+    """scenes -> (N, channels, size, size) float32: per latent cell, the share of it that each object's bounding
+    box covers, in that object's colour and shape channels; the background's channel is 1 everywhere; and the
+    cell's place in its object's box, (u, v) from -1 (left, top edge) to 1 (right, bottom), 0 outside boxes
+    (GLIGEN gives its boxes' coordinates to the UNet too; here they are per cell, so an outline is a function of
+    shape and (u, v)). channels=ONE_HOT_CHANNELS leaves the coordinates out. A None scene (nothing understood)
+    is all zeros: the UNet then renders from the text alone."""
+    if channels not in (ONE_HOT_CHANNELS, LAYOUT_CHANNELS):
+        raise ValueError(f"a layout map has {ONE_HOT_CHANNELS} or {LAYOUT_CHANNELS} channels, not {channels}")
     k = world.CANVAS // size                                   # image pixels a latent cell
     centres = np.arange(world.CANVAS) + 0.5                     # pixel centres
-    out = np.zeros((len(scenes), LAYOUT_CHANNELS, size, size), np.float32)
+    cells = (np.arange(size) + 0.5) * k                         # latent cell centres, in pixels
+    out = np.zeros((len(scenes), channels, size, size), np.float32)
     nc, ns = len(COLOUR_CHANNELS), len(SHAPE_CHANNELS)
     for i, scene in enumerate(scenes):
         if scene is None:
@@ -177,8 +204,14 @@ def layout_map(scenes: list[world.Scene | None], size: int = 32) -> np.ndarray:
             cover = np.outer(inside_y, inside_x).reshape(size, k, size, k).mean(axis=(1, 3))   # (size, size)
             out[i, COLOUR_CHANNELS.index(o.colour)] += cover
             out[i, nc + SHAPE_CHANNELS.index(o.shape)] += cover
+            if channels == LAYOUT_CHANNELS:
+                mine = cover > 0
+                u, v = np.meshgrid(np.clip((cells - o.cx) / h, -1, 1), np.clip((cells - o.cy) / h, -1, 1))
+                out[i, ONE_HOT_CHANNELS] = np.where(mine, u, out[i, ONE_HOT_CHANNELS])
+                out[i, ONE_HOT_CHANNELS + 1] = np.where(mine, v, out[i, ONE_HOT_CHANNELS + 1])
         out[i, nc + ns + BACKGROUND_CHANNELS.index(scene.background)] = 1.0
-    return np.minimum(out, 1.0, out=out)
+    np.minimum(out[:, :ONE_HOT_CHANNELS], 1.0, out=out[:, :ONE_HOT_CHANNELS])
+    return out
 
 
 def plan_prompts(prompts: list[str], num_images: int, seed: int, vary_layout: bool = False) -> list[Plan]:
@@ -186,3 +219,21 @@ def plan_prompts(prompts: list[str], num_images: int, seed: int, vary_layout: bo
     rng = random.Random(seed)
     readings = [read_prompt(p) for p in prompts]
     return [plan_layout(r, rng, vary_layout) for r in readings for _ in range(num_images)]
+
+
+def draw_plan(plan: Plan, image=None, side: int = 256):
+    """The plan's layout for display: each object's box and name over `image` (a render, scaled up with hard
+    edges) or over a flat canvas of the planned background -> a PIL image `side` px wide."""
+    from PIL import Image, ImageDraw
+    bg = world.BACKGROUNDS[plan.scene.background] if plan.scene else (128, 128, 128)
+    base = image.convert("RGB") if image is not None else Image.new("RGB", (world.CANVAS, world.CANVAS), bg)
+    f = side / base.width
+    out = base.resize((side, round(base.height * f)), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(out)
+    for box in plan.boxes():
+        x0, y0, x1, y1 = (v * f for v in box["box"])
+        ink = (255, 255, 255) if sum(bg) < 384 else (0, 0, 0)
+        draw.rectangle([x0, y0, x1, y1], outline=ink, width=2)
+        draw.rectangle([x0 + 2, y0 + 2, x1 - 2, y1 - 2], outline=world.COLOURS[box["colour"]], width=1)
+        draw.text((x0 + 3, max(0, y0 - 11)), f"{box['colour']} {box['shape']}", fill=ink)
+    return out
