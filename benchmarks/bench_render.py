@@ -239,8 +239,9 @@ def judge_variations(prompts: list[dict], sources: list, variations: list[list])
             "layout_moved": float(np.mean(moved)) if moved else None, "n_images": len(kept)}
 
 
-def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | None = None) -> dict:
-    settings = settings or {}
+def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | None = None,
+                    baseline_settings: dict | None = None) -> dict:
+    settings, baseline_settings = settings or {}, baseline_settings or {}
     report = {}
     rng = random.Random(EVAL_SEED + 10)
     two = None
@@ -253,7 +254,7 @@ def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | No
                      "renderer": judge_scenes(prompts, render_all(renderer, prompts, k, EVAL_SEED, **settings)),
                      "alt_render": judge_scenes(prompts, alt_renders(prompts, k, rng))}
             if baseline is not None:
-                entry["baseline"] = judge_scenes(prompts, render_all(baseline, prompts, k, EVAL_SEED, **settings))
+                entry["baseline"] = judge_scenes(prompts, render_all(baseline, prompts, k, EVAL_SEED, **baseline_settings))
             report[name] = entry
             print(name, json.dumps({m: entry[m] for m in ("renderer", "baseline") if m in entry}), flush=True)
     if renderer.captioner is not None:
@@ -326,7 +327,11 @@ def main():
     p.add_argument("--baseline-renderer", default=None,
                    help="a second pipeline drawing the same prompts in the same run (the shipped v3: "
                         "git archive a356b9a assets/shapes/renderer | tar -x -C /tmp/v3)")
-    p.add_argument("--suite", choices=("all", "scenes", "single"), default="all")
+    p.add_argument("--baseline-guidance-scale", type=float, default=4.0,
+                   help="the baseline's guidance (4: the v3 renderer's shipped default)")
+    p.add_argument("--suite", choices=("all", "scenes", "single", "guidance"), default="all",
+                   help="guidance: two-object and count prompts at each --guidances value (how the default was chosen)")
+    p.add_argument("--guidances", default="1.5,2,2.5,4,6")
     p.add_argument("--n", type=int, default=48, help="single-object prompts per set")
     p.add_argument("--n-scenes", type=int, default=24, help="prompts per scene set")
     p.add_argument("--seeds", type=int, default=4, help="images per prompt")
@@ -354,25 +359,39 @@ def main():
                 if k in ("guidance_scale", "steps")}
     settings = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("steps", args.steps)) if v is not None}
     defaults |= settings
+    baseline_settings = settings | {"guidance_scale": args.baseline_guidance_scale}
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "renderer": renderer.source,
-              "baseline_renderer": baseline.source if baseline else None, "clip": bundle.clip.model_name,
+              "baseline_renderer": baseline.source if baseline else None,
+              "baseline_settings": baseline_settings if baseline else None, "clip": bundle.clip.model_name,
               "device": args.device, "threads": args.threads, "prompts_per_set": args.n,
               "prompts_per_scene_set": args.n_scenes, "images_per_prompt": args.seeds, "defaults": defaults,
               "pixel_judge": f"nearest WORLD.md palette colour; edge pixels farther than {NEAR} RGB units ignored",
               "silhouette_judge": "benchmarks/silhouette.py: largest object's outline vs self-rasterised ideal shapes",
               "scene_judge": "benchmarks/scene_judge.py: colour regions, each outline judged alone", "sets": {}}
     report["bar"] = {}
+    if args.suite == "guidance":
+        prompts = scene_prompts(args.n_scenes, "two_objects", "train", EVAL_SEED) + \
+            scene_prompts(args.n_scenes, "count", "train", EVAL_SEED + 200)
+        report["guidance"] = {g: judge_scenes(prompts, render_all(renderer, prompts, args.seeds, EVAL_SEED,
+                                                                  **(settings | {"guidance_scale": float(g)})))
+                              for g in args.guidances.split(",")}
+        for g, r in report["guidance"].items():
+            print(f"guidance {g}: " + ", ".join(f"{k} {r[k]:.2f}" for k in ("binding", "extra", "outline_small",
+                                                                            "outline_large", "count_shape")))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        return
     if args.suite in ("all", "scenes"):
-        report["scenes"] = scene_benchmark(renderer, args.n_scenes, args.seeds, baseline, settings)
+        report["scenes"] = scene_benchmark(renderer, args.n_scenes, args.seeds, baseline, settings, baseline_settings)
         report["bar"] |= scene_bars(report["scenes"])
     if args.suite in ("all", "single"):
-        single_objects(args, bundle, renderer, baseline, settings, report)
+        single_objects(args, bundle, renderer, baseline, settings, baseline_settings, report)
     report["seconds_per_image"] = round(seconds_per_image(renderer, [{"text": "a red star left of a blue circle"}],
                                                           **settings), 3)
     report["bar"]["seconds_per_image <= 1"] = report["seconds_per_image"] <= 1
     if baseline is not None:
         report["baseline_seconds_per_image"] = round(seconds_per_image(baseline, [{"text": "a red star left of a "
-                                                                                  "blue circle"}], **settings), 3)
+                                                                                  "blue circle"}], **baseline_settings), 3)
         report["seconds_ratio_to_baseline"] = round(report["seconds_per_image"] / report["baseline_seconds_per_image"], 2)
     report["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -380,7 +399,7 @@ def main():
     print_report(report)
 
 
-def single_objects(args, bundle, renderer, baseline, settings, report) -> None:
+def single_objects(args, bundle, renderer, baseline, settings, baseline_settings, report) -> None:
     sets = {"seen": prompt_set(args.n, "train", EVAL_SEED), "heldout": prompt_set(args.n, "heldout", EVAL_SEED + 1)}
     rng = random.Random(EVAL_SEED + 2)
     for name, prompts in sets.items():
@@ -390,7 +409,7 @@ def single_objects(args, bundle, renderer, baseline, settings, report) -> None:
                                                                               for q in prompts])
         if baseline is not None:
             report["sets"][f"baseline_{name}"] = judge(bundle.clip, prompts, render_all(baseline, prompts, args.seeds,
-                                                                                         EVAL_SEED, **settings))
+                                                                                         EVAL_SEED, **baseline_settings))
         print(name, json.dumps(report["sets"][f"renderer_{name}"]), flush=True)
     everything = sets["seen"] + sets["heldout"]
     report["silhouette_ceiling"] = silhouette_ceiling(everything, args.seeds, random.Random(EVAL_SEED + 3))

@@ -15,6 +15,7 @@ No torch here: the app lays out its tab from this module before any model is loa
 """
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from dataclasses import dataclass, replace
@@ -211,6 +212,24 @@ def layout_map(scenes: list[world.Scene | None], size: int = 32, channels: int =
                 out[i, ONE_HOT_CHANNELS + 1] = np.where(mine, v, out[i, ONE_HOT_CHANNELS + 1])
         out[i, nc + ns + BACKGROUND_CHANNELS.index(scene.background)] = 1.0
     np.minimum(out[:, :ONE_HOT_CHANNELS], 1.0, out=out[:, :ONE_HOT_CHANNELS])
+    return out
+
+
+def completions(text: str) -> list[str]:
+    """A caption of the world with its unstated background and sizes filled in every way (a caption that does not
+    parse, or states both, comes back alone): the candidates a CLIP vector's reading is completed from."""
+    d = parse_caption(text)
+    if d is None:
+        return [text]
+    backgrounds = [d.background] if d.background else list(world.BACKGROUNDS)
+    open_sizes = [i for i, p in enumerate(d.phrases) if p.size is None]
+    out = []
+    for b in backgrounds:
+        for sizes in itertools.product(list(world.SIZES), repeat=len(open_sizes)):
+            phrases = list(d.phrases)
+            for i, size in zip(open_sizes, sizes):
+                phrases[i] = replace(phrases[i], size=size)
+            out.append(world.caption_text(replace(d, phrases=tuple(phrases), background=b)))
     return out
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ClipGPTError
-from .planner import Plan, layout_map, plan_prompts
+from .planner import Plan, completions, layout_map, plan_prompts
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +44,7 @@ STEPS = (1, 200)
 GUIDANCE = (0.0, 30.0)
 NUM_IMAGES = (1, 16)
 STEPS_DEFAULT = 20
-GUIDANCE_DEFAULT = 4.0
+GUIDANCE_DEFAULT = 2.5   # the best of 1.5-6 on bench_render's scenes (docs/results.md, Render)
 MAX_BATCH = 64                      # prompts x images per call
 MAX_PROMPT_CHARS = 2000
 TOKEN = re.compile(r"<[^<>\s|]+>")  # a learned token as typed in a prompt: <concept>
@@ -290,9 +290,21 @@ class Renderer:
         return self.draw(plans, guidance_scale, steps, seed), plans
 
     def read_embeddings(self, embeddings) -> list[str]:
-        """CLIP image embeddings (N, D) -> what each says, in the world's caption language (the captioner's
-        reading; `bundle.captioner.caption_embeddings`)."""
-        return [" ".join(t.split())[:MAX_PROMPT_CHARS] or "an image" for t in self.captioner.caption_embeddings(embeddings)]
+        """CLIP image embeddings (N, D) -> what each says, in the world's caption language: the captioner's
+        reading (`bundle.captioner.caption_embeddings`), completed with the background and sizes it left unstated,
+        each the value whose caption the embedding is most similar to (world captions state them half the time;
+        the vector holds them)."""
+        import numpy as np
+        embeddings = np.asarray(embeddings, np.float32)
+        texts = [" ".join(t.split())[:MAX_PROMPT_CHARS] or "an image"
+                 for t in self.captioner.caption_embeddings(embeddings)]
+        out = []
+        for text, e in zip(texts, embeddings):
+            options = completions(text)
+            if len(options) > 1:
+                text = options[int(np.argmax(self.captioner.clip.encode_texts(options) @ e))]
+            out.append(text)
+        return out
 
     def draw(self, plans: list[Plan], guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
              seed: int = 0, negative_prompt: str | None = None):

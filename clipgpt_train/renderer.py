@@ -338,20 +338,36 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
 
     caption = captions_for(cfg, rng)
 
-    def step() -> float:
+    def loss() -> torch.Tensor:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
         captions = [caption(scenes[i]) if rng.random() >= cfg.caption_dropout else "" for i in idx]
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 32, 32)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-        n_high = round(cfg.high_t_share * len(idx))
-        t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
-        noise = torch.randn(z.shape, generator=g)
+        z, t, noise = draw_latents(data, idx, scale, scheduler, cfg.high_t_share, cfg.high_t_min, g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
         weight = None
         if cfg.object_weight:
             weight = 1 + cfg.object_weight * masks[idx] * (t < cfg.object_weight_max_t).float()[:, None, None, None]
             weight = weight.to(cfg.device)
-        loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight)
+        return unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight)
+
+    return fit_with_ema(unet, opt, ema, g, rng, loss, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet",
+                        cfg, "unet", log, progress)
+
+
+def draw_latents(data, idx: list[int], scale: float, scheduler, high_share: float, high_min: int, g):
+    """Latents of scenes `idx` drawn from their VAE posterior (B, 4, 32, 32), timesteps (B,) with a share of them at
+    t >= high_min (where outlines are decided), and noise like the latents."""
+    _, mean, std, _ = data
+    z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
+    n_high = round(high_share * len(idx))
+    t[:n_high] = torch.randint(high_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
+    return z, t, torch.randn(z.shape, generator=g)
+
+
+def fit_with_ema(unet, opt, ema, g, rng, loss_fn, stage, desc: str, cfg, name: str, log, progress: bool):
+    """The UNet stages' loop: a step of loss_fn(), EMA, resumable under cfg.checkpoint/name; -> the EMA UNet."""
+    def step() -> float:
+        loss = loss_fn()
         _step(opt, unet.parameters(), loss, cfg.grad_clip)
         ema.step(unet.parameters())
         if log is not None:
@@ -359,8 +375,8 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
         return loss.item()
 
     state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
-    fit(step, opt, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet", disable=not progress,
-        resume=Resume(f"{cfg.checkpoint}/unet", state, rng) if cfg.checkpoint else None)
+    fit(step, opt, stage, desc, disable=not progress,
+        resume=Resume(f"{cfg.checkpoint}/{name}", state, rng) if cfg.checkpoint else None)
     ema.copy_to(unet.parameters())
     return unet.eval()
 
@@ -394,7 +410,7 @@ def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, te
     scale = vae.config.scaling_factor
     caption = captions_for(cfg, rng)
 
-    def step() -> float:
+    def loss() -> torch.Tensor:
         idx = [rng.randrange(len(scenes)) for _ in range(cfg.batch_unet)]
         batch = [scenes[i] for i in idx]
         drops = [rng.random() for _ in idx]
@@ -403,26 +419,14 @@ def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, te
         captions = ["" if r < text_only else caption(s) for r, s in zip(drops, batch)]
         layout = torch.from_numpy(layout_map([None if r < both or text_only <= r < map_only else s
                                               for r, s in zip(drops, batch)], mean.shape[-1]))   # (B, 19, 32, 32)
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale   # (B, 4, 32, 32)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-        n_high = round(cfg.layout_high_t_share * len(idx))
-        t[:n_high] = torch.randint(cfg.high_t_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
-        noise = torch.randn(z.shape, generator=g)
+        z, t, noise = draw_latents(data, idx, scale, scheduler, cfg.layout_high_t_share, cfg.high_t_min, g)
         text = encode_text(tokenizer, text_encoder, captions)                             # (B, 32, 128)
         weight = (1 + cfg.layout_object_weight * masks[idx]).to(cfg.device)
-        loss = unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight,
+        return unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight,
                          layout.to(cfg.device))
-        _step(opt, unet.parameters(), loss, cfg.grad_clip)
-        ema.step(unet.parameters())
-        if log is not None:
-            log.append({"loss": loss.item()})
-        return loss.item()
 
-    state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
-    fit(step, opt, _stage(cfg.steps_layout, cfg.lr_layout, cfg), "train layout UNet", disable=not progress,
-        resume=Resume(f"{cfg.checkpoint}/layout", state, rng) if cfg.checkpoint else None)
-    ema.copy_to(unet.parameters())
-    return unet.eval()
+    return fit_with_ema(unet, opt, ema, g, rng, loss, _stage(cfg.steps_layout, cfg.lr_layout, cfg),
+                        "train layout UNet", cfg, "layout", log, progress)
 
 
 def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> StableDiffusionPipeline:

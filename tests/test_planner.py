@@ -43,6 +43,14 @@ def test_a_relation_and_a_count_read_outside_the_grammar():
     assert c.description.count == 3 and c.description.phrases[0] == world.Phrase("circle", "yellow")
 
 
+def test_a_reading_is_completed_with_every_unstated_background_and_size():
+    from clipgpt_core.planner import completions
+    options = completions("a red star left of a blue circle")
+    assert len(options) == 3 * 2 * 2 and all(parse_caption(o).background for o in options)
+    assert completions("three small circles on a black background") == ["three small circles on a black background"]
+    assert completions("not a caption") == ["not a caption"]
+
+
 # ----------------------------------------------------------------------------- planning
 def test_every_plan_is_true_of_its_prompt_and_the_unstated_varies():
     rng = random.Random(0)
@@ -77,6 +85,9 @@ def test_the_layout_map_binds_colour_and_shape_by_place():
     assert m[0, red, 8, 8] == 1 and m[0, star, 8, 8] == 1 and m[0, blue, 8, 8] == 0
     assert m[0, blue, 24, 24] == 1 and m[0, circle, 24, 24] == 1 and m[0, red, 24, 24] == 0
     assert m[0, 14 + list(world.BACKGROUNDS).index("black")].min() == 1
+    u, v = m[0, 17], m[0, 18]                                              # where in its box each cell lies
+    assert u[8, 3] < -0.8 and u[8, 13] > 0.8 and v[3, 8] < -0.8 and v[13, 8] > 0.8 and u[0, 0] == 0
+    assert layout_map([scene], channels=17).shape == (1, 17, 32, 32)        # without coordinates
     picture = draw_plan(plan_layout(read_prompt("a red star left of a blue circle"), random.Random(0)))
     assert picture.size == (256, 256)
 
