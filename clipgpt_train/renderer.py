@@ -1,4 +1,4 @@
-"""Train the built-in renderer: a small Stable-Diffusion-style text-to-image model on ShapesWorld.
+"""Train the built-in renderer: a small Stable-Diffusion-style model on ShapesWorld that draws text and layouts.
 
     python -m clipgpt_train.renderer                           # -> assets/shapes/renderer
     python -m clipgpt_train.renderer --device cuda             # the same recipe on a GPU
@@ -6,56 +6,32 @@
     python -m clipgpt_train.renderer --steps-vae 5 --steps-unet 5 --n-latents 64 --steps-layout 5 --out /tmp/r  # smoke
     python -m clipgpt_train.renderer --from-pipeline DIR --out OUT   # stage 3 only, on DIR's stages 1-2 (a text renderer)
 
-Three stages, as Stable Diffusion and then its depth-to-image / inpainting models were made, then one pipeline:
-  1. AutoencoderKL: 64x64x3 images <-> 32x32x4 latents (2x2 px a cell), MSE + a small KL term. The latent
-     scaling_factor is 1 / std of the training latents (as SD computed its 0.18215), stored in the
-     VAE's config, so StableDiffusionPipeline scales and unscales exactly as it does for SD.
-  2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden
-     state (B, 32, 128), via clipgpt_core.hf_text (the bundle's CLIP as a transformers CLIPTextModel).
-     Captions are dropped to "" 10 % of the time (classifier-free guidance); EMA of the weights.
-     v-prediction with a zero-terminal-SNR schedule (Lin et al. 2024): SD's scaled-linear betas keep
-     7 % of the signal at t=T, and on a small latent the mean colour (the background) shows through
-     it, so a model trained that way takes the background from the noise and picks it at random when
-     sampling starts from pure noise. Zero terminal SNR removes that leak; epsilon is undefined at
-     SNR 0, v is not, and v is also the better-conditioned target at the high noise levels where
-     colour and background are decided.
-     The loss weighs latent cells an object covers (1 + object_weight) x: a small object is ~6x6 of
-     32x32 cells, so plain MSE is ~25:1 background, and a model trained on it left small objects out
-     (19 % not drawn) or drew them in the wrong colour. Stage 2 also draws single-object scenes 80 % of
-     the time (they say most about one object's colour and shape). On one GPU, 3,200 steps each (see
-     benchmarks/results/render_recipe_sweep.json): pixel colour 0.36 plain -> 0.64 (weight 4) -> 0.75
-     (weight 4 and 80 % single objects), background 0.95 / 0.93 / 0.98; weights of 7-15 gave colour
-     0.70-0.81 but lost background (0.72-0.87); figures are +-0.05 (16 prompts x 2 seeds a set).
-     On this CPU, weight 4 + 80 % single objects gave colour 0.73 but background 0.77 (asked for gray,
-     it drew black or white), so the weight now applies below t = 800 only and 80 % of captions state
-     the background: colour 0.82, background 1.00 (bench_render --n 24 --seeds 2).
+Three stages, as Stable Diffusion and then its depth-to-image / inpainting models were made, then one pipeline
+(how each setting was chosen, with the figures: docs/results.md, Render):
+  1. AutoencoderKL: 64x64x3 images <-> 32x32x4 latents (2x2 px a cell: a large object spans 11-14 cells, so its
+     outline is spatial), MSE + a small KL term. The latent scaling_factor is 1 / std of the training latents
+     (as SD computed its 0.18215), stored in the VAE's config, so the pipeline scales exactly as SD's does.
+  2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden state
+     (B, 32, 128) via clipgpt_core.hf_text; captions dropped to "" 10 % of the time (classifier-free guidance);
+     EMA. v-prediction with a zero-terminal-SNR schedule: SD's betas keep 7 % of the signal at t = T, through
+     which a small latent's mean colour (the background) leaks, so sampling from pure noise picked it at random.
+     The loss weighs the latent cells an object covers (1 + object_weight)x below t = 800 (plain MSE is ~25:1
+     background for a small object, which was then left out); single objects, large 3 times in 4, and half of
+     each batch at t >= 500, where the outline is decided from the text.
   3. The layout UNet: stage 2's UNet with clipgpt_core.planner's layout map (each object's colour and shape
      one-hot over its bounding box, each cell's (u, v) place in that box, the background everywhere; 19
-     channels) as extra input channels whose
-     weights start at zero, fine-tuned on scenes of 1-4 objects (cfg.layout_object_mix) with each scene's own
-     map beside one of its captions. Text and map are dropped apart and together (drop_text, drop_layout,
-     drop_both), so one UNet draws from both (the planner's layout for what the prompt states), from the
-     text alone (learned tokens, prompts the planner cannot read) and unconditionally (guidance).
+     channels) as extra input channels whose weights start at zero, fine-tuned on scenes of 1-4 objects with each
+     scene's own map beside one of its captions, object cells weighted at every t (the map fixes the background).
+     Text and map are dropped apart and together (drop_text, drop_layout, drop_both), so one UNet draws from
+     both, from the text alone (learned tokens, prompts the planner cannot read) and unconditionally (guidance).
   4. StableDiffusionPipeline (LayoutDiffusionPipeline after stage 3) of vae, text_encoder, tokenizer, unet and
-     DPMSolverMultistepScheduler,
-     save_pretrained with the UNet and VAE in float16 safetensors (loaded back in float32). The text
-     encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves them out
-     (load_bundle puts them back); --with-text-encoder writes a standalone pipeline that
-     StableDiffusionPipeline.from_pretrained(DIR) loads by itself.
+     DPMSolverMultistepScheduler, save_pretrained with the UNet and VAE in float16 safetensors (loaded back in
+     float32). The text encoder and tokenizer are the bundle's CLIP text tower, so a bundle's renderer/ leaves
+     them out (load_bundle puts them back); --with-text-encoder writes a standalone pipeline.
 
-The outline (issue 13): v2 (a 16x16 latent, UNet (32, 64, 128), 4,000 steps) drew large objects in the
-prompted colour but as blobs (silhouette judge 0.27, chance 0.17). benchmarks.diagnose_renderer showed
-the VAE and the low-noise steps keep outlines and the shape is decided at t >= 600 from the text alone.
-What fixed it, in the order measured (docs/results.md, Render): a 32x32 latent (vae_channels (16, 32),
-unet_channels (16, 32, 64, 128), no attention at 32x32), where a large object spans 11-14 cells, keeps
-every outline below t = 600 but alone still drew blobs from pure noise (0.25); stage 2 drawing single
-objects large 3 times in 4 (the world: 1 in 2) and half of each batch at t >= 500 took it to 0.56 at
-5,000 steps, and 10,000 steps to 1.00 on the diagnosis (48 scenes) and 0.93 on bench_render's large
-objects (v2 0.27), colour 0.99, background 1.00, 0.52 s an image. The stage takes ~76-80 min on a 2-core CPU.
-
-Stage 2 renders `n_latents` scenes once and encodes them with the frozen VAE; every step re-draws
-their captions (world.describe) and their latents from the VAE's posterior, so the text varies while
-the VAE costs nothing per step. Seeds are fixed; each stage has its own seeded stream.
+Stages 2 and 3 render their scenes once and encode them with the frozen VAE; every step re-draws their captions
+(world.describe) and their latents from the VAE's posterior, so the text varies while the VAE costs nothing per
+step. Seeds are fixed; each stage has its own seeded stream.
 """
 from __future__ import annotations
 
@@ -76,7 +52,9 @@ from clipgpt_core.corpus import OBJECT_MIX, world_pairs, world_scenes
 from clipgpt_core.errors import InputError
 from clipgpt_core.planner import LAYOUT_CHANNELS, layout_map
 from clipgpt_core.layout_pipeline import LayoutDiffusionPipeline
-from .loop import Resume, StateOf, fit, run_cli, write_train_record
+from .denoising import (draw_latents, encode_text, fit_with_ema, object_masks, optimizer_step, stage_schedule,
+                        to_pixels, unet_loss)
+from .loop import Resume, fit, run_cli, write_train_record
 
 
 @dataclass
@@ -186,21 +164,6 @@ def object_crops(x: torch.Tensor, scenes, size: int, per_image: int, rng: random
     return torch.stack(out)
 
 
-def to_pixels(images) -> torch.Tensor:
-    """list of PIL 64x64 RGB -> (B, 3, 64, 64) float in [-1, 1], as StableDiffusionPipeline's VAE sees them."""
-    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images]))  # (B, H, W, 3)
-    return x.permute(0, 3, 1, 2) / 127.5 - 1
-
-
-def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
-    """captions -> (B, T, W) last hidden states, tokenized exactly as StableDiffusionPipeline does."""
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    with torch.no_grad():
-        return text_encoder(ids.to(text_encoder.device))[0]
-
-
-# ----------------------------------------------------------------------------- losses
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[torch.Tensor, float, float]:
     """x (B, 3, 64, 64) in [-1, 1] -> (loss, mse, kl per image)."""
     post = vae.encode(x).latent_dist
@@ -210,58 +173,6 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float, generator=None) -> tuple[to
     return mse + kl_weight * kl, mse.item(), kl.item()
 
 
-def unet_loss(unet, scheduler, latents, text, t, noise, weight=None, layout=None) -> torch.Tensor:
-    """latents (B, 4, h, w) scaled (h = w = 32 for the built-in renderer); text (B, T, W); t (B,); noise like
-    latents -> MSE on the target, weighted per latent cell by `weight` (B, 1, h, w) when given. A layout
-    map (B, C, h, w) is concatenated to the noisy latent, as LayoutDiffusionPipeline does."""
-    noisy = scheduler.add_noise(latents, noise, t)
-    if layout is not None:
-        noisy = torch.cat([noisy, layout], dim=1)
-    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    error = (unet(noisy, t, text).sample - target) ** 2                 # (B, 4, h, w)
-    if weight is None:
-        return error.mean()
-    return (error * weight).sum() / (weight.sum() * error.shape[1])
-
-
-def object_masks(scenes, size: int) -> torch.Tensor:
-    """scenes -> (N, 1, size, size): 1 on latent cells whose centre lies within an object's reach. A small
-    object covers ~6x6 of 32x32 cells, so in plain MSE the background outweighs it ~25:1, and the
-    model learns to leave small objects out; weighting these cells counters that."""
-    cell = world.CANVAS / size
-    centres = (torch.arange(size) + 0.5) * cell                         # (size,) pixel centres
-    yy, xx = torch.meshgrid(centres, centres, indexing="ij")
-    out = torch.zeros(len(scenes), 1, size, size)
-    for i, scene in enumerate(scenes):
-        for o in scene.objects:
-            out[i, 0] += ((xx - o.cx) ** 2 + (yy - o.cy) ** 2 <= (o.extent / 2 + cell / 2) ** 2).float()
-    return out.clamp_(max=1)
-
-
-@dataclass
-class Stage:
-    """One stage's schedule for fit(), with the whole renderer recipe so a checkpoint is only
-    continued by the same run."""
-    steps: int
-    lr: float
-    warmup: int
-    min_lr: float
-    recipe: dict
-
-
-def _stage(steps, lr, cfg):
-    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "threads", "device", "checkpoint")}
-    return Stage(steps, lr, min(cfg.warmup, max(1, steps // 5)), cfg.min_lr, recipe)
-
-
-def _step(opt, params, loss, clip):
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
-
-
-# ----------------------------------------------------------------------------- stages
 def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool = True) -> AutoencoderKL:
     rng = random.Random(cfg.seed)
     vae = make_vae(cfg).to(cfg.device).train()
@@ -274,12 +185,12 @@ def train_vae(cfg: RendererTrainConfig, log: list | None = None, progress: bool 
         images, _, scenes, _ = world_pairs(rng, max(1, cfg.batch_vae // per_image), object_mix=(0.2, 0.3, 0.3, 0.2))
         x = object_crops(to_pixels(images), scenes, cfg.vae_crop, per_image, rng)     # (B, 3, 32, 32)
         loss, mse, kl = vae_loss(vae, x.to(cfg.device), cfg.kl_weight)
-        _step(opt, vae.parameters(), loss, cfg.grad_clip)
+        optimizer_step(opt, vae.parameters(), loss, cfg.grad_clip)
         if log is not None:
             log.append({"loss": loss.item(), "mse": mse, "kl": kl})
         return mse
 
-    fit(step, opt, _stage(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress,
+    fit(step, opt, stage_schedule(cfg.steps_vae, cfg.lr_vae, cfg), "train VAE (mse)", disable=not progress,
         resume=Resume(f"{cfg.checkpoint}/vae", {"vae": vae}, rng) if cfg.checkpoint else None)
     return vae.eval()
 
@@ -349,36 +260,8 @@ def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log
             weight = weight.to(cfg.device)
         return unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight)
 
-    return fit_with_ema(unet, opt, ema, g, rng, loss, _stage(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet",
+    return fit_with_ema(unet, opt, ema, g, rng, loss, stage_schedule(cfg.steps_unet, cfg.lr_unet, cfg), "train UNet",
                         cfg, "unet", log, progress)
-
-
-def draw_latents(data, idx: list[int], scale: float, scheduler, high_share: float, high_min: int, g):
-    """Latents of scenes `idx` drawn from their VAE posterior (B, 4, 32, 32), timesteps (B,) with a share of them at
-    t >= high_min (where outlines are decided), and noise like the latents."""
-    _, mean, std, _ = data
-    z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
-    n_high = round(high_share * len(idx))
-    t[:n_high] = torch.randint(high_min, scheduler.config.num_train_timesteps, (n_high,), generator=g)
-    return z, t, torch.randn(z.shape, generator=g)
-
-
-def fit_with_ema(unet, opt, ema, g, rng, loss_fn, stage, desc: str, cfg, name: str, log, progress: bool):
-    """The UNet stages' loop: a step of loss_fn(), EMA, resumable under cfg.checkpoint/name; -> the EMA UNet."""
-    def step() -> float:
-        loss = loss_fn()
-        _step(opt, unet.parameters(), loss, cfg.grad_clip)
-        ema.step(unet.parameters())
-        if log is not None:
-            log.append({"loss": loss.item()})
-        return loss.item()
-
-    state = {"unet": unet, "ema": StateOf.ema(ema), "noise": StateOf.generator(g)}
-    fit(step, opt, stage, desc, disable=not progress,
-        resume=Resume(f"{cfg.checkpoint}/{name}", state, rng) if cfg.checkpoint else None)
-    ema.copy_to(unet.parameters())
-    return unet.eval()
 
 
 def with_layout_input(unet: UNet2DConditionModel, channels: int) -> UNet2DConditionModel:
@@ -425,7 +308,7 @@ def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, te
         return unet_loss(unet, scheduler, z.to(cfg.device), text, t.to(cfg.device), noise.to(cfg.device), weight,
                          layout.to(cfg.device))
 
-    return fit_with_ema(unet, opt, ema, g, rng, loss, _stage(cfg.steps_layout, cfg.lr_layout, cfg),
+    return fit_with_ema(unet, opt, ema, g, rng, loss, stage_schedule(cfg.steps_layout, cfg.lr_layout, cfg),
                         "train layout UNet", cfg, "layout", log, progress)
 
 
