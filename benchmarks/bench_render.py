@@ -50,6 +50,7 @@ from benchmarks import alt_render
 from benchmarks.scene_sets import SCENE_SETS, alt_renders, judge_scenes, judge_variations, scene_prompts
 from benchmarks.silhouette import judge_shape
 from clipgpt_core import world, zeroshot
+from clipgpt_core.planner import scene_for
 from clipgpt_core.bundle import load_bundle
 from clipgpt_core.renderer import Renderer
 
@@ -179,7 +180,7 @@ def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | No
             report[name] = entry
             print(name, json.dumps({m: entry[m] for m in ("renderer", "baseline") if m in entry}), flush=True)
     if renderer.captioner is not None:
-        sources = [alt_render.render(world.scene_for(p["description"], rng), rng, antialias=True) for p in two]
+        sources = [alt_render.render(scene_for(p["description"], rng), rng, antialias=True) for p in two]
         var = [renderer.variations([src], num_images=k, seed=EVAL_SEED + i, **settings) for i, src in enumerate(sources)]
         report["variations"] = judge_variations(two, sources, var)
         print("variations", json.dumps(report["variations"]), flush=True)

@@ -13,6 +13,7 @@ import numpy as np
 from benchmarks import alt_render
 from benchmarks.scene_judge import detect, judge_prompt
 from clipgpt_core import world
+from clipgpt_core.planner import scene_for   # true scenes for the ceiling and the variations' sources
 
 SCENE_SETS = {"two_objects": ("train", "heldout"), "relation": ("train",), "count": ("train",),
               "world_captions": ("train", "heldout")}
@@ -51,7 +52,7 @@ def scene_prompts(n: int, kind: str, split: str, seed: int) -> list[dict]:
                                       background=background)
                 if rng.random() < 0.5:
                     d = dataclasses.replace(d, phrases=d.phrases[::-1])
-        if world.scene_for(d, rng) is None:          # states something no scene can hold (four large objects)
+        if scene_for(d, rng) is None:          # states something no scene can hold (four large objects)
             continue
         out.append({"text": world.caption_text(d, rng), "description": d, "set": kind, "split": split})
     return out
@@ -67,7 +68,7 @@ def judge_scenes(prompts: list[dict], images: list[list]) -> dict:
 
 def alt_renders(prompts: list[dict], k: int, rng: random.Random) -> list[list]:
     """k independent renders (benchmarks/alt_render.py) of scenes each prompt is true of."""
-    return [[alt_render.render(world.scene_for(p["description"], rng), rng, antialias=rng.random() < 0.5)
+    return [[alt_render.render(scene_for(p["description"], rng), rng, antialias=rng.random() < 0.5)
              for _ in range(k)] for p in prompts]
 
 

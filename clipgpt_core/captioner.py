@@ -209,7 +209,7 @@ class Captioner:
             rows = generate(dec.gpt, start, rep, temperature=temperature, generator=gen)
             texts = [dec.decode(r) for r in rows]
             logps = self._log_prob(rep, texts)
-            for i in range(len(images)):
+            for i in range(len(embs)):
                 per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
                                          logps[i * num_samples:(i + 1) * num_samples]))
         if self.edits:

@@ -6,7 +6,7 @@
     layout_map([plan.scene])                       # (1, LAYOUT_CHANNELS, 32, 32) float32
 
 LLM-grounded Diffusion's two steps with the world's own parts: the caption parser reads the prompt
-(words outside the world's vocabulary are reported, not fatal), `world.scene_for` draws a scene the
+(words outside the world's vocabulary are reported, not fatal), `scene_for` draws a scene the
 reading is true of (whatever the prompt leaves unstated is drawn at random from the seed), and the
 layout map puts each object's colour and shape, one-hot, over the latent cells its bounding box covers,
 with the background one-hot everywhere. The UNet reads the map as extra input channels (as Stable
@@ -161,6 +161,56 @@ def _read_phrases(words: list[str]) -> world.Description | None:
     return world.Description(tuple(expanded), background=background)
 
 
+def _cell_range(position: str | None, r: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a centre may lie for an object of reach r: inside the canvas, and inside the position's
+    3x3 cell when one is stated -> ((x_lo, x_hi), (y_lo, y_hi))."""
+    lo, hi = r, world.CANVAS - r
+    if position is None:
+        return (lo, hi), (lo, hi)
+    k = world.POSITIONS.index(position)
+    row, col = divmod(k, 3)
+    third = world.CANVAS / 3
+    xs = (max(lo, col * third), min(hi, (col + 1) * third - 1e-3))
+    ys = (max(lo, row * third), min(hi, (row + 1) * third - 1e-3))
+    return xs, ys
+
+
+def scene_for(d: world.Description, rng: random.Random, tries: int = 400) -> world.Scene | None:
+    """A random scene that `d` is true of (world.is_true(d, scene)): one object per phrase (or `count` of the
+    one phrase), every attribute the description leaves unstated drawn at random (colour, size,
+    position, background, angle), stated positions inside their cell, relations at least
+    world.RELATION_MIN_PX apart. The layout planner of the renderer. None when no placement was found
+    in `tries` attempts (e.g. four large objects stated in one cell)."""
+    phrases = list(d.phrases) * d.count if d.count else list(d.phrases)
+    stated = {p.colour for p in phrases if p.colour}
+    for _attempt in range(tries):
+        colours = [p.colour or rng.choice([c for c in world.COLOURS if c != d.background] or list(world.COLOURS))
+                   for p in phrases]
+        backgrounds = ([b for b in world.BACKGROUNDS if b not in colours]
+                       or [b for b in world.BACKGROUNDS if b not in stated])
+        bg = d.background or rng.choice(backgrounds or list(world.BACKGROUNDS))
+        objs: list[world.Obj] = []
+        for p, colour in zip(phrases, colours):
+            size = p.size or rng.choice(list(world.SIZES))
+            extent = rng.uniform(*world.SIZES[size])
+            r = extent * 0.72
+            (x0, x1), (y0, y1) = _cell_range(p.position, r)
+            if x0 > x1 or y0 > y1:                     # a large object whose reach leaves its cell
+                (x0, x1), (y0, y1) = _cell_range(p.position, extent / 2)
+            for _ in range(50):
+                cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+                if world.fits(cx, cy, r, objs):
+                    objs.append(world.Obj(colour, p.shape, size, cx, cy, extent, rng.uniform(-10, 10)))
+                    break
+            else:
+                break
+        if len(objs) == len(phrases):
+            scene = world.Scene(bg, tuple(objs))
+            if world.is_true(d, scene):
+                return scene
+    return None
+
+
 def plan_layout(reading: Reading, rng: random.Random, vary_layout: bool = False) -> Plan:
     """A scene the reading is true of, drawn with `rng`. vary_layout drops stated positions and relations
     (variations keep what objects there are, not where). When no placement satisfies everything stated,
@@ -170,15 +220,15 @@ def plan_layout(reading: Reading, rng: random.Random, vary_layout: bool = False)
         return Plan(reading, None)
     if vary_layout:
         d = replace(d, relation=None, phrases=tuple(replace(p, position=None) for p in d.phrases))
-    scene = world.scene_for(d, rng)
+    scene = scene_for(d, rng)
     if scene is not None:
         return Plan(reading, scene)
     d = replace(d, relation=None, phrases=tuple(replace(p, position=None) for p in d.phrases))
-    scene = world.scene_for(d, rng)
+    scene = scene_for(d, rng)
     if scene is not None:
         return Plan(reading, scene, "positions and relation let go: no placement holds them all")
     d = replace(d, phrases=tuple(replace(p, size=None) for p in d.phrases))   # e.g. four large objects
-    return Plan(reading, world.scene_for(d, rng), "sizes let go: so many objects that large do not fit")
+    return Plan(reading, scene_for(d, rng), "sizes let go: so many objects that large do not fit")
 
 
 def layout_map(scenes: list[world.Scene | None], size: int = 32, channels: int = LAYOUT_CHANNELS) -> np.ndarray:

@@ -86,7 +86,7 @@ def sample_object_kind(rng: random.Random, background: str, split: str) -> tuple
             return colour, shape
 
 
-def _fits(cx, cy, r, placed) -> bool:
+def fits(cx, cy, r, placed) -> bool:
     # objects never overlap: keep bounding circles apart (extent/2 * sqrt2 covers rotation)
     return all(math.hypot(cx - o.cx, cy - o.cy) > r + o.extent * 0.72 + 1 for o in placed)
 
@@ -108,7 +108,7 @@ def sample_scene(rng: random.Random, n_objects: int | None = None, split: str = 
             r = extent * 0.72
             for _ in range(200):
                 cx, cy = rng.uniform(r, CANVAS - r), rng.uniform(r, CANVAS - r)
-                if _fits(cx, cy, r, objs):
+                if fits(cx, cy, r, objs):
                     objs.append(Obj(colour, shape, size, cx, cy, extent, rng.uniform(-10, 10)))
                     break
         if len(objs) == n:
@@ -272,55 +272,6 @@ def describe(scene: Scene, rng: random.Random, must_state: set[str] = frozenset(
     return Description(ph, background=bg)
 
 
-def _cell_range(position: str | None, r: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Where a centre may lie for an object of reach r: inside the canvas, and inside the position's
-    3x3 cell when one is stated -> ((x_lo, x_hi), (y_lo, y_hi))."""
-    lo, hi = r, CANVAS - r
-    if position is None:
-        return (lo, hi), (lo, hi)
-    k = POSITIONS.index(position)
-    row, col = divmod(k, 3)
-    third = CANVAS / 3
-    xs = (max(lo, col * third), min(hi, (col + 1) * third - 1e-3))
-    ys = (max(lo, row * third), min(hi, (row + 1) * third - 1e-3))
-    return xs, ys
-
-
-def scene_for(d: Description, rng: random.Random, tries: int = 400) -> Scene | None:
-    """A random scene that `d` is true of (is_true(d, scene)): one object per phrase (or `count` of the
-    one phrase), every attribute the description leaves unstated drawn at random (colour, size,
-    position, background, angle), stated positions inside their cell, relations at least
-    RELATION_MIN_PX apart. The layout planner of the renderer. None when no placement was found
-    in `tries` attempts (e.g. four large objects stated in one cell)."""
-    phrases = list(d.phrases) * d.count if d.count else list(d.phrases)
-    stated = {p.colour for p in phrases if p.colour}
-    for _attempt in range(tries):
-        colours = [p.colour or rng.choice([c for c in COLOURS if c != d.background] or list(COLOURS))
-                   for p in phrases]
-        backgrounds = [b for b in BACKGROUNDS if b not in colours] or [b for b in BACKGROUNDS if b not in stated]
-        bg = d.background or rng.choice(backgrounds or list(BACKGROUNDS))
-        objs: list[Obj] = []
-        for p, colour in zip(phrases, colours):
-            size = p.size or rng.choice(list(SIZES))
-            extent = rng.uniform(*SIZES[size])
-            r = extent * 0.72
-            (x0, x1), (y0, y1) = _cell_range(p.position, r)
-            if x0 > x1 or y0 > y1:                     # a large object whose reach leaves its cell
-                (x0, x1), (y0, y1) = _cell_range(p.position, extent / 2)
-            for _ in range(50):
-                cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
-                if _fits(cx, cy, r, objs):
-                    objs.append(Obj(colour, p.shape, size, cx, cy, extent, rng.uniform(-10, 10)))
-                    break
-            else:
-                break
-        if len(objs) == len(phrases):
-            scene = Scene(bg, tuple(objs))
-            if is_true(d, scene):
-                return scene
-    return None
-
-
 # ----------------------------------------------------------------------------- text
 _POSITION_FORMS = ["in the {}", "in the {}", "at the {}"]
 _BACKGROUND_FORMS = ["on a {} background", "on a {} background", "with a {} background"]
@@ -438,7 +389,7 @@ def edited_scene(scene: Scene, rng: random.Random, split: str = "train",
         extent = rng.uniform(*SIZES[size])
         r = extent * 0.72
         cx, cy = min(max(o.cx, r), CANVAS - r), min(max(o.cy, r), CANVAS - r)
-        if not _fits(cx, cy, r, objs[:i] + objs[i + 1:]):
+        if not fits(cx, cy, r, objs[:i] + objs[i + 1:]):
             return None
         objs[i] = replace(o, size=size, extent=extent, cx=cx, cy=cy)
     elif choice == "position":
@@ -446,7 +397,7 @@ def edited_scene(scene: Scene, rng: random.Random, split: str = "train",
         others = objs[:i] + objs[i + 1:]
         for _ in range(50):
             cx, cy = rng.uniform(r, CANVAS - r), rng.uniform(r, CANVAS - r)
-            if _fits(cx, cy, r, others) and replace(o, cx=cx, cy=cy).position != o.position:
+            if fits(cx, cy, r, others) and replace(o, cx=cx, cy=cy).position != o.position:
                 objs[i] = replace(o, cx=cx, cy=cy)
                 break
         else:

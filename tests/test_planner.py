@@ -10,7 +10,7 @@ from benchmarks import alt_render
 from benchmarks.scene_judge import detect, judge_prompt
 from clipgpt_core import world
 from clipgpt_core.captions import parse_caption
-from clipgpt_core.planner import (LAYOUT_CHANNELS, draw_plan, layout_map, plan_layout, plan_prompts,
+from clipgpt_core.planner import (LAYOUT_CHANNELS, draw_plan, layout_map, plan_layout, plan_prompts, scene_for,
                                    read_prompt)
 
 
@@ -58,7 +58,7 @@ def test_every_plan_is_true_of_its_prompt_and_the_unstated_varies():
         for _ in range(150):
             scene = world.sample_scene(rng, split=split)
             d = world.describe(scene, rng)
-            planned = world.scene_for(d, rng)
+            planned = scene_for(d, rng)
             assert planned is not None and world.is_true(d, planned), world.caption_text(d)
     plans = plan_prompts(["a red star"], 8, seed=3)
     assert len({(p.scene.background, p.scene.objects[0].size, p.scene.objects[0].position) for p in plans}) > 3
@@ -86,7 +86,7 @@ def test_the_layout_map_binds_colour_and_shape_by_place():
     assert m[0, blue, 24, 24] == 1 and m[0, circle, 24, 24] == 1 and m[0, red, 24, 24] == 0
     assert m[0, 14 + list(world.BACKGROUNDS).index("black")].min() == 1
     u, v = m[0, 17], m[0, 18]                                              # where in its box each cell lies
-    assert u[8, 3] < -0.8 and u[8, 13] > 0.8 and v[3, 8] < -0.8 and v[13, 8] > 0.8 and u[0, 0] == 0
+    assert u[8, 2] < -0.8 and u[8, 13] > 0.8 and v[2, 8] < -0.8 and v[13, 8] > 0.8 and u[0, 0] == 0
     assert layout_map([scene], channels=17).shape == (1, 17, 32, 32)        # without coordinates
     picture = draw_plan(plan_layout(read_prompt("a red star left of a blue circle"), random.Random(0)))
     assert picture.size == (256, 256)
@@ -195,7 +195,7 @@ def test_the_shipped_renderer_binds_places_and_counts(shipped):
 def test_images_as_prompts_keep_the_objects(shipped):
     rng = random.Random(2)
     d = parse_caption("a large red circle and a small blue square on a white background")
-    source = alt_render.render(world.scene_for(d, rng), rng, antialias=True)
+    source = alt_render.render(scene_for(d, rng), rng, antialias=True)
     images, plans = shipped.variations_with_plans([source], num_images=2, seed=0)
     assert len(images) == 2 and plans[0].reading.description is not None
     assert sum(judge_prompt(world.Description(tuple(world.Phrase(p.shape, p.colour) for p in d.phrases)), im)["binding"]
@@ -221,7 +221,7 @@ def test_the_render_tab_shows_its_reading_and_makes_variations(tmp_path):
         assert "Via the prior" in reading and "read as:" in reading
         rng = random.Random(0)
         d = parse_caption("a large yellow triangle and a small purple cross on a gray background")
-        alt_render.render(world.scene_for(d, rng), rng, antialias=True).save(tmp_path / "scene.png")
+        alt_render.render(scene_for(d, rng), rng, antialias=True).save(tmp_path / "scene.png")
         gallery, reading, layouts = client.predict(handle_file(str(tmp_path / "scene.png")), 2, 0, 4.0, 4,
                                                    api_name="/render_variations")
         assert len(gallery) == 2 and "embedding, read as" in reading
