@@ -236,17 +236,20 @@ def captions_for(cfg: RendererTrainConfig, rng: random.Random):
     return caption
 
 
+def stage_state(cfg: RendererTrainConfig, unet, lr: float, stream: int):
+    """A UNet stage's own seeded streams (Python's for data, torch's for noise), its EMA and its optimizer."""
+    return (random.Random(cfg.seed + stream), torch.Generator().manual_seed(cfg.seed + stream),
+            EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4),
+            torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01))
+
+
 def train_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, data, log: list | None = None,
                progress: bool = True) -> UNet2DConditionModel:
     scenes, mean, std, masks = data
-    rng = random.Random(cfg.seed + 2)
-    g = torch.Generator().manual_seed(cfg.seed + 2)
     scheduler = make_scheduler(cfg)
     unet = make_unet(cfg, text_encoder.config.hidden_size, mean.shape[-1]).to(cfg.device).train()
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_unet, weight_decay=0.01)
+    rng, g, ema, opt = stage_state(cfg, unet, cfg.lr_unet, stream=2)
     scale = vae.config.scaling_factor
-
     caption = captions_for(cfg, rng)
 
     def loss() -> torch.Tensor:
@@ -284,12 +287,9 @@ def train_layout_unet(cfg: RendererTrainConfig, vae, tokenizer, text_encoder, te
     Text and map are dropped apart and together (cfg.drop_*), so the one UNet draws from both, from the map
     alone, from the text alone (learned tokens, prompts the planner cannot read) and unconditionally."""
     scenes, mean, std, masks = data
-    rng = random.Random(cfg.seed + 4)
-    g = torch.Generator().manual_seed(cfg.seed + 4)
     scheduler = make_scheduler(cfg)
     unet = with_layout_input(text_unet, LAYOUT_CHANNELS).to(cfg.device).train()
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr_layout, weight_decay=0.01)
+    rng, g, ema, opt = stage_state(cfg, unet, cfg.lr_layout, stream=4)
     scale = vae.config.scaling_factor
     caption = captions_for(cfg, rng)
 
