@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ClipGPTError
+from .errors import ClipGPTError, InputError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -50,7 +50,12 @@ class ServerFiles:
 
     def check(self, path: str | Path, what: str = "folder") -> Path:
         """The resolved path, or AccessError when the app may not read it."""
-        resolved = Path(str(path).strip()).expanduser().resolve()
+        text = str(path).strip()
+        if "\x00" in text:       # pasted text can carry one; the OS takes no such path (Python: ValueError)
+            shown = text.replace("\x00", "\\x00")[:200]
+            raise InputError(f"That {what} path contains a NUL character (\\x00), which no path can hold; "
+                             f"type or paste it again: {shown!r}")
+        resolved = Path(text).expanduser().resolve()
         if self.allowed is None or any(resolved == a or a in resolved.parents for a in self.allowed):
             return resolved
         if not self.allowed:

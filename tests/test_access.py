@@ -92,3 +92,22 @@ def test_a_space_reads_only_its_allow_dirs(folders, monkeypatch):
         app.server_files("127.0.0.1", False, []).check(allowed)
     monkeypatch.delenv("SPACE_ID")
     assert app.server_files("127.0.0.1", False, []).check(other) == other.resolve()
+
+
+def test_a_nul_byte_in_any_path_field_gets_a_clear_message(bundle, tmp_path):
+    """Text pasted into a path field can carry a NUL byte, which Python's os functions reject with a bare ValueError."""
+    bad = str(tmp_path) + "\x00pasted"
+    with launched_app(bundle) as client:
+        with pytest.raises(Exception, match="NUL character"):
+            client.predict(bad, api_name="/index_folder")
+        with pytest.raises(Exception, match="NUL character"):
+            client.predict("a red circle", None, 0.5, 4, "My folder", bad, "", "shapes", "raw", api_name="/search")
+        with pytest.raises(Exception, match="NUL character"):
+            client.predict(target_kind="Planted function", method="dissect", api_name="/explain",
+                           **(EXPLAIN | {"image_source": "My images (folder)", "image_folder": bad}))
+        *_, saved = client.predict(target_kind="Planted function", method="dissect", api_name="/explain", **EXPLAIN)
+        with pytest.raises(Exception, match="NUL character"):
+            client.predict(handle_file(str(saved)), bad, None, api_name="/explain_apply")
+        gallery, _ = client.predict("a red circle", None, 0.5, 2, "Built-in gallery", "", "", "shapes", "raw",
+                                    api_name="/search")
+        assert len(gallery) == 2                                     # and the app is still up
