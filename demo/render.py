@@ -56,15 +56,13 @@ def build(bundle) -> None:
         conditioned on the text and the layout draws it.
 
         Args:
-            prompt: what to draw, e.g. "a red star left of a blue circle on a black background"; learned tokens such
-                as <concept> too, once loaded. Words the world does not know are reported and otherwise ignored.
+            prompt: what to draw, e.g. "a red star left of a blue circle"; learned tokens (<concept>) once loaded.
             negative_prompt: what to steer away from (optional).
             guidance_scale: classifier-free guidance, 0 to 30 (1 or less: no guidance).
             steps: denoising steps, 1 to 200.
-            seed: random seed, 0 or more; it also draws whatever the prompt leaves unstated.
+            seed: random seed, 0 or more; it also picks whatever the prompt leaves unstated.
             num_images: how many images, 1 to 16.
-            via_prior: send the text through the caption->CLIP prior to a CLIP image embedding and draw what that
-                embedding says (DALL-E 2's path).
+            via_prior: draw what the caption->CLIP prior's image embedding of the text says (DALL-E 2's path).
 
         Returns:
             The rendered images, what was read of the prompt, and the layout drawn for each image.
