@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import alt_render
+from benchmarks.scene_judge import NEAR  # RGB distance that still counts as a palette colour
 from benchmarks.scene_sets import SCENE_SETS, alt_renders, judge_scenes, judge_variations, scene_prompts
 from benchmarks.silhouette import judge_shape
 from clipgpt_core import world, zeroshot
@@ -59,7 +60,6 @@ EVAL_SEED = 1_000_000_007
 PALETTE = {f"bg-{k}": v for k, v in world.BACKGROUNDS.items()} | world.COLOURS
 NAMES = [k.removeprefix("bg-") for k in PALETTE]
 RGB = np.array(list(PALETTE.values()), dtype=np.float32)        # (P, 3)
-NEAR = 60.0                                                     # RGB distance that still counts as a palette colour
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -218,9 +218,8 @@ def untrained(renderer: Renderer) -> Renderer:
 
 
 def load_renderer(directory, bundle, device):
-    r = Renderer.load(directory, device, clip=bundle.clip)
-    r.captioner, r.embedding_prior = bundle.captioner, bundle.embedding_prior
-    return r
+    """A pipeline directory drawn with the bundle's CLIP text tower, captioner and caption->CLIP prior."""
+    return Renderer.load(directory, device, bundle.clip, bundle.captioner, bundle.embedding_prior)
 
 
 SCENE_BARS = {("two_objects_seen", "binding"): 0.85, ("two_objects_heldout", "binding"): 0.85,

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from benchmarks.silhouette import MIN_THRESHOLD, judge_shape
+from benchmarks.silhouette import MIN_THRESHOLD, border_pixels, judge_shape
 from clipgpt_core import world
 
 NEAR = 60.0            # RGB distance within which a pixel votes for a palette colour
@@ -56,15 +56,10 @@ class Detected:
         return world.Obj(self.colour, self.shape or "?", self.size, self.cx, self.cy, self.extent, 0.0)
 
 
-def _border(x: np.ndarray, width: int = 2) -> np.ndarray:
-    return np.concatenate([x[:width].reshape(-1, 3), x[-width:].reshape(-1, 3),
-                           x[:, :width].reshape(-1, 3), x[:, -width:].reshape(-1, 3)])
-
-
 def detect(image: Image.Image) -> tuple[str, list[Detected]]:
     """-> (background name, the objects found, largest first)."""
     x = np.asarray(image.convert("RGB"), dtype=np.float64)                       # (H, W, 3)
-    border = _border(x)
+    border = border_pixels(x)
     votes = np.linalg.norm(border[:, None] - BACKGROUND_RGB[None], axis=-1).argmin(1)
     background = BACKGROUND_NAMES[int(np.bincount(votes, minlength=3).argmax())]
     near = border[votes == BACKGROUND_NAMES.index(background)]

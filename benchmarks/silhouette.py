@@ -97,7 +97,8 @@ def rasterise(shape: str, extent: float, angle: float = 0.0, *, offset=(0.0, 0.0
 
 
 # ----------------------------------------------------------------------------- segmentation
-def _border(x: np.ndarray, width: int = 2) -> np.ndarray:
+def border_pixels(x: np.ndarray, width: int = 2) -> np.ndarray:
+    """(H, W, 3) -> (n, 3): the pixels of the image's outer `width` rows and columns."""
     return np.concatenate([x[:width].reshape(-1, 3), x[-width:].reshape(-1, 3),
                            x[:, :width].reshape(-1, 3), x[:, -width:].reshape(-1, 3)])
 
@@ -105,7 +106,7 @@ def _border(x: np.ndarray, width: int = 2) -> np.ndarray:
 def segment(image: Image.Image, background: str | None = None) -> tuple[np.ndarray | None, dict]:
     """-> (alpha (H, W) of the largest foreground object, or None; info)."""
     x = np.asarray(image.convert("RGB"), dtype=np.float64)
-    border = _border(x)
+    border = border_pixels(x)
     if background is not None:
         ref = np.array(world.BACKGROUNDS[background], dtype=np.float64)
         near = border[np.linalg.norm(border - ref, axis=1) < 60]

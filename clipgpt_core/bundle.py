@@ -77,11 +77,7 @@ class Bundle(SpeaksWorld):
         Loaded on first use; for an open_clip: bundle that is Stable Diffusion from the local hub
         cache, and when it is not there a RenderError says how to get it."""
         if self._renderer is None and self.renderer_loader is not None:
-            renderer = self.renderer_loader()
-            # images as prompts read CLIP image vectors with this bundle's captioner and embedding prior
-            renderer.captioner = renderer.captioner or self.captioner
-            renderer.embedding_prior = renderer.embedding_prior or self.embedding_prior
-            self._renderer = renderer
+            self._renderer = self.renderer_loader()
         return self._renderer
 
     @renderer.setter
@@ -195,7 +191,9 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
             raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
                               f"{renderer_dir}. Retrain the renderer with "
                               f"`python -m clipgpt_train.renderer --out {renderer_dir}`.")
-        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip)
+        # images as prompts read CLIP image vectors with this bundle's captioner and embedding prior
+        bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip, bundle.captioner,
+                                                   bundle.embedding_prior)
     return bundle
 
 
@@ -310,9 +308,10 @@ def _pretrained_bundle(spec: str, device: str) -> Bundle:
     prior = CaptionPrior.from_clip(clip)
     # the Render tab drives Stable Diffusion 1.5 from the local hub cache (whose text encoder is OpenAI
     # CLIP ViT-L/14, whatever this bundle's CLIP is); tried when first used
+    captioner = Captioner(clip, prior)
     return Bundle(f"open_clip:{spec}", clip, None, None, {"components": {"clip": {"kind": "open_clip"}}},
-                  prior=prior, captioner=Captioner(clip, prior),
-                  renderer_loader=functools.partial(Renderer.pretrained, device=device))
+                  prior=prior, captioner=captioner,
+                  renderer_loader=functools.partial(Renderer.pretrained, device=device, captioner=captioner))
 
 
 def save_bundle(bundle: Bundle, directory: str | Path) -> Path:

@@ -76,14 +76,20 @@ def _parse_phrase(text: str) -> tuple[str, world.Phrase] | None:
     return det, world.Phrase(_SINGULAR.get(noun, noun), colour, size_before or size_after, position)
 
 
+def normalise(text: str) -> str:
+    """The caption language's spelling: lower case, one trailing "." dropped, commas as words, "top-left" as
+    "top left", "grey" as gray and "centre" as center, single spaces."""
+    s = text.strip().lower()
+    s = s[:-1] if s.endswith(".") else s
+    s = re.sub(r"\b(top|bottom)-(left|right)\b", r"\1 \2", s.replace(",", " , "))
+    return " ".join(_ALIASES.get(w, w) for w in s.split())
+
+
 def parse_caption(text: str) -> world.Description | None:
     """The Description a caption states, or None if it is not in the caption language."""
     if not isinstance(text, str):
         return None
-    s = text.strip().lower()
-    s = s[:-1] if s.endswith(".") else s
-    s = re.sub(r"\b(top|bottom)-(left|right)\b", r"\1 \2", s.replace(",", " , "))
-    s = " ".join(_ALIASES.get(w, w) for w in s.split())
+    s = normalise(text)
     background = None
     if m := _BACKGROUND.fullmatch(s):
         s, background = m.groups()

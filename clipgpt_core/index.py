@@ -188,7 +188,7 @@ READY = "READY"     # written last into a gallery folder: what a reader takes as
 
 
 @contextlib.contextmanager
-def build_lock(out_dir: Path):
+def _build_lock(out_dir: Path):
     """One builder of `out_dir` at a time across processes (two apps on one cache): an exclusive flock on a file
     beside it, held while building. Whoever comes second waits, then finds the finished gallery. The kernel
     drops the lock of a process that dies, so a killed build leaves no stale lock."""
@@ -201,16 +201,24 @@ def build_lock(out_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def gallery_ready(out_dir: Path) -> bool:
+def _ready(out_dir: Path) -> bool:
     return (out_dir / READY).is_file() and (out_dir / "index" / "image.index").is_file()
 
 
-def world_gallery(bundle, progress: bool = True) -> Path:
-    """The bundle's built-in gallery index folder, built on first use and cached."""
+def world_gallery(bundle, progress: bool = True, build=None) -> Path:
+    """The bundle's built-in gallery index folder, built on first use and cached. One process builds it at a time
+    (a second one on the same cache waits, then finds it built). build(out_dir, spec) says how (default: here,
+    build_world_gallery); a build that leaves no finished gallery raises GalleryError, and the next call tries again."""
     out_dir, spec = world_gallery_dir(bundle)
-    with build_lock(out_dir):
-        if not gallery_ready(out_dir):
-            build_world_gallery(bundle.clip, out_dir, spec["size"], spec["seed"], progress)
+    with _build_lock(out_dir):
+        if not _ready(out_dir):
+            if build is None:
+                build_world_gallery(bundle.clip, out_dir, spec["size"], spec["seed"], progress)
+            else:
+                build(out_dir, spec)
+            if not _ready(out_dir):
+                raise GalleryError("Building the built-in gallery failed; the next search tries again "
+                                   "(the server's log says why)")
     return out_dir / "index"
 
 

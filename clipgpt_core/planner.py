@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import world
-from .captions import parse_caption, singular
+from .captions import normalise, parse_caption, singular
 
 COLOUR_CHANNELS = list(world.COLOURS)
 SHAPE_CHANNELS = list(world.SHAPES)
@@ -37,7 +37,7 @@ _GLUE = {"in", "at", "on", "the", "of", "and", ",", "with", "background", "corne
 _POSITION_WORDS = {w for p in world.POSITIONS for w in p.split()}
 VOCABULARY = (set(_DETERMINERS) | set(world.SIZES) | set(world.COLOURS) | set(world.SHAPES)
               | set(world.PLURALS.values()) | set(world.BACKGROUNDS) | _POSITION_WORDS | _GLUE
-              | {w for r in world.RELATIONS for w in r.split()} | {"grey", "centre"})
+              | {w for r in world.RELATIONS for w in r.split()})
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,8 @@ class Plan:
 
 
 def _words(text: str) -> list[str]:
-    s = re.sub(r"\b(top|bottom)-(left|right)\b", r"\1 \2", text.lower().replace(",", " , "))
-    s = re.sub(r"[^a-z0-9,<>_\- ]", " ", s)
-    return [{"grey": "gray", "centre": "center"}.get(w, w) for w in s.split()]
+    """The prompt's words in the caption language's spelling, punctuation other than commas dropped."""
+    return normalise(re.sub(r"[^a-z0-9,<>_\- ]", " ", text.lower())).split()
 
 
 def read_prompt(text: str) -> Reading:

@@ -111,9 +111,11 @@ class Renderer:
 
     # ------------------------------------------------------------------------- loading
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu", clip=None) -> "Renderer":
+    def load(cls, directory: str | Path, device: str = "cpu", clip=None, captioner=None,
+             embedding_prior=None) -> "Renderer":
         """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32. A folder
-        without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`."""
+        without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`;
+        captioner and embedding_prior (a bundle's) read CLIP vectors for variations() and via_prior."""
         import json
         import torch
         from diffusers import StableDiffusionPipeline
@@ -132,10 +134,10 @@ class Renderer:
             parts = {"text_encoder": text_encoder_from_clip(clip), "tokenizer": tokenizer_from_clip(clip)}
         pipe = pipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True, **parts)
         pipe.set_progress_bar_config(desc="render")     # on: the Render tab's progress bar follows it
-        return cls(pipe.to(device), str(directory))
+        return cls(pipe.to(device), str(directory), captioner=captioner, embedding_prior=embedding_prior)
 
     @classmethod
-    def pretrained(cls, model_id: str = SD15, device: str = "cpu") -> "Renderer":
+    def pretrained(cls, model_id: str = SD15, device: str = "cpu", captioner=None) -> "Renderer":
         """Stable Diffusion from the local Hugging Face cache only; never downloads."""
         import torch
         from diffusers import StableDiffusionPipeline
@@ -152,7 +154,7 @@ class Renderer:
                 f"ViT-L/14 (openai/clip-vit-large-patch14), so tokens learned against that CLIP (768 wide) plug "
                 f"in. ({type(e).__name__})") from None
         pipe.set_progress_bar_config(desc="render")
-        return cls(pipe.to(device), model_id, from_hub=True)
+        return cls(pipe.to(device), model_id, from_hub=True, captioner=captioner)
 
     def text_encoder_is(self, clip) -> bool:
         """Is this pipeline's text encoder exactly `clip`'s text tower (no learned tokens added)?"""

@@ -69,32 +69,28 @@ class NearestImages:
         clipgpt_core.index --world`), not in this one: rendering 5,000 PNGs in a thread holds the GIL, and
         the app it should leave free to answer took minutes to start. The child runs at a lower priority
         and dies with this process."""
-        out_dir, spec = gallery.world_gallery_dir(self.bundle)
         if self.bundle.path is None:
             return gallery.world_gallery(self.bundle, self.progress)
-        with gallery.build_lock(out_dir):        # a second app on the same cache waits here for the first's build
-            if gallery.gallery_ready(out_dir):
-                return out_dir / "index"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            log = out_dir / "build.log"
-            root = Path(__file__).resolve().parents[1]
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-            cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
-                   str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
-            if self.progress:
-                log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
-                             spec["size"], log)
-            with open(log, "w") as err:
-                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
-                                      preexec_fn=_background_child, check=False)
-            if done.returncode != 0 or not gallery.gallery_ready(out_dir):
-                # the server's log has the details; the user gets no traceback and no server path
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                log_.error("building the built-in gallery failed (exit %s): %s (log: %s)", done.returncode,
-                           " / ".join(tail), log)
-                raise gallery.GalleryError("Building the built-in gallery failed; the next search tries again "
-                                           "(the server's log says why)")
-            return out_dir / "index"
+        return gallery.world_gallery(self.bundle, self.progress, build=self._build_in_child)
+
+    def _build_in_child(self, out_dir: Path, spec: dict) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = out_dir / "build.log"
+        root = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        cmd = [sys.executable, "-m", "clipgpt_core.index", "--world", str(spec["size"]), "--seed",
+               str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
+        if self.progress:
+            log_.warning("building the built-in gallery (%d images) in the background; progress: %s",
+                         spec["size"], log)
+        with open(log, "w") as err:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                  preexec_fn=_background_child, check=False)
+        if done.returncode != 0:
+            # the server's log has the details; world_gallery tells the user, without a traceback or a path
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            log_.error("building the built-in gallery failed (exit %s): %s (log: %s)", done.returncode,
+                       " / ".join(tail), log)
 
     def builtin_index(self) -> gallery.LocalIndex:
         """The bundle's built-in ShapesWorld gallery (built and cached on first use; waits for a build that
