@@ -29,7 +29,8 @@ COLOUR_CHANNELS = list(world.COLOURS)
 SHAPE_CHANNELS = list(world.SHAPES)
 BACKGROUND_CHANNELS = list(world.BACKGROUNDS)
 ONE_HOT_CHANNELS = len(COLOUR_CHANNELS) + len(SHAPE_CHANNELS) + len(BACKGROUND_CHANNELS)  # 17
-LAYOUT_CHANNELS = ONE_HOT_CHANNELS + 2    # + where in its object's box a cell lies: (u, v) in [-1, 1]
+BOX_CHANNELS = ONE_HOT_CHANNELS + 2       # + where in its object's box a cell lies: (u, v) in [-1, 1]
+LAYOUT_CHANNELS = BOX_CHANNELS + 1        # + the share of the cell the objects' silhouettes cover
 
 NEGATIONS = {"not", "no", "without", "except"}
 _DETERMINERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
@@ -235,10 +236,14 @@ def layout_map(scenes: list[world.Scene | None], size: int = 32, channels: int =
     box covers, in that object's colour and shape channels; the background's channel is 1 everywhere; and the
     cell's place in its object's box, (u, v) from -1 (left, top edge) to 1 (right, bottom), 0 outside boxes
     (GLIGEN gives its boxes' coordinates to the UNet too; here they are per cell, so an outline is a function of
-    shape and (u, v)). channels=ONE_HOT_CHANNELS leaves the coordinates out. A None scene (nothing understood)
-    is all zeros: the UNet then renders from the text alone."""
-    if channels not in (ONE_HOT_CHANNELS, LAYOUT_CHANNELS):
-        raise ValueError(f"a layout map has {ONE_HOT_CHANNELS} or {LAYOUT_CHANNELS} channels, not {channels}")
+    shape and (u, v)); and the share of the cell each object's silhouette covers, drawn from the world's shape
+    spec (LLM-grounded Diffusion composes per-object masks; here the planner hands them to the UNet, so a small
+    star's points are stated, not left for a 5x5-cell box to imply). Fewer channels give the earlier maps:
+    BOX_CHANNELS without the silhouettes, ONE_HOT_CHANNELS without the coordinates either. A None scene
+    (nothing understood) is all zeros: the UNet then renders from the text alone."""
+    if channels not in (ONE_HOT_CHANNELS, BOX_CHANNELS, LAYOUT_CHANNELS):
+        raise ValueError(f"a layout map has {ONE_HOT_CHANNELS}, {BOX_CHANNELS} or {LAYOUT_CHANNELS} channels, "
+                         f"not {channels}")
     k = world.CANVAS // size                                   # image pixels a latent cell
     centres = np.arange(world.CANVAS) + 0.5                     # pixel centres
     cells = (np.arange(size) + 0.5) * k                         # latent cell centres, in pixels
@@ -254,13 +259,17 @@ def layout_map(scenes: list[world.Scene | None], size: int = 32, channels: int =
             cover = np.outer(inside_y, inside_x).reshape(size, k, size, k).mean(axis=(1, 3))   # (size, size)
             out[i, COLOUR_CHANNELS.index(o.colour)] += cover
             out[i, nc + SHAPE_CHANNELS.index(o.shape)] += cover
-            if channels == LAYOUT_CHANNELS:
+            if channels >= BOX_CHANNELS:
                 mine = cover > 0
                 u, v = np.meshgrid(np.clip((cells - o.cx) / h, -1, 1), np.clip((cells - o.cy) / h, -1, 1))
                 out[i, ONE_HOT_CHANNELS] = np.where(mine, u, out[i, ONE_HOT_CHANNELS])
                 out[i, ONE_HOT_CHANNELS + 1] = np.where(mine, v, out[i, ONE_HOT_CHANNELS + 1])
+            if channels == LAYOUT_CHANNELS:
+                out[i, BOX_CHANNELS] += world.silhouette(o, size)
         out[i, nc + ns + BACKGROUND_CHANNELS.index(scene.background)] = 1.0
     np.minimum(out[:, :ONE_HOT_CHANNELS], 1.0, out=out[:, :ONE_HOT_CHANNELS])
+    if channels == LAYOUT_CHANNELS:
+        np.minimum(out[:, BOX_CHANNELS], 1.0, out=out[:, BOX_CHANNELS])
     return out
 
 

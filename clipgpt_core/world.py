@@ -170,6 +170,23 @@ def shape_polygon(shape: str, cx: float, cy: float, s: float, angle: float, styl
     return _rotate(pts, cx, cy, angle)
 
 
+def _draw_object(draw: ImageDraw.ImageDraw, o: Obj, k: float, fill, style: RenderStyle) -> None:
+    cx, cy, s = o.cx * k, o.cy * k, o.extent * k
+    if o.shape == "circle":
+        draw.ellipse([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill)
+    else:
+        draw.polygon(shape_polygon(o.shape, cx, cy, s, o.angle, style), fill=fill)
+
+
+def silhouette(o: Obj, size: int = CANVAS, supersample: int = 4) -> np.ndarray:
+    """The share of each cell of a size x size grid over the canvas that the object covers -> (size, size)
+    float32 in [0, 1], drawn as `render` draws it with the default style."""
+    k = size * supersample / CANVAS
+    img = Image.new("L", (size * supersample, size * supersample), 0)
+    _draw_object(ImageDraw.Draw(img), o, k, 255, RenderStyle())
+    return np.asarray(img.resize((size, size), Image.Resampling.BOX), np.float32) / 255
+
+
 def render(scene: Scene, rng: random.Random | None = None, style: RenderStyle | None = None) -> Image.Image:
     """Draw a scene as a 64x64 RGB image. With rng, colours jitter; style=None uses defaults."""
     style = style or RenderStyle()
@@ -178,12 +195,7 @@ def render(scene: Scene, rng: random.Random | None = None, style: RenderStyle | 
     img = Image.new("RGB", (CANVAS * k, CANVAS * k), jit(BACKGROUNDS[scene.background]))
     draw = ImageDraw.Draw(img)
     for o in scene.objects:
-        fill = jit(COLOURS[o.colour])
-        cx, cy, s = o.cx * k, o.cy * k, o.extent * k
-        if o.shape == "circle":
-            draw.ellipse([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], fill=fill)
-        else:
-            draw.polygon(shape_polygon(o.shape, cx, cy, s, o.angle, style), fill=fill)
+        _draw_object(draw, o, k, jit(COLOURS[o.colour]), style)
     if k > 1:
         img = img.resize((CANVAS, CANVAS), Image.Resampling.BOX)
     if style.noise and rng:

@@ -78,7 +78,7 @@ def test_what_cannot_be_placed_is_let_go_and_said():
 def test_the_layout_map_binds_colour_and_shape_by_place():
     scene = world.Scene("black", (world.Obj("red", "star", "large", 16, 16, 24, 0),
                                   world.Obj("blue", "circle", "small", 48, 48, 12, 0)))
-    m = layout_map([scene, None])                                         # (2, 17, 32, 32)
+    m = layout_map([scene, None])                                         # (2, 20, 32, 32)
     assert m.shape == (2, LAYOUT_CHANNELS, 32, 32) and not m[1].any()
     red, blue = list(world.COLOURS).index("red"), list(world.COLOURS).index("blue")
     star, circle = 8 + world.SHAPES.index("star"), 8 + world.SHAPES.index("circle")
@@ -87,7 +87,14 @@ def test_the_layout_map_binds_colour_and_shape_by_place():
     assert m[0, 14 + list(world.BACKGROUNDS).index("black")].min() == 1
     u, v = m[0, 17], m[0, 18]                                              # where in its box each cell lies
     assert u[8, 2] < -0.8 and u[8, 13] > 0.8 and v[2, 8] < -0.8 and v[13, 8] > 0.8 and u[0, 0] == 0
-    assert layout_map([scene], channels=17).shape == (1, 17, 32, 32)        # without coordinates
+    mask = m[0, 19]                                                        # the silhouettes
+    assert mask[24, 24] == 1 and mask[0, 0] == 0 and mask.max() <= 1
+    star_box = m[0, star].sum()
+    assert 0.3 * star_box < mask[:16, :16].sum() < 0.6 * star_box          # a star covers about half its box
+    outside = mask * (m[0, star] + m[0, circle] == 0)                      # the star sits 0.1 of its box low
+    assert outside.sum() < 0.05 * mask.sum()                                # so it lies (nearly) inside its box
+    assert layout_map([scene], channels=19).shape == (1, 19, 32, 32)        # without silhouettes
+    assert layout_map([scene], channels=17).shape == (1, 17, 32, 32)        # without coordinates either
     picture = draw_plan(plan_layout(read_prompt("a red star left of a blue circle"), random.Random(0)))
     assert picture.size == (256, 256)
 
