@@ -64,6 +64,6 @@ def render(scene: world.Scene, rng: random.Random, antialias: bool = True) -> Im
 
 def redraw(scenes: list[world.Scene], seed: int = 0) -> list[Image.Image]:
     """Scenes redrawn by this renderer, 3 in 4 anti-aliased, reproducibly from `seed`
-    (what clipgpt_core.targets.world_sample takes as its renderer)."""
+    (what clipgpt_core.explainers.targets.world_sample takes as its renderer)."""
     rng = random.Random(seed)
     return [render(s, rng, antialias=rng.random() < 0.75) for s in scenes]

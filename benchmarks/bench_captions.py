@@ -3,7 +3,7 @@
     python -m benchmarks.bench_captions [--bundle shapes] [--n 500] [--out benchmarks/results/captions.json]
 
 Prior: held-out perplexity (fresh captions of seen and of held-out colour-shape pairs); validity
-(the share of 1,000 samples that clipgpt_core.captions parses); distinct share; attribute-value
+(the share of 1,000 samples that clipgpt_core.world.captions parses); distinct share; attribute-value
 coverage (the share of WORLD.md's values that occur in the samples).
 Captioner, on fresh images (seen and held-out combinations apart, drawn by our renderer and by
 the independent one in benchmarks/alt_render.py): per attribute, how often the
@@ -33,9 +33,9 @@ from benchmarks.bench_clip import EVAL_SEED, SETS, draw, recall, single_object_s
 
 from clipgpt_core import world
 from clipgpt_core.bundle import load_bundle
-from clipgpt_core.captions import parse_caption, stated_attributes
-from clipgpt_core.prior import CaptionGPT, CaptionPrior, generate
-from clipgpt_core.corpus import world_captions
+from clipgpt_core.world.captions import parse_caption, stated_attributes
+from clipgpt_core.models.caption_prior import CaptionGPT, CaptionPrior, generate
+from clipgpt_core.world.corpus import world_captions
 
 ATTRS = ["colour", "shape", "size", "position", "background"]
 

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_clip [--bundle shapes] [--n 1000] [--out benchmarks/results/clip.json]
 
 Reports, separately for seen colour-shape combinations and held-out ones:
-  * zero-shot accuracy per attribute on single-object images (clipgpt_core.zeroshot protocol);
+  * zero-shot accuracy per attribute on single-object images (clipgpt_core.world.zeroshot protocol);
   * binding: two-object image, true caption vs the caption with the two colours swapped;
   * presence in 3-object scenes: AUC of "is there a {shape}" read as the cosine to "a {shape}" minus
     the mean over the other shapes, and of each colour read the same way through the text embedding
@@ -29,9 +29,10 @@ import numpy as np
 
 from benchmarks import alt_render
 
-from clipgpt_core import world, zeroshot
+from clipgpt_core import world
+from clipgpt_core.world import zeroshot
 from clipgpt_core.bundle import load_bundle
-from clipgpt_core.clip_model import create_clip
+from clipgpt_core.models.clip import create_clip
 
 EVAL_SEED = 1_000_000_007  # training draws from random.Random(0); evaluation seeds are separate
 

@@ -35,8 +35,10 @@ from benchmarks import alt_render
 from clipgpt_core import load_bundle
 from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, explain
 from clipgpt_core.explainers import render_check, spearman_ties
-from clipgpt_core.targets import (PLANTED, ClassifierTarget, load_classifier, stated_values, states_answer,
-                                  world_sample)
+from clipgpt_core.explainers.planted import PLANTED, world_sample
+from clipgpt_core.explainers.targets import ClassifierTarget
+from clipgpt_core.models.classifier import load_classifier
+from clipgpt_core.world.captions import stated_values, states_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"alt": alt_render.redraw, "ours": "ours"}   # image set -> world_sample's renderer
@@ -164,7 +166,7 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
         explain() fits it (h's plateaus tie images, which a 0/1 f rewards);
       probe_fit_spearman / probe_fit_spearman_h: fitted on explain()'s own fit half, the labels an
         explanation has."""
-    from clipgpt_core.explainers import _spearman_ties, monotone_fit
+    from clipgpt_core.explainers import spearman_ties, monotone_fit
     from sklearn.linear_model import RidgeCV
     perm = np.random.default_rng(seed).permutation(len(f))            # explain()'s split for this seed
     fit, held = np.sort(perm[:len(f) // 2]), np.sort(perm[len(f) // 2:])
@@ -173,11 +175,11 @@ def linear_probe_spearman(emb_train: np.ndarray, f_train: np.ndarray, emb: np.nd
         return RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(e, y).predict(emb)
 
     def rho_h(x):           # rho(f, h(x)) on the held-out half, h isotonic on the fit half
-        return _spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))
+        return spearman_ties(f[held], monotone_fit(x[fit], f[fit], True).predict(x[held]))
 
     x_big, x_fit = ridge(emb_train, f_train), ridge(emb[fit], f[fit])
-    return {"probe_spearman": _spearman_ties(f[held], x_big[held]), "probe_spearman_h": rho_h(x_big),
-            "probe_fit_spearman": _spearman_ties(f[held], x_fit[held]), "probe_fit_spearman_h": rho_h(x_fit)}
+    return {"probe_spearman": spearman_ties(f[held], x_big[held]), "probe_spearman_h": rho_h(x_big),
+            "probe_fit_spearman": spearman_ties(f[held], x_fit[held]), "probe_fit_spearman_h": rho_h(x_fit)}
 
 
 def fresh_probe(emb, f, fresh_emb, f_fresh) -> float:

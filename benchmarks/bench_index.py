@@ -3,7 +3,7 @@
     python -m benchmarks.bench_index [--sizes 10000 1000000] [--dim 128] [--out benchmarks/results/index.json]
 
 For each size: build the index the way clip-retrieval does (autofaiss.build_index with the same
-memory settings as clipgpt_core.index), then for 500 single-vector queries (how the app queries)
+memory settings as clipgpt_core.retrieval.local), then for 500 single-vector queries (how the app queries)
 report median/p95 latency of the autofaiss index and of exact inner-product search
 (faiss.IndexFlatIP, the baseline), their ratio, and recall@10 of the index against exact search.
 Vectors are synthetic: L2-normalised draws around 1,000 random centres (real CLIP embeddings are

@@ -25,7 +25,7 @@ Reported per set:
   * silhouette judge (benchmarks/silhouette.py, also model-free): the shape of the largest object's outline,
     matched against ideal shapes it rasterises itself; `silhouette_shape` = share of images whose judged shape is
     the prompted one (also split by prompted size);
-  * the bundle's CLIP zero-shot (clipgpt_core.zeroshot protocol), per stated attribute;
+  * the bundle's CLIP zero-shot (clipgpt_core.world.zeroshot protocol), per stated attribute;
   * diversity: mean pairwise cosine distance between CLIP image embeddings of one prompt's images;
   * seconds per 64x64 image at the renderer's default settings, one image per call.
 Baselines in the same run: real ShapesWorld renders of the same prompts through the same judges (what a
@@ -50,10 +50,11 @@ from benchmarks import alt_render
 from benchmarks.scene_judge import NEAR  # RGB distance that still counts as a palette colour
 from benchmarks.scene_sets import SCENE_SETS, alt_renders, judge_scenes, judge_variations, scene_prompts
 from benchmarks.silhouette import judge_shape
-from clipgpt_core import world, zeroshot
-from clipgpt_core.planner import scene_for
+from clipgpt_core import world
+from clipgpt_core.world import zeroshot
+from clipgpt_core.models.planner import scene_for
 from clipgpt_core.bundle import load_bundle
-from clipgpt_core.renderer import Renderer
+from clipgpt_core.models.renderer import Renderer
 
 EVAL_SEED = 1_000_000_007
 # the palette by name: black and white name an object and a background alike

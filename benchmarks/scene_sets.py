@@ -13,7 +13,7 @@ import numpy as np
 from benchmarks import alt_render
 from benchmarks.scene_judge import detect, judge_prompt
 from clipgpt_core import world
-from clipgpt_core.planner import scene_for   # true scenes for the ceiling and the variations' sources
+from clipgpt_core.models.planner import scene_for   # true scenes for the ceiling and the variations' sources
 
 SCENE_SETS = {"two_objects": ("train", "heldout"), "relation": ("train",), "count": ("train",),
               "world_captions": ("train", "heldout")}

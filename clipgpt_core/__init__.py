@@ -4,12 +4,12 @@ from .lazy import exports
 
 _WHERE = {
     "Bundle": "bundle", "LoadingBundle": "bundle", "load_bundle": "bundle", "save_bundle": "bundle",
-    "caption_folder": "caption_folder", "Captioner": "captioner", "parse_caption": "captions",
-    "ClipEncoder": "clip_model", "WeightsNotAvailable": "clip_model", "create_clip": "clip_model",
-    "EmbeddingPrior": "embedding_prior", "ClipGPTError": "errors", "InputError": "errors", "BundleError": "errors",
+    "caption_folder": "jobs.caption_folder", "Captioner": "models.captioner", "parse_caption": "world.captions",
+    "ClipEncoder": "models.clip", "WeightsNotAvailable": "models.clip", "create_clip": "models.clip",
+    "EmbeddingPrior": "models.embedding_prior", "ClipGPTError": "errors", "InputError": "errors", "BundleError": "errors",
     "Explanation": "explainers", "explain": "explainers", "BadImageError": "images", "load_image": "images",
-    "CaptionPrior": "prior", "RemoteError": "remote", "RemoteIndex": "remote", "Renderer": "renderer",
-    "RenderError": "renderer", "NearestImages": "retrieval",
+    "CaptionPrior": "models.caption_prior", "RemoteError": "retrieval.remote", "RemoteIndex": "retrieval.remote", "Renderer": "models.renderer",
+    "RenderError": "models.renderer", "NearestImages": "retrieval.nearest",
 }
 __all__ = list(_WHERE)
 __getattr__, __dir__ = exports(__name__, _WHERE)

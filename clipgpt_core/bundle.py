@@ -35,11 +35,11 @@ from .errors import BundleError
 from .paths import ASSETS
 
 if TYPE_CHECKING:   # the components import torch, open_clip and diffusers: loaded with a bundle, not before
-    from .captioner import Captioner
-    from .clip_model import ClipEncoder
-    from .embedding_prior import EmbeddingPrior
-    from .prior import CaptionPrior
-    from .renderer import Renderer
+    from .models.captioner import Captioner
+    from .models.clip import ClipEncoder
+    from .models.embedding_prior import EmbeddingPrior
+    from .models.caption_prior import CaptionPrior
+    from .models.renderer import Renderer
 
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
@@ -73,7 +73,7 @@ class Bundle(SpeaksWorld):
 
     @property
     def renderer(self) -> Renderer | None:
-        """The text-to-image pipeline (clipgpt_core.renderer.Renderer), None if the bundle has none.
+        """The text-to-image pipeline (clipgpt_core.models.renderer.Renderer), None if the bundle has none.
         Loaded on first use; for an open_clip: bundle that is Stable Diffusion from the local hub
         cache, and when it is not there a RenderError says how to get it."""
         if self._renderer is None and self.renderer_loader is not None:
@@ -165,8 +165,8 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
     the retraining commands use it to read a half-retrained bundle."""
     if str(name_or_path).startswith("open_clip:"):
         return _pretrained_bundle(str(name_or_path)[len("open_clip:"):], device)
-    from .clip_model import load_clip
-    from .renderer import Renderer
+    from .models.clip import load_clip
+    from .models.renderer import Renderer
     path, manifest = read_manifest(name_or_path)
     components = manifest.get("components", {})
     clip_dir = path / components["clip"]["path"]
@@ -261,10 +261,10 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
     """The prior, captioner and embedding prior, when the manifest names them. Without a trained
     prior the bundle still gets one made from its CLIP text tower (untrained head), and without a
     mapper a training-free captioner, so every tab runs on every bundle."""
-    from .captioner import Captioner
-    from .captions import WORD_GROUPS
-    from .embedding_prior import EmbeddingPrior
-    from .prior import CaptionPrior
+    from .models.captioner import Captioner
+    from .world.captions import WORD_GROUPS
+    from .models.embedding_prior import EmbeddingPrior
+    from .models.caption_prior import CaptionPrior
 
     def directory(name):
         return bundle.path / components[name]["path"] if name in components else None
@@ -293,10 +293,10 @@ def _pretrained_bundle(spec: str, device: str) -> Bundle:
     if not arch:
         raise BundleError("Write a pretrained bundle as open_clip:ARCH/TAG, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k")
     import open_clip
-    from .captioner import Captioner
-    from .clip_model import create_clip
-    from .prior import CaptionPrior
-    from .renderer import Renderer
+    from .models.captioner import Captioner
+    from .models.clip import create_clip
+    from .models.caption_prior import CaptionPrior
+    from .models.renderer import Renderer
     if arch not in open_clip.list_models():
         raise BundleError(f"open_clip has no architecture {arch!r}")
     pretrained = None if tag in ("", RANDOM_INIT) else tag

@@ -13,6 +13,7 @@ MAX_PIXELS = 50_000_000        # refuse anything larger (decompression bombs, ab
 WORKING_SIDE = 1024            # larger images are shrunk once on load; models use 64-224 px
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL raises DecompressionBombError above 2x this
 READABLE = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}   # what a folder's images are
 
 
 class BadImageError(ClipGPTError, ValueError):

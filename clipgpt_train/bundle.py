@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from clipgpt_core.bundle import BUILTIN, DEPENDS_ON, LINEAGE_FILE, dependency_fingerprints, write_lineage
-from clipgpt_core.clip_model import load_clip
+from clipgpt_core.models.clip import load_clip
 from clipgpt_core.errors import InputError
 from .loop import run_key
 
@@ -59,8 +59,9 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
 
 
 def trainer(stage: str):
-    from importlib import import_module
-    return import_module(f".{stage}", __package__).train
+    from . import captioner, clip, embedding_prior, prior, renderer
+    return {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
+            "renderer": renderer}[stage].train
 
 
 def recipe(cfg) -> str:

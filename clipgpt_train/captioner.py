@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clipgpt_core.captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
-from clipgpt_core.corpus import world_pairs
+from clipgpt_core.models.captioner import Captioner, MapperConfig, PrefixMapper, decoder_from_prior
+from clipgpt_core.world.corpus import world_pairs
 from .loop import Resume, fit, run_cli, write_train_record
 
 

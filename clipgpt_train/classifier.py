@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from clipgpt_core import world
-from clipgpt_core.classifier import ClassifierConfig, ShapesClassifier
-from clipgpt_core.targets import CLASSIFIER_DIR
+from clipgpt_core.models.classifier import ClassifierConfig, ShapesClassifier
+from clipgpt_core.models.classifier_files import CLASSIFIER_DIR
 from .loop import cosine_lr, run_cli, write_train_record
 
 

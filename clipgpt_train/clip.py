@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipgpt_core import world
-from clipgpt_core.clip_model import ClipEncoder, create_clip, is_text_tower, load_clip
+from clipgpt_core.models.clip import ClipEncoder, create_clip, is_text_tower, load_clip
 from clipgpt_core.errors import InputError
 from .clip_facts import (COUNTS, FACTS, PAIRS, PRESENCE_COLOURS, PRESENCE_SHAPES, TRAIN_PAIRS, binding_texts,
                          scene_facts, stated_facts, states_only_train_pairs, truth_matrix)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
+from clipgpt_core.models.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
 from .clip import soft_ce
 from .clip_facts import truth_matrix
-from clipgpt_core.corpus import world_pairs
+from clipgpt_core.world.corpus import world_pairs
 from .loop import Resume, fit, run_cli, write_train_record
 
 

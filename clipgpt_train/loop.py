@@ -1,6 +1,6 @@
 """What the trainers share: caption files, the learning-rate schedule, the step loop with its
 resumable checkpoints, and a command line made from a config dataclass. The ShapesWorld data
-streams they draw from are the core's (clipgpt_core.corpus): Explain reads them too."""
+streams they draw from are the core's (clipgpt_core.world.corpus): Explain reads them too."""
 from __future__ import annotations
 
 import argparse
@@ -121,7 +121,7 @@ def fit(step_fn, opt, cfg, desc: str, disable: bool = False, resume: Resume | No
         meta = load_checkpoint(resume.directory, resume.modules, opt, resume.rng)
         if meta and meta.get("run") != (resume.key or run_key(cfg)):
             raise InputError(f"The checkpoint in {resume.directory} belongs to another run ({meta.get('run')}); "
-                             f"delete it (or pass --fresh) to start over")
+                             f"delete that folder to start over, or name another --checkpoint")
         start, ema, spent = (meta["step"], meta["loss_ema"], meta["seconds"]) if meta else (0, None, 0.0)
     last = min(cfg.steps, getattr(cfg, "stop_after", 0) or cfg.steps)
     t0 = time.time() - spent

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clipgpt_core.prior import CaptionPrior
-from clipgpt_core.corpus import world_captions
+from clipgpt_core.models.caption_prior import CaptionPrior
+from clipgpt_core.world.corpus import world_captions
 from .loop import Resume, fit, read_captions, run_cli, write_train_record
 
 

@@ -12,15 +12,15 @@ Three stages, as Stable Diffusion and then its depth-to-image / inpainting model
      outline is spatial), MSE + a small KL term. The latent scaling_factor is 1 / std of the training latents
      (as SD computed its 0.18215), stored in the VAE's config, so the pipeline scales exactly as SD's does.
   2. UNet2DConditionModel on those latents, conditioned on the frozen CLIP text tower's last hidden state
-     (B, 32, 128) via clipgpt_core.hf_text; captions dropped to "" 10 % of the time (classifier-free guidance);
+     (B, 32, 128) via clipgpt_core.models.hf_text; captions dropped to "" 10 % of the time (classifier-free guidance);
      EMA. v-prediction with a zero-terminal-SNR schedule: SD's betas keep 7 % of the signal at t = T, through
      which a small latent's mean colour (the background) leaks, so sampling from pure noise picked it at random.
      The loss weighs the latent cells an object covers (1 + object_weight)x below t = 800 (plain MSE is ~25:1
      background for a small object, which was then left out); single objects, large 3 times in 4, and half of
      each batch at t >= 500, where the outline is decided from the text.
-  3. The layout UNet: stage 2's UNet with clipgpt_core.planner's layout map (each object's colour and shape
-     one-hot over its bounding box, each cell's (u, v) place in that box, the background everywhere; 19
-     channels) as extra input channels whose weights start at zero, fine-tuned on scenes of 1-4 objects with each
+  3. The layout UNet: stage 2's UNet with clipgpt_core.models.planner's layout map (each object's colour and shape
+     one-hot over its bounding box, each cell's (u, v) place in that box, the share of the cell its silhouette
+     covers, the background everywhere; 20 channels) as extra input channels whose weights start at zero, fine-tuned on scenes of 1-4 objects with each
      scene's own map beside one of its captions, object cells weighted at every t (the map fixes the background).
      Text and map are dropped apart and together (drop_text, drop_layout, drop_both), so one UNet draws from
      both, from the text alone (learned tokens, prompts the planner cannot read) and unconditionally (guidance).
@@ -48,10 +48,10 @@ from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import EMAModel
 
 from clipgpt_core import world
-from clipgpt_core.corpus import OBJECT_MIX, world_pairs, world_scenes
+from clipgpt_core.world.corpus import OBJECT_MIX, world_pairs, world_scenes
 from clipgpt_core.errors import InputError
-from clipgpt_core.planner import LAYOUT_CHANNELS, layout_map
-from clipgpt_core.layout_pipeline import LayoutDiffusionPipeline
+from clipgpt_core.models.planner import LAYOUT_CHANNELS, layout_map
+from clipgpt_core.models.layout_pipeline import LayoutDiffusionPipeline
 from .denoising import (draw_latents, encode_text, fit_with_ema, object_masks, optimizer_step, stage_schedule,
                         to_pixels, unet_loss)
 from .loop import Resume, fit, run_cli, write_train_record
@@ -121,7 +121,7 @@ def make_vae(cfg: RendererTrainConfig) -> AutoencoderKL:
         in_channels=3, out_channels=3, latent_channels=4, sample_size=world.CANVAS,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=tuple(cfg.vae_channels), layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
-        mid_block_add_attention=False)  # convolutions alone keep every outline (silhouette 1.00 on reconstructions)
+        mid_block_add_attention=False)  # convolutions alone keep every outline (docs/results.md, Render)
 
 
 def make_unet(cfg: RendererTrainConfig, cross_attention_dim: int, latent_size: int) -> UNet2DConditionModel:
@@ -325,8 +325,8 @@ def assemble(vae, text_encoder, tokenizer, unet, cfg: RendererTrainConfig) -> St
 
 def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableDiffusionPipeline:
     """Both stages and the pipeline, saved to cfg.out. `clip` (a ClipEncoder) overrides cfg.bundle's."""
-    from clipgpt_core.hf_text import text_encoder_from_clip, tokenizer_from_clip
-    from clipgpt_core.renderer import save_pipeline
+    from clipgpt_core.models.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from clipgpt_core.models.renderer import save_pipeline
     torch.manual_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)

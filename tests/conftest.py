@@ -15,7 +15,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     """Galleries and folder indices go to a per-session temporary cache, not ~/.cache."""
-    from clipgpt_core import index
+    from clipgpt_core.retrieval import local as index
     monkeypatch.setattr(index, "DEFAULT_CACHE", tmp_path_factory.getbasetemp() / "clipgpt-cache")
 
 
@@ -32,7 +32,7 @@ def bundle():
 def launched_app(bundle, launch: dict | None = None, **kwargs):
     """The real app for `bundle` (build_demo's kwargs; `launch`: more launch() kwargs), launched on
     loopback; yields a gradio_client Client."""
-    import app
+    from clipgpt_app import main as app
     from gradio_client import Client
     demo = app.build_demo(bundle, progress=False, **kwargs)
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,

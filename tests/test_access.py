@@ -80,7 +80,7 @@ def test_shared_app_indexes_only_allowed_folders(bundle, folders, tmp_path):
 
 def test_a_space_reads_only_its_allow_dirs(folders, monkeypatch):
     """app.py's policy: with SPACE_ID set even a loopback app is shared; --allow-dir A opens A, not A/../B."""
-    import app
+    from clipgpt_app import main as app
     allowed, other = folders
     monkeypatch.setenv("SPACE_ID", "user/clip-gpt")
     files = app.server_files("127.0.0.1", False, [str(allowed)])

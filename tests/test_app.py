@@ -178,7 +178,7 @@ def test_mcp_tools_are_the_documented_functions(client):
 
 
 def test_mcp_flag_without_the_extra_says_how(monkeypatch, capsys):
-    import app
+    from clipgpt_app import main as app
     monkeypatch.setitem(sys.modules, "mcp", None)          # as if `gradio[mcp]` were not installed
     with pytest.raises(SystemExit):
         app.main(["--mcp"])

@@ -55,7 +55,7 @@ def test_missing_pretrained_weights_fail_fast_and_say_what_to_do(tmp_path, monke
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     t0 = time.time()
     with pytest.raises(WeightsNotAvailable, match="huggingface-cli download laion/CLIP-ViT-B-32-laion2B-s34B-b79K"):
-        from clipgpt_core.clip_model import require_cached_weights
+        from clipgpt_core.models.clip import require_cached_weights
         require_cached_weights("ViT-B-32", "laion2b_s34b_b79k", cache_dir=str(tmp_path))
     with pytest.raises(WeightsNotAvailable):
         load_bundle("open_clip:ViT-B-32/laion2b_s34b_b79k")

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from clipgpt_core import world
-from clipgpt_core.caption_folder import CaptionOutputError, caption_folder, main
-from clipgpt_core.captions import parse_caption
+from clipgpt_core.jobs.caption_folder import CaptionOutputError, caption_folder, main
+from clipgpt_core.world.captions import parse_caption
 
 N = 20
 

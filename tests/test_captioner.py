@@ -7,17 +7,17 @@ import torch
 
 from clipgpt_core import load_bundle, save_bundle, world
 from clipgpt_core.bundle import Bundle
-from clipgpt_core.captioner import (DECODER_FILE, MODE_FALLBACK, MODE_MAPPER, Captioner, MapperConfig, PrefixMapper,
-                                   beam_search, decoder_from_prior)
-from clipgpt_core.captions import WORD_GROUPS
-from clipgpt_core.captions import parse_caption
-from clipgpt_core.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
-from clipgpt_core.prior import generate
+from clipgpt_core.models.captioner import (DECODER_FILE, MODE_FALLBACK, MODE_MAPPER, Captioner, MapperConfig,
+                                           PrefixMapper, beam_search, decoder_from_prior)
+from clipgpt_core.world.captions import WORD_GROUPS
+from clipgpt_core.world.captions import parse_caption
+from clipgpt_core.models.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
+from clipgpt_core.models.caption_prior import generate
 from clipgpt_train.captioner import CaptionerTrainConfig
 from clipgpt_train.captioner import train as train_captioner
 from clipgpt_train.embedding_prior import EmbeddingPriorTrainConfig
 from clipgpt_train.embedding_prior import train as train_embedding_prior
-from clipgpt_core.corpus import world_pairs
+from clipgpt_core.world.corpus import world_pairs
 
 
 def test_one_beam_is_greedy(bundle):
@@ -150,7 +150,7 @@ def test_empty_image_list(bundle):
 
 
 def test_via_prior_needs_an_embedding_prior(bundle):
-    from clipgpt_core.retrieval import NearestImages
+    from clipgpt_core.retrieval.nearest import NearestImages
     finder = NearestImages(Bundle("clip only", bundle.clip))
     with pytest.raises(ValueError, match="no caption->image-embedding prior"):
         finder.text_embedding("a red circle", "via prior")

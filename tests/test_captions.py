@@ -5,7 +5,7 @@ import random
 import pytest
 
 from clipgpt_core import world
-from clipgpt_core.captions import is_valid_caption, parse_caption, stated_attributes
+from clipgpt_core.world.captions import is_valid_caption, parse_caption, stated_attributes
 
 P, D = world.Phrase, world.Description
 

@@ -3,21 +3,22 @@ import runpy
 
 import pytest
 
-from clipgpt_core import cli
+from clipgpt_app import cli
 
 
 def test_python_dash_m_lists_the_commands(monkeypatch, capsys):
-    monkeypatch.setattr("sys.argv", ["clipgpt_core", "--help"])
-    runpy.run_module("clipgpt_core", run_name="__main__")            # what `python -m clipgpt_core --help` runs
+    monkeypatch.setattr("sys.argv", ["clipgpt_app", "--help"])
+    runpy.run_module("clipgpt_app", run_name="__main__")             # what `python -m clipgpt_app --help` runs
     out = capsys.readouterr().out
-    for command in ("index", "caption", "explain", "serve", "train", "app"):
+    for command in ("index", "caption", "explain", "serve", "train", "app", "space"):
         assert f"clipgpt {command}" in out
 
 
 def test_each_subcommand_reaches_its_module(capsys):
     for argv, expected in ((["index", "--help"], "--distribution-strategy"), (["caption", "--help"], "--folder"),
                            (["explain", "--help"], "--positives"), (["train", "clip", "--help"], "--steps"),
-                           (["train", "bundle", "--help"], "--stages"), (["serve", "--help"], "--index")):
+                           (["train", "bundle", "--help"], "--stages"), (["serve", "--help"], "--index"),
+                           (["space", "--help"], "--out"), (["train", "classifier", "--help"], "--epochs")):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         assert e.value.code == 0

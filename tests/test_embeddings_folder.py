@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 from gradio_client import handle_file
 
-from clipgpt_core import explain_cli, world
-from clipgpt_core.inference import embed_with_clip_retrieval
-from clipgpt_core.targets import TargetError, scores_with_embeddings
-from clipgpt_core.index import LocalIndex
+from clipgpt_core.jobs import explain as explain_cli
+from clipgpt_core import world
+from clipgpt_core.retrieval.embed import embed_with_clip_retrieval
+from clipgpt_core.explainers.errors import TargetError
+from clipgpt_core.explainers.scores import scores_with_embeddings
+from clipgpt_core.retrieval.local import LocalIndex
 from clipgpt_core.access import ServerFiles
 from clipgpt_core.errors import ClipGPTError
-from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.retrieval.nearest import NearestImages
 from conftest import launched_app
 
 N = 64

@@ -3,6 +3,7 @@ renderer), targets, bad input, and the Explain tab through gradio_client."""
 import importlib.util
 
 import numpy as np
+from scipy.stats import rankdata
 import pytest
 from conftest import launched_app
 import torch
@@ -11,9 +12,13 @@ from scipy.stats import spearmanr
 
 from clipgpt_core import explain, world
 from clipgpt_core.explainers import (TextTower, explainer_for, load_learned_embeds, monotone_fit, spearman_ceiling,
-                                  spearman_columns, _standardise)
-from clipgpt_core.targets import (PLANTED, ClassifierTarget, ModelUnit, TargetError, check_scores, load_classifier,
-                                  scores_from_csv, scores_from_folders, stated_values, states_answer, world_sample)
+                                  spearman_columns, standardise)
+from clipgpt_core.explainers.planted import PLANTED, world_sample
+from clipgpt_core.explainers.targets import ClassifierTarget, ModelUnit
+from clipgpt_core.explainers.errors import TargetError
+from clipgpt_core.explainers.scores import check_scores, scores_from_csv, scores_from_folders
+from clipgpt_core.models.classifier import load_classifier
+from clipgpt_core.world.captions import stated_values, states_answer
 
 N = 256                  # dissect (the baseline) needs about this many to find "red" reliably
 BUDGET = {"search": 2, "dissect": 0, "inversion": 60, "gumbel": 30}
@@ -97,7 +102,7 @@ def test_spearman_helpers_match_scipy():
     rng = np.random.default_rng(1)
     f = rng.integers(0, 3, size=100).astype(float)    # ties in f
     x = rng.normal(size=(100, 5))
-    rho = spearman_columns(_standardise(__import__("scipy").stats.rankdata(f)), x)
+    rho = spearman_columns(standardise(rankdata(f)), x)
     assert np.allclose(rho, [spearmanr(f, x[:, j])[0] for j in range(5)])
     binary = (np.arange(400) < 100).astype(float)     # 25% ones: sqrt(3 p (1-p)) = 0.75
     assert spearman_ceiling(binary) == pytest.approx(0.75, abs=0.01)
@@ -117,7 +122,7 @@ def test_the_fluency_floor_parts_captions_from_word_salad(bundle, sample):
     ranks after every fluent text (at the default prior_weight, which alone did not stop it)."""
     import random
     from clipgpt_core.explainers import FLUENCY_FLOOR
-    from clipgpt_core.corpus import world_captions
+    from clipgpt_core.world.corpus import world_captions
     ex = explainer_for(bundle)
     captions = world_captions(random.Random(5), 300, split="any")
     assert ex.min_logp([ex.ids(t) for t in captions]).min() > FLUENCY_FLOOR
@@ -143,9 +148,9 @@ def test_token_files_load_back_and_into_a_renderer(bundle, sample, tmp_path):
     state = load_learned_embeds(best.token_file)
     (token, vectors), = state.items()
     assert token == best.token and vectors.shape == (2, TextTower(bundle.clip).embedding.shape[1])
-    if importlib.util.find_spec("clipgpt_core.renderer") is None:
-        pytest.skip("no clipgpt_core.renderer: the Render tab is not in this checkout")
-    from clipgpt_core.renderer import Renderer
+    if importlib.util.find_spec("clipgpt_core.models.renderer") is None:
+        pytest.skip("no clipgpt_core.models.renderer: the Render tab is not in this checkout")
+    from clipgpt_core.models.renderer import Renderer
     pipe = tiny_pipeline(bundle)
     renderer = Renderer(pipe)
     assert renderer.load_tokens(best.token_file) == [best.token]
@@ -159,7 +164,7 @@ def tiny_pipeline(bundle):
     """A StableDiffusionPipeline at tiny random sizes around this bundle's CLIP text tower."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    from clipgpt_core.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from clipgpt_core.models.hf_text import text_encoder_from_clip, tokenizer_from_clip
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
                                 out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

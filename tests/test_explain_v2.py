@@ -9,7 +9,10 @@ from clipgpt_core import explain
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.explainers import (LAYER_COLUMNS, ExplainError, Explanation, all_claims, claim_text, explain_layer,
                                   fit_curve, layer_activations, spearman_ties)
-from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier, states_answer, world_sample
+from clipgpt_core.explainers.planted import PLANTED, world_sample
+from clipgpt_core.explainers.targets import ClassifierTarget
+from clipgpt_core.models.classifier import load_classifier
+from clipgpt_core.world.captions import states_answer
 
 N = 320
 
@@ -166,7 +169,9 @@ def test_render_check_scores_f_on_renders_of_the_explanation(bundle):
     """Seed 000's closed loop: the classifier's red logit fires on renders of "red" and not on renders of
     "a blue square"; planted functions (of scenes, not pixels) and bad settings are refused."""
     from clipgpt_core.explainers import ExplainError, render_check
-    from clipgpt_core.targets import PLANTED, ClassifierTarget, load_classifier
+    from clipgpt_core.explainers.planted import PLANTED
+    from clipgpt_core.explainers.targets import ClassifierTarget
+    from clipgpt_core.models.classifier import load_classifier
     red = ClassifierTarget(load_classifier(bundle), "colour:red")
     hit = render_check(bundle, red, "red", n=6)
     assert hit.auc > 0.75 and len(hit.images) == len(hit.contrast_images) == 6 and "AUC" in hit.summary()
@@ -182,7 +187,7 @@ def test_one_default_method_for_the_api_the_cli_and_the_tab(bundle, sample, tmp_
     """explain() with no method runs what the tab shows by default: partial on a ShapesWorld bundle, search
     elsewhere; the CLI's --method has no default of its own."""
     from clipgpt_core.bundle import Bundle
-    from clipgpt_core.explain_cli import main as explain_main
+    from clipgpt_core.jobs.explain import main as explain_main
     from clipgpt_core.explainers import default_method
     _, scenes, emb = sample
     assert default_method(bundle) == "partial" and default_method(Bundle("plain", bundle.clip)) == "search"

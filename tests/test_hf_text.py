@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from clipgpt_core import load_bundle
-from clipgpt_core.clip_model import ClipEncoder
-from clipgpt_core.hf_text import EOT, PAD, SOT, text_encoder_from_clip, tokenizer_from_clip
-from clipgpt_core.world import example
+from clipgpt_core.models.clip import ClipEncoder
+from clipgpt_core.models.hf_text import EOT, PAD, SOT, text_encoder_from_clip, tokenizer_from_clip
+from clipgpt_core.world.scenes import example
 
 LONG = "a big red star next to a small blue circle above a green square " * 8   # > 77 tokens
 

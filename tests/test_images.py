@@ -72,13 +72,13 @@ def test_empty_and_non_image_files_say_so_without_the_server_path(tmp_path):
 
 
 def test_an_inline_upload_reaches_the_core_undecoded(tmp_path):
-    """demo.uploads.ImageFile hands the core a file, also for a base64 data URL, whatever its bytes."""
+    """clipgpt_app.uploads.ImageFile hands the core a file, also for a base64 data URL, whatever its bytes."""
     import base64
 
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from demo.uploads import ImageFile
+    from clipgpt_app.uploads import ImageFile
     upload = ImageFile()
     good = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(good, format="PNG")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from clipgpt_core import world
-from clipgpt_core.index import LocalIndex, main
+from clipgpt_core.retrieval.local import LocalIndex, main
 
 pytest.importorskip("pyspark")
 N = 40

@@ -9,9 +9,9 @@ import torch
 from benchmarks import alt_render
 from benchmarks.scene_judge import detect, judge_prompt
 from clipgpt_core import world
-from clipgpt_core.captions import parse_caption
-from clipgpt_core.planner import (LAYOUT_CHANNELS, draw_plan, layout_map, plan_layout, plan_prompts, scene_for,
-                                   read_prompt)
+from clipgpt_core.world.captions import parse_caption
+from clipgpt_core.models.planner import (LAYOUT_CHANNELS, draw_plan, layout_map, plan_layout, plan_prompts,
+                                         scene_for, read_prompt)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -44,7 +44,7 @@ def test_a_relation_and_a_count_read_outside_the_grammar():
 
 
 def test_a_reading_is_completed_with_every_unstated_background_and_size():
-    from clipgpt_core.planner import completions
+    from clipgpt_core.models.planner import completions
     options = completions("a red star left of a blue circle")
     assert len(options) == 3 * 2 * 2 and all(parse_caption(o).background for o in options)
     assert completions("three small circles on a black background") == ["three small circles on a black background"]
@@ -138,8 +138,8 @@ def tiny_layout_dir(bundle, tmp_path_factory):
 def test_stage_three_saves_a_layout_pipeline_that_round_trips(tiny_layout_dir):
     import json
 
-    from clipgpt_core.layout_pipeline import LayoutDiffusionPipeline
-    from clipgpt_core.renderer import Renderer
+    from clipgpt_core.models.layout_pipeline import LayoutDiffusionPipeline
+    from clipgpt_core.models.renderer import Renderer
     assert json.loads((tiny_layout_dir / "model_index.json").read_text())["_class_name"] == "LayoutDiffusionPipeline"
     r = Renderer.load(tiny_layout_dir)
     assert isinstance(r.pipe, LayoutDiffusionPipeline) and r.reads_layout
@@ -154,7 +154,7 @@ def test_stage_three_saves_a_layout_pipeline_that_round_trips(tiny_layout_dir):
     assert not np.array_equal(np.asarray(a[0]), np.asarray(other[0]))
     with pytest.raises(ValueError, match="layout must be"):
         r.pipe(["a red star"], layout=torch.zeros(1, 3, 8, 8), num_inference_steps=1)
-    from clipgpt_core.renderer import RenderError
+    from clipgpt_core.models.renderer import RenderError
     with pytest.raises(RenderError, match="caption->CLIP prior"):        # a pipeline alone reads no embeddings
         r.render(["a red star"], via_prior=True)
     with pytest.raises(RenderError, match="captioner"):

@@ -1,14 +1,15 @@
 """The caption prior: initialised from the CLIP text tower, KV-cache sampling, scoring, training."""
+import random
 import numpy as np
 import pytest
 import torch
 
 from clipgpt_core import load_bundle
-from clipgpt_core.captions import is_valid_caption
-from clipgpt_core.clip_model import create_clip
-from clipgpt_core.prior import CaptionPrior
+from clipgpt_core.world.captions import is_valid_caption
+from clipgpt_core.models.clip import create_clip
+from clipgpt_core.models.caption_prior import CaptionPrior
 from clipgpt_train.prior import PriorTrainConfig, train
-from clipgpt_core.corpus import world_captions
+from clipgpt_core.world.corpus import world_captions
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_kv_cache_sampling_equals_no_cache():
 
 def test_cached_and_uncached_logits_agree(fresh):
     _, prior = fresh
-    from clipgpt_core.prior import KVCache
+    from clipgpt_core.models.caption_prior import KVCache
     tokens = prior.token_batch(["a large green diamond on a black background"])
     with torch.no_grad():
         full = prior.gpt(tokens)
@@ -80,7 +81,7 @@ def test_log_prob_is_the_sum_of_token_log_probs(fresh):
 
 
 def test_training_lowers_the_loss(tmp_path):
-    held_out = world_captions(__import__("random").Random(123), 64)
+    held_out = world_captions(random.Random(123), 64)
     before = CaptionPrior.from_clip(load_bundle().clip).log_prob(held_out).mean()
     prior = train(PriorTrainConfig(out=str(tmp_path / "prior"), steps=25, batch=32, warmup=5, lr=3e-3,
                                    checkpoint=str(tmp_path / "ckpt")))

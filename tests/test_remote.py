@@ -1,4 +1,4 @@
-"""RemoteIndex against a real clip-retrieval back-end (clipgpt serve, i.e. python -m clipgpt_core.back) on loopback."""
+"""RemoteIndex against a real clip-retrieval back-end (clipgpt serve, i.e. python -m clipgpt_core.retrieval.serve) on loopback."""
 from __future__ import annotations
 
 import os
@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from clipgpt_core.bundle import load_bundle
-from clipgpt_core.index import build_world_gallery
-from clipgpt_core.remote import RemoteError, RemoteIndex
+from clipgpt_core.retrieval.local import build_world_gallery
+from clipgpt_core.retrieval.remote import RemoteError, RemoteIndex
 from benchmarks.bench_start import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def server(gallery):
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "back.log", "w")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.Popen([sys.executable, "-m", "clipgpt_core.back", "--index", f"{NAME}={index_dir}",
+    proc = subprocess.Popen([sys.executable, "-m", "clipgpt_core.retrieval.serve", "--index", f"{NAME}={index_dir}",
                              "--clip-dir", str(tmp / "clip"), "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -177,7 +177,7 @@ def test_the_app_tab_searches_the_back_end(server, gallery, tmp_path):
     """The Nearest-images tab's own code path, through the launched app's API, against clip back."""
     from gradio_client import Client, handle_file
 
-    import app
+    from clipgpt_app import main as app
     from clipgpt_core.bundle import Bundle
     clip, _, _ = gallery
     demo = app.build_demo(Bundle("remote-test", clip), progress=False)   # no built-in gallery

@@ -1,5 +1,6 @@
 """The renderer: a tiny trained StableDiffusionPipeline of our components, learned tokens in diffusers'
 format, the pretrained path at tiny random sizes, bad input, the bundle and the Render tab."""
+import random
 import json
 import time
 
@@ -11,12 +12,12 @@ from gradio_client import Client, handle_file
 
 from clipgpt_core import load_bundle, save_bundle
 from clipgpt_core.bundle import Bundle, BundleError
-from clipgpt_core.renderer import Renderer, RenderError
+from clipgpt_core.models.renderer import Renderer, RenderError
 from clipgpt_train.renderer import (RendererTrainConfig, encode_scenes, encode_text, make_scheduler, make_unet,
                                          make_vae, object_masks, to_pixels, train, train_unet, train_vae, unet_loss,
                                          vae_loss)
 from clipgpt_core import world
-from clipgpt_core.corpus import world_pairs
+from clipgpt_core.world.corpus import world_pairs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,10 +60,10 @@ def renderer(tiny_dir):
 
 
 def test_a_few_steps_lower_the_loss(bundle, tmp_path):
-    from clipgpt_core.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    from clipgpt_core.models.hf_text import text_encoder_from_clip, tokenizer_from_clip
     cfg = tiny_config(tmp_path, steps_vae=25, steps_unet=25, batch_vae=8, batch_unet=8, lr_vae=6e-3,
                       lr_unet=2e-3, n_latents=64)
-    images, captions, _, _ = world_pairs(__import__("random").Random(99), 8)
+    images, captions, _, _ = world_pairs(random.Random(99), 8)
     x = to_pixels(images)
     torch.manual_seed(cfg.seed)
     before = vae_loss(make_vae(cfg), x, cfg.kl_weight, torch.Generator().manual_seed(0))[1]
@@ -196,7 +197,7 @@ def tiny_stable_diffusion(directory, bundle):
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from clipgpt_core.hf_text import tokenizer_from_clip
+    from clipgpt_core.models.hf_text import tokenizer_from_clip
     torch.manual_seed(0)
     unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4,
                                 out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -320,7 +321,7 @@ def test_render_tab_bad_input_and_the_app_stays_up(client, tmp_path):
 def test_render_tab_without_a_renderer_says_how_to_get_one(bundle):
     import gradio as gr
 
-    from demo import render
+    from clipgpt_app.tabs import render
     with gr.Blocks() as demo:
         render.build(Bundle("plain", bundle.clip))
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None)

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from clipgpt_core import world
-from clipgpt_core.index import GalleryError, combine
-from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.retrieval.local import GalleryError, combine
+from clipgpt_core.retrieval.nearest import NearestImages
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_first_start_builds_the_gallery_in_the_background(bundle, tmp_path, mo
     import copy
     import time
 
-    from clipgpt_core import index
+    from clipgpt_core.retrieval import local as index
     monkeypatch.setattr(index, "DEFAULT_CACHE", tmp_path)
     small = copy.copy(bundle)
     small.gallery = {"kind": "shapesworld", "size": 16, "seed": 0}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from clipgpt_core import index
-from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.retrieval import local as index
+from clipgpt_core.retrieval.nearest import NearestImages
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = """
 from clipgpt_core import load_bundle
-from clipgpt_core.retrieval import NearestImages
+from clipgpt_core.retrieval.nearest import NearestImages
 b = load_bundle()
 b.gallery = {"kind": "shapesworld", "size": 64, "seed": 0}
 print(len(NearestImages(b, progress=False).search(text="a red circle", k=3)), "hits")

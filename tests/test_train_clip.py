@@ -7,7 +7,7 @@ import torch
 
 from clipgpt_train import clip as T
 from clipgpt_core import world
-from clipgpt_core.clip_model import load_clip
+from clipgpt_core.models.clip import load_clip
 
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
@@ -37,7 +37,7 @@ def test_truth_matrix_marks_every_true_pair():
 
 def test_no_training_text_names_a_held_out_pair():
     """Held-out colour-shape pairs stay out of training text too, negatives included."""
-    from clipgpt_core.captions import parse_caption
+    from clipgpt_core.world.captions import parse_caption
     cfg = T.TrainConfig(pairs=48)
     for seed in range(3):
         _, caps, negs, *_ = T.make_batch(random.Random(seed), cfg)

@@ -131,7 +131,7 @@ def test_counts_agree_with_their_noun():
 
 
 def test_world_scenes_make_single_objects_large_at_the_asked_share():
-    from clipgpt_core.corpus import world_scenes
+    from clipgpt_core.world.corpus import world_scenes
     images, scenes = world_scenes(random.Random(0), 60, object_mix=(1, 0, 0, 0), large_share=1.0)
     assert len(images) == 60 and all(o.size == "large" for s in scenes for o in s.objects)
     _, scenes = world_scenes(random.Random(0), 60, object_mix=(1, 0, 0, 0))      # the world's own sizes

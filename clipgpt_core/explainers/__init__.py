@@ -8,6 +8,7 @@ preferring short, likely, minimal texts.
     best.text, best.spearman_h, best.spearman, best.r2, best.probe_spearman   # held-out, beside the probe
     best.predict(new_images)                                                # h(CLIP_t) on images it never saw
     table = explain_layer(bundle, images, activations)                      # every unit of a layer at once
+    table = explain_units(bundle, model, "layer4", images, units=[3])       # any torch model's units, by hook
     render_check(bundle, classifier_target, best).auc                       # render it: does f fire?
 
 One module per method, each with a `Config` of its own options (a misspelled option is an ExplainError):
@@ -20,7 +21,7 @@ One module per method, each with a `Config` of its own options (a misspelled opt
 
 Shared: problem.py (the embedded problem and the Explainer that scores texts), stats.py, tokens.py (the
 text tower on token ids and the prior's restricted vocabulary), explanation.py (the predictor and its
-file), layer.py (a whole layer in one job), render_check.py (render the explanation, score f on it).
+file), layer.py (a whole layer in one job), units.py (any torch model's units), render_check.py (render the explanation, score f on it).
 """
 from ..lazy import exports
 
@@ -30,11 +31,12 @@ _WHERE = {
     "METHODS": "api", "clip_t": "api", "explain": "api", "fit_curve": "api", "method_config": "api",
     "ExplainError": "errors", "Explanation": "explanation",
     "LayerTable": "layer", "explain_layer": "layer", "layer_activations": "layer",
+    "explain_units": "units", "load_vision_model": "units",
     "all_claims": "partial", "claim_bank": "partial", "claim_text": "partial",
     "RenderCheck": "render_check", "render_check": "render_check",
     "DISFLUENT_PENALTY": "problem", "FLUENCY_FLOOR": "problem", "MAX_IMAGES": "problem", "Explainer": "problem",
     "Problem": "problem", "Settings": "problem", "explainer_for": "problem", "world_concepts": "problem",
-    "_spearman_ties": "stats", "_standardise": "stats", "monotone_fit": "stats", "r2_score": "stats",
+    "standardise": "stats", "monotone_fit": "stats", "r2_score": "stats",
     "ridge_probe": "stats", "spearman_ceiling": "stats", "spearman_columns": "stats", "spearman_ties": "stats",
     "TextTower": "tokens", "TokenSpace": "tokens", "load_learned_embeds": "tokens", "save_learned_embeds": "tokens",
 }

@@ -89,7 +89,6 @@ def explain(bundle, images, scores, method: str | None = None, budget: int | Non
         e.probe_spearman = probe
         e.extra["spearman_ceiling"] = ceiling
         e.extra["centred"] = p.centred
-    ex.last_problem = p
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExplainError
-from .stats import _spearman_ties, r2_score
+from .stats import spearman_ties, r2_score
 
 FORMAT = "clipgpt-explanation/1"
 
@@ -82,13 +82,13 @@ class Explanation:
 
     def evaluate(self, images, scores) -> dict:
         """Figures on images it was not fitted on: rho(f, h(CLIP_t)) (ties allowed), rho(f, CLIP_t), R^2."""
-        from ..targets import check_scores
+        from .scores import check_scores
         f = check_scores(scores)
         x = self.clip_t(images)
         if len(x) != len(f):
             raise ExplainError(f"{len(f)} scores for {len(x)} images")
         pred = self.h(x)
-        return {"spearman_h": _spearman_ties(f, pred), "spearman": _spearman_ties(f, x), "r2": r2_score(f, pred)}
+        return {"spearman_h": spearman_ties(f, pred), "spearman": spearman_ties(f, x), "r2": r2_score(f, pred)}
 
     # -- files --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

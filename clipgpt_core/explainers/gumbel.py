@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .problem import Explainer, Problem, Settings
-from .tokens import _with_prefixes
+from .tokens import with_prefixes
 
 
 @dataclass
@@ -91,7 +91,7 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         y, _ = decode(False, 1.0)
         tok = y.argmax(-1)
         argmax_rows = [tuple(int(ex.space.ids[t]) for t in tok[c, :lens[c]]) for c in range(chains)]
-    rows = _with_prefixes(argmax_rows + list(seen))
+    rows = with_prefixes(argmax_rows + list(seen))
     obj, _ = ex.fit_scores(p, rows, prior_weight)
     best = [rows[i] for i in np.argsort(-obj)[:max(keep, 20)]]
     out = ex.finish(p, best, "gumbel", prior_weight, keep)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .problem import Explainer, Problem, Settings
-from .tokens import _with_prefixes, save_learned_embeds
+from .tokens import with_prefixes, save_learned_embeds
 
 
 @dataclass
@@ -61,7 +61,7 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         for c in combos:
             for i in range(len(c), 0, -1):
                 cands.setdefault(c[:i], r)
-    rows = [c for c in _with_prefixes(cands) if ex.eot not in c]
+    rows = [c for c in with_prefixes(cands) if ex.eot not in c]
     obj, _ = ex.fit_scores(p, rows, prior_weight, fluency=False)
     best = [rows[i] for i in np.argsort(-obj)[:max(keep, 20)]]
     out = ex.finish(p, best, "inversion", prior_weight, keep, fluency=False)

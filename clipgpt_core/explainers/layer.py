@@ -28,7 +28,10 @@ from .explanation import Explanation
 from .partial import Config as PartialConfig, claim_bank
 from .defaults import LAYER_COLUMNS
 from .problem import explainer_for
-from .stats import _spearman_ties, _standardise, rank_columns, ridge_probe
+from .stats import spearman_ties, standardise, rank_columns, ridge_probe
+
+
+POOLS = {"mean": lambda a: a.mean(2), "max": lambda a: a.amax(2)}    # (B, C, H*W) -> (B, C)
 
 
 @dataclass
@@ -54,13 +57,16 @@ class LayerTable:
 
 
 @torch.no_grad()
-def layer_activations(model: torch.nn.Module, layer: str, images, preprocess=None, batch_size: int = 256) -> np.ndarray:
+def layer_activations(model: torch.nn.Module, layer: str, images, preprocess=None, batch_size: int = 256,
+                      pool: str = "mean") -> np.ndarray:
     """The output of `model`'s module named `layer` (model.named_modules(); "" is the whole model, whose
-    dict of heads is concatenated) for every image -> (N, U), channels averaged over space.
+    dict of heads is concatenated) for every image -> (N, U): a conv channel pooled over space, by its mean
+    (pool="mean": how much of the image drives it) or its maximum ("max": whether anything does).
     preprocess: a list of images -> (B, 3, H, W) tensor; default: the model's own `tensor` method (the
     ShapesWorld classifier has one), else 224x224 with ImageNet normalisation."""
-    from ..images import load_image
-    from ..targets import ModelUnit
+    from .targets import imagenet_tensor
+    if pool not in POOLS:
+        raise ExplainError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
     modules = dict(model.named_modules())
     if layer not in modules:
         raise ExplainError(f"The model has no layer {layer!r}; layers include {', '.join(n for n in modules if n)}")
@@ -68,8 +74,7 @@ def layer_activations(model: torch.nn.Module, layer: str, images, preprocess=Non
         if hasattr(model, "tensor"):
             preprocess = model.tensor
         else:
-            one = ModelUnit(model, layer, 0)._default_preprocess
-            preprocess = lambda ims: torch.stack([one(load_image(im)) for im in ims])  # noqa: E731
+            preprocess = lambda ims: torch.stack([imagenet_tensor(im) for im in ims])  # noqa: E731
     got = []
 
     def hook(_m, _i, out):
@@ -83,7 +88,7 @@ def layer_activations(model: torch.nn.Module, layer: str, images, preprocess=Non
             got.clear()
             model(preprocess(images[i:i + batch_size]))
             a = got[0]
-            out.append(a.flatten(2).mean(2) if a.ndim > 2 else a)
+            out.append(POOLS[pool](a.flatten(2)) if a.ndim > 2 else a)
     finally:
         handle.remove()
     return torch.cat(out).double().numpy()
@@ -114,11 +119,11 @@ def explain_layer(bundle, images, activations, names: list[str] | None = None, s
         raise ExplainError(f"{len(acts)} rows of activations for {len(p.emb)} images")
     texts, vectors, n_attr, claims = _candidates(ex, p, concepts)
     x = p.emb @ vectors.T                                                            # (N, C) CLIP_t, once
-    rf = _standardise(rankdata(acts[p.fit], axis=0))                                 # (n, U), ties averaged
+    rf = standardise(rankdata(acts[p.fit], axis=0))                                 # (n, U), ties averaged
     rho = rf.T @ rank_columns(x[p.fit])                                              # (U, C)
     obj = np.maximum(rho, 0) - attribute_penalty * (n_attr[None] - 1)
     best = np.argsort(-obj, axis=1)[:, :3]                     # the best, and the runner-up among the next two
-    probe = ridge_probe(p.emb, acts, p.fit, p.held)                                  # (held, U)
+    probe = ridge_probe(p.emb, acts, p.fit, p.held).reshape(len(p.held), -1)       # (held, U), one unit too
     rows, out = [], []
     for u in tqdm(range(acts.shape[1]), desc="explain: layer", disable=progress is False):
         f = acts[:, u]
@@ -129,7 +134,7 @@ def explain_layer(bundle, images, activations, names: list[str] | None = None, s
         c = best[u, 0]
         e = ex.evaluate(replace(p, f=f), texts[c], None, "layer", 0.0, 0.0, vector=vectors[c])
         e.objective, e.claim = float(obj[u, c]), claims[c]
-        e.probe_spearman = _spearman_ties(f[p.held], probe[:, u])
+        e.probe_spearman = spearman_ties(f[p.held], probe[:, u])
         out.append(e)
         rows.append(dict(zip(LAYER_COLUMNS, [names[u], e.text, round(e.spearman_h, 4), round(e.spearman, 4), round(e.r2, 4),
                                        round(e.probe_spearman, 4), _runner_up(texts, best[u]), round(e.objective, 4)])))

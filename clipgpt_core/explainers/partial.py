@@ -68,9 +68,9 @@ def claim_text(c: dict) -> str:
     if "position" in c:
         if text and "shape" not in c:
             text += " object"                    # "a red object in the center": one object is both
-        text = (f"{world._article(text)} {text} in the {c['position']}" if text else f"in the {c['position']}")
+        text = (f"{world.article(text)} {text} in the {c['position']}" if text else f"in the {c['position']}")
     elif "shape" in c and not c.get("count"):
-        text = f"{world._article(text)} {text}"
+        text = f"{world.article(text)} {text}"
     if "background" in c:
         text = f"{text}, on a {c['background']} background" if text and "shape" not in c and "position" not in c \
             else (f"{text} on a {c['background']} background" if text else f"on a {c['background']} background")

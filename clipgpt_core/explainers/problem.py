@@ -24,10 +24,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 from .. import world
-from ..targets import TargetError, check_scores
+from .errors import TargetError
+from .scores import check_scores
 from .errors import ExplainError
 from .explanation import Explanation
-from .stats import _spearman_ties, _standardise, monotone_fit, r2_score, ridge_probe, spearman_columns
+from .stats import spearman_ties, standardise, monotone_fit, r2_score, ridge_probe, spearman_columns
 from .tokens import TextTower, TokenSpace
 
 from .defaults import DEFAULT_PRIOR_WEIGHT  # noqa: E402,F401  (re-exported)
@@ -86,13 +87,13 @@ class Problem:
         return (feat - self.centre if self.centred and self.centre is not None else feat).astype(np.float32)
 
     def __post_init__(self):
-        self.rf_fit = _standardise(rankdata(self.f[self.fit]))
-        self.rf_held = _standardise(rankdata(self.f[self.held]))
+        self.rf_fit = standardise(rankdata(self.f[self.fit]))
+        self.rf_held = standardise(rankdata(self.f[self.held]))
 
     @cached_property
     def probe_spearman(self) -> float:
         """The reference: held-out rho(f, ridge probe on the whole embedding, fitted on the fit half)."""
-        return _spearman_ties(self.f[self.held], ridge_probe(self.emb, self.f, self.fit, self.held))
+        return spearman_ties(self.f[self.held], ridge_probe(self.emb, self.f, self.fit, self.held))
 
 
 class Explainer:
@@ -107,7 +108,7 @@ class Explainer:
         self.concepts = concepts or world_concepts()
         phrases = list(self.concepts)
         if self.shapes_world:
-            from ..corpus import world_captions
+            from ..world.corpus import world_captions
             phrases += world_captions(random.Random(0), 40, split="any")
         self.space = TokenSpace(self.prior, phrases)
         self.sot, self.eot = self.space.sot, self.space.eot
@@ -225,7 +226,7 @@ class Explainer:
         return Explanation(text, rho, r2_score(p.f[p.held], pred), 0.0, method, 0.0,
                            direction="increasing" if increasing else "decreasing", spearman_fit=rho_fit,
                            objective=max(rho_fit, -neg * rho_fit) + prior_weight * logp,
-                           spearman_h=_spearman_ties(p.f[p.held], pred), vector=vector,
+                           spearman_h=spearman_ties(p.f[p.held], pred), vector=vector,
                            h_x=np.asarray(h.X_thresholds_, np.float64), h_y=np.asarray(h.y_thresholds_, np.float64),
                            clip=self.clip)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ..corpus import world_captions
-from ..renderer import GUIDANCE_DEFAULT, STEPS_DEFAULT
-from ..targets import Planted
+from ..world.corpus import world_captions
+from ..models.renderer import GUIDANCE_DEFAULT, STEPS_DEFAULT
+from .planted import Planted
 from .errors import ExplainError
 from .explanation import Explanation
 

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import world
-from ..captions import parse_caption
+from ..world.captions import parse_caption
 from .problem import DISFLUENT_PENALTY, Explainer, Problem, Settings
 
 

@@ -7,7 +7,7 @@ from scipy.stats import rankdata
 from sklearn.isotonic import IsotonicRegression
 
 
-def _standardise(a: np.ndarray, axis=0) -> np.ndarray:
+def standardise(a: np.ndarray, axis=0) -> np.ndarray:
     a = a - a.mean(axis=axis, keepdims=True)
     n = np.linalg.norm(a, axis=axis, keepdims=True)
     return a / np.where(n == 0, 1, n)
@@ -19,7 +19,7 @@ def rank_columns(x: np.ndarray) -> np.ndarray:
     r = np.empty_like(x, dtype=np.float64)
     order = np.argsort(x, axis=0)
     np.put_along_axis(r, order, np.arange(x.shape[0], dtype=np.float64)[:, None].repeat(x.shape[1], 1), axis=0)
-    return _standardise(r)
+    return standardise(r)
 
 
 def spearman_columns(f_ranks_std: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -31,16 +31,14 @@ def spearman_columns(f_ranks_std: np.ndarray, x: np.ndarray) -> np.ndarray:
 def spearman_ceiling(f: np.ndarray) -> float:
     """The largest Spearman rho any tie-free x can reach with f (below 1 when f has ties, e.g. a 0/1 f
     with 25% ones caps rho at sqrt(3 p (1-p)) = 0.75)."""
-    rf = _standardise(rankdata(f))
-    return float(rf @ _standardise(np.arange(len(f), dtype=np.float64)[np.argsort(np.argsort(f, kind="stable"))]))
+    rf = standardise(rankdata(f))
+    return float(rf @ standardise(np.arange(len(f), dtype=np.float64)[np.argsort(np.argsort(f, kind="stable"))]))
 
 
-def _spearman_ties(a: np.ndarray, b: np.ndarray) -> float:
+def spearman_ties(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rho with ties in both (average ranks); 0 when either is constant."""
-    return float(_standardise(rankdata(a)) @ _standardise(rankdata(b)))
+    return float(standardise(rankdata(a)) @ standardise(rankdata(b)))
 
-
-spearman_ties = _spearman_ties
 
 
 def monotone_fit(x_fit: np.ndarray, f_fit: np.ndarray, increasing: bool) -> IsotonicRegression:

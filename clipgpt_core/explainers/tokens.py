@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prior import KVCache, _text_tower
+from ..models.caption_prior import KVCache
+from ..models.clip import text_tower
 from .errors import ExplainError
 
 
@@ -20,7 +21,7 @@ class TextTower:
 
     def __init__(self, clip):
         self.clip = clip
-        self.text = _text_tower(clip.model)
+        self.text = text_tower(clip.model)
         if not hasattr(self.text, "transformer") or getattr(self.text, "text_pool_type", "argmax") != "argmax":
             raise ExplainError(f"{clip.model_name}: explain needs open_clip's own text transformer (argmax pooling)")
         self.context = self.text.positional_embedding.shape[0]
@@ -148,7 +149,7 @@ class TokenSpace:
         return [best[j][:len(r)] for j, r in enumerate(part)]
 
 
-def _with_prefixes(rows) -> list[tuple]:
+def with_prefixes(rows) -> list[tuple]:
     """The rows and all their non-empty prefixes ("a red cross, a" -> also "a red cross", ...)."""
     return list(dict.fromkeys(r[:i] for r in rows for i in range(len(r), 0, -1)))
 

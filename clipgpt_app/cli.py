@@ -1,0 +1,76 @@
+"""The `clipgpt` command (also `python -m clipgpt_app`): one subcommand for each job run from a shell.
+
+    clipgpt index --folder ~/photos --out ~/photos-index [--distribution-strategy pyspark]
+    clipgpt index --world 5000 --out data/gallery            the built-in gallery
+    clipgpt caption --folder ~/photos --out captions.jsonl   (or .csv) resumable batch captions
+    clipgpt explain --csv scores.csv                         (or --positives DIR --negatives DIR)
+    clipgpt serve --index photos=~/photos-index/index        clip-retrieval's back-end with our CLIP
+    clipgpt train STAGE [...]                                STAGE: clip, prior, captioner, embedding_prior,
+                                                             renderer, classifier, or bundle (all stale ones)
+    clipgpt app [--share] [--port N] [--bundle B]            the Gradio app (what `python app.py` runs)
+    clipgpt space --out DIR                                  a folder a Hugging Face Space accepts as it is
+
+`clipgpt COMMAND --help` lists a command's options.
+"""
+from __future__ import annotations
+
+import sys
+
+
+# Each command imports its module where it runs (static imports, seen by tests/test_layout.py), so that
+# `clipgpt index` pays for neither Gradio nor the trainers. This module is the top of the import order:
+# the app package may import the core and the trainers; neither imports it.
+def _index(argv):
+    from clipgpt_core.retrieval import local
+    local.main(argv)
+
+
+def _caption(argv):
+    from clipgpt_core.jobs import caption_folder
+    caption_folder.main(argv)
+
+
+def _explain(argv):
+    from clipgpt_core.jobs import explain
+    explain.main(argv)
+
+
+def _serve(argv):
+    from clipgpt_core.retrieval import serve
+    serve.main(argv)
+
+
+def _app(argv):
+    from clipgpt_app import main as app
+    app.main(argv)
+
+
+def _space(argv):
+    from clipgpt_app import space
+    space.main(argv)
+
+
+def _train(argv):
+    from clipgpt_train import bundle, captioner, classifier, clip, embedding_prior, prior, renderer
+    trainers = {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
+                "renderer": renderer, "classifier": classifier, "bundle": bundle}
+    if not argv or argv[0] not in trainers:
+        sys.exit(f"clipgpt train: name a stage, one of {', '.join(trainers)} (e.g. `clipgpt train clip --help`)")
+    sys.argv = [f"clipgpt train {argv[0]}", *argv[1:]]
+    trainers[argv[0]].main(argv[1:])
+
+
+COMMANDS = {"index": _index, "caption": _caption, "explain": _explain, "serve": _serve, "app": _app,
+            "space": _space, "train": _train}
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        sys.exit(f"clipgpt: unknown command {command!r}; the commands are {', '.join(COMMANDS)} (clipgpt --help)")
+    sys.argv = [f"clipgpt {command}", *rest]     # what argparse shows as the program in --help and errors
+    COMMANDS[command](rest)

@@ -1,0 +1,104 @@
+"""CLIP GPT — a workbench for CLIP's joint text-image space.
+
+    python app.py                      # built-in ShapesWorld bundle, http://127.0.0.1:7860
+    python app.py --share              # also a temporary public link
+    python app.py --bundle open_clip:ViT-B-32/laion2b_s34b_b79k --port 7861
+    python app.py --mcp                # also an MCP server: search, caption, explain, render... as tools
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from clipgpt_core.access import ServerFiles, is_shared
+from clipgpt_core.bundle import LoadingBundle, load_bundle
+from clipgpt_core.retrieval.nearest import NearestImages
+from clipgpt_app.tabs import caption, explain, nearest, render, sample
+
+INTRO = """# CLIP GPT
+Explore a CLIP model's joint text–image space. The built-in bundle is trained on **ShapesWorld**
+(coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
+
+
+def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None, finder: NearestImages | None = None,
+               prepare: bool = True) -> gr.Blocks:
+    """bundle: a Bundle, or a LoadingBundle that loads while the app already answers (no tab touches a model
+    before its first event). files: which server folders users may name. None: any for a local app, none on a Space (SPACE_ID is
+    set), so an app built without main() is not open on a Space either. prepare=False leaves the built-in
+    gallery to finder.prepare_builtin_index() (main calls it once the page answers) or to the first search."""
+    if files is None:
+        files = ServerFiles.shared() if is_shared() else ServerFiles()
+    finder = finder or NearestImages(bundle, progress=progress, files=files)
+    with gr.Blocks(title="CLIP GPT") as demo:
+        gr.Markdown(INTRO + f"\n\nBundle: `{bundle.name}` · CLIP `{bundle.clip_name}`")
+        with gr.Tab("Sample captions"):
+            sample.build(bundle)
+        with gr.Tab("Caption an image"):
+            caption.build(bundle)
+        with gr.Tab("Nearest images"):
+            nearest.build(finder)
+        with gr.Tab("Render"):
+            render.build(bundle)
+        with gr.Tab("Explain"):
+            explain.build(bundle, files)
+    # Build (or load) the built-in gallery while the app already answers; the first gallery search waits
+    # for it. Started only now: the tabs' gr.Progress(track_tqdm=True) patch tqdm's class, and a progress
+    # bar begun before that patch fails when it closes after it.
+    if prepare:
+        finder.prepare_builtin_index()
+    return demo
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="CLIP GPT workbench")
+    p.add_argument("--bundle", default=None, help="built-in name, bundle directory, or open_clip:ARCH/TAG")
+    p.add_argument("--share", action="store_true", help="create a temporary public link")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="on a shared app (a Space, --share, or a --host beyond loopback), a server folder users "
+                        "may index and explain (repeatable); without it, server folders are off there")
+    p.add_argument("--allow-backend", action="append", default=[], metavar="URL",
+                   help="on a shared app, a clip-retrieval back-end users may query (repeatable); without it, "
+                        "the Nearest tab's remote back-ends are off there")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the app as an MCP server (at /gradio_api/mcp): search, caption, explain, "
+                        "render and the other endpoints become tools, their docstrings the tools' schemas")
+    args = p.parse_args(argv)
+    if args.mcp:
+        check_mcp(p)
+    files = server_files(args.host, args.share, args.allow_dir, args.allow_backend)
+    # a bundle directory loads in the background, so the page answers at once (a warm start waited ~5 s
+    # for torch, open_clip and the weights); a pretrained one loads here, where a missing download fails fast
+    spec = args.bundle or "shapes"
+    bundle = load_bundle(spec) if spec.startswith("open_clip:") else LoadingBundle(spec)
+    finder = NearestImages(bundle, files=files)
+    demo = build_demo(bundle, files=files, finder=finder, prepare=False)
+    demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port,
+                                   mcp_server=args.mcp, prevent_thread_lock=True)
+    # only now the models and the gallery, which would otherwise compete with the launch for the CPU
+    if isinstance(bundle, LoadingBundle):
+        bundle.start()
+    finder.prepare_builtin_index()
+    demo.block_thread()
+
+
+def server_files(host: str, share: bool, allow_dirs, allow_backends=()) -> ServerFiles:
+    """Any server folder and back-end for a local app; on a shared one (a Space, --share, a --host beyond
+    loopback) only the --allow-dir folders and --allow-backend URLs."""
+    return ServerFiles.shared(allow_dirs, allow_backends) if is_shared(host, share) else ServerFiles()
+
+
+def check_mcp(parser: argparse.ArgumentParser) -> None:
+    """--mcp needs Gradio's `mcp` extra; without it, say how to get it instead of a traceback at launch."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        parser.error(f"--mcp needs Gradio's MCP extra, which is not installed: "
+                     f"pip install 'gradio[mcp]=={gr.__version__}'")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`clipgpt space --out DIR`: a folder that a Hugging Face Space accepts as it is.
+
+    clipgpt space --out ../clipgpt-space
+    hf upload USER/clipgpt ../clipgpt-space . --repo-type space       # or: git init, git lfs install, push
+
+The folder holds app.py, the library and the app (clipgpt_core, clipgpt_app), the built-in bundle and the
+example images, the pinned requirements the app needs (no test or Spark pins), a README whose front matter
+tells the Hub how to run it, and a .gitattributes that sends every weight file through LFS/Xet: the Hub
+refuses plain files over 10 MiB, and the built-in CLIP (31 MB) and prior (14 MB) are. This repository is
+cloned without LFS (CI reads its weights as plain files); only the written folder uses it.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import gradio as gr
+
+import clipgpt_app
+import clipgpt_core
+from clipgpt_core.errors import InputError
+from clipgpt_core.paths import ASSETS, EXAMPLES
+
+HUB_FILE_LIMIT = 10 * 1024 * 1024          # bytes; the Hub's limit for a file outside LFS/Xet
+LFS = "filter=lfs diff=lfs merge=lfs -text"
+LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.npy", "*.parquet", "*.index")
+NOT_ON_A_SPACE = ("pytest", "playwright", "pyspark")     # tests and distributed indexing: not the app's
+FRONT_MATTER = {"title": "CLIP GPT", "emoji": "🖼️", "colorFrom": "indigo", "colorTo": "pink", "sdk": "gradio",
+                "sdk_version": gr.__version__, "python_version": '"3.11"', "app_file": "app.py", "pinned": "false"}
+APP_PY = '"""The Space\'s entry point: the CLIP GPT app (clipgpt_app.main)."""\nfrom clipgpt_app.main import main\n\n' \
+         'if __name__ == "__main__":\n    main()\n'
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "*.egg-info")
+
+
+def front_matter() -> str:
+    return "---\n" + "".join(f"{k}: {v}\n" for k, v in FRONT_MATTER.items()) + "---\n"
+
+
+def requirements(source: Path | None = None) -> str:
+    """The pinned requirements (this checkout's requirements.txt) less what only tests and Spark need."""
+    source = source or ASSETS.parent / "requirements.txt"
+    if not source.is_file():
+        raise InputError(f"no requirements.txt at {source}: write the Space from a checkout of the repository")
+    keep = [line for line in source.read_text().splitlines()
+            if not line.split("#")[0].strip().lower().startswith(NOT_ON_A_SPACE)]
+    return "\n".join(keep) + "\n"
+
+
+def write_space(out: str | Path) -> Path:
+    """Write the Space folder at `out` (which must not exist, or be empty) -> its path."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty folder; name a new one")
+    out.mkdir(parents=True, exist_ok=True)
+    for package in (clipgpt_core, clipgpt_app):
+        src = Path(package.__file__).parent
+        shutil.copytree(src, out / src.name, ignore=shutil.ignore_patterns("assets", "__pycache__", "*.pyc", "*.pyi"))
+    shutil.copytree(ASSETS / "shapes", out / "assets" / "shapes", ignore=SKIP)
+    shutil.copytree(EXAMPLES, out / "assets" / "examples", ignore=SKIP)
+    (out / "app.py").write_text(APP_PY)
+    (out / "requirements.txt").write_text(requirements())
+    (out / "README.md").write_text(front_matter() + "\n# CLIP GPT\n\nAn interactive workbench for CLIP's joint "
+                                   "text-image space with a caption prior, on the built-in ShapesWorld bundle.\n")
+    big = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                 if p.is_file() and p.stat().st_size > HUB_FILE_LIMIT)
+    lines = [f"{pattern} {LFS}" for pattern in LFS_PATTERNS]
+    lines += [f"{path} {LFS}" for path in big if not any(Path(path).match(p) for p in LFS_PATTERNS)]
+    (out / ".gitattributes").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="clipgpt space", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="a new (or empty) folder to write the Space into")
+    args = p.parse_args(argv)
+    try:
+        out = write_space(args.out)
+    except InputError as e:
+        p.error(str(e))
+    print(f"wrote a Space at {out}; upload it with: hf upload USER/NAME {out} . --repo-type space")
+
+
+if __name__ == "__main__":
+    main()

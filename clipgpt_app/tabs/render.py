@@ -1,0 +1,150 @@
+"""The "Render" tab: text (and learned tokens such as <concept>) or an image -> images, a thin UI over
+clipgpt_core.models.renderer.Renderer (a diffusers pipeline), showing what it read and the layout it drew."""
+from __future__ import annotations
+
+import gradio as gr
+
+from clipgpt_core.errors import ClipGPTError
+from clipgpt_core.images import load_image
+from clipgpt_core.models.planner import draw_plan
+from clipgpt_core.models.renderer import (GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
+                                         TokenAlreadyLoaded)
+from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, upscale
+from clipgpt_app.uploads import ImageFile
+
+EXAMPLES = ["a large red star and a large blue circle on a black background", "a red star left of a blue circle",
+            "three small yellow circles on a gray background",
+            "a small green cross in the top right, a purple square and a large white triangle on a black background",
+            "a large red circle on a black background"]
+def build(bundle) -> None:
+    """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+
+    def renderer():
+        return bundle_renderer(bundle)
+
+    def show(images, plans, seed, source: str = ""):
+        """Renders, what was read, and the layout drawn for each image."""
+        renders = [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
+        layouts = [(draw_plan(p, im), ", ".join(f"{b['colour']} {b['shape']}" for b in p.boxes()) or "no layout")
+                   for p, im in zip(plans, images)]
+        lines = [source] if source else []
+        for reading in dict.fromkeys(p.reading for p in plans):
+            lines.append(f"**{reading.text}** — {reading.summary()}")
+        lines += [f"⚠ {n}" for n in dict.fromkeys(p.note for p in plans if p.note)]
+        return renders, "\n\n".join(lines), layouts
+
+    def render(prompt, negative_prompt="", guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT, seed=0, num_images=4,
+               via_prior=False, progress=gr.Progress(track_tqdm=True)):
+        """Render images from a text prompt with the bundle's text-to-image model: the prompt is read in the world's
+        caption language, a layout is planned (boxes for every object it states), and a diffusion model
+        conditioned on the text and the layout draws it.
+
+        Args:
+            prompt: what to draw, e.g. "a red star left of a blue circle"; learned tokens (<concept>) once loaded.
+            negative_prompt: what to steer away from (optional).
+            guidance_scale: classifier-free guidance, 0 to 30 (1 or less: no guidance).
+            steps: denoising steps, 1 to 200.
+            seed: random seed, 0 or more; it also picks whatever the prompt leaves unstated.
+            num_images: how many images, 1 to 16.
+            via_prior: draw what the caption->CLIP prior's image embedding of the text says (DALL-E 2's path).
+
+        Returns:
+            The rendered images, what was read of the prompt, and the layout drawn for each image.
+        """
+        r = renderer()
+        seed = int(seed) if seed is not None else 0
+        try:
+            images, plans = r.render_with_plans([prompt or ""], num_images=int(num_images),
+                                                guidance_scale=float(guidance_scale), steps=int(steps), seed=seed,
+                                                negative_prompt=negative_prompt or None, via_prior=bool(via_prior))
+        except RenderError as e:
+            raise gr.Error(str(e)) from e
+        return show(images, plans, seed, "Via the prior: the text's predicted CLIP image embedding, read back as"
+                    if via_prior else "")
+
+    def variations(image, num_images=4, seed=0, guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT,
+                   progress=gr.Progress(track_tqdm=True)):
+        """Variations of an image (seed 003's unCLIP): its CLIP image embedding is read into the world's language
+        and drawn again, keeping every object's colour and shape and the background, with a new layout.
+
+        Args:
+            image: the image (any format and mode).
+            num_images: how many variations, 1 to 16.
+            seed: random seed, 0 or more.
+            guidance_scale: classifier-free guidance, 0 to 30.
+            steps: denoising steps, 1 to 200.
+
+        Returns:
+            The variations, what the embedding was read as, and the layout drawn for each.
+        """
+        if not image:
+            raise gr.Error("Upload an image to make variations of")
+        r = renderer()
+        seed = int(seed) if seed is not None else 0
+        try:
+            images, plans = r.variations_with_plans([load_image(image)], num_images=int(num_images), seed=seed,
+                                                    guidance_scale=float(guidance_scale), steps=int(steps))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return show(images, plans, seed, "The image's CLIP embedding, read as")
+
+    def load_tokens(path):
+        """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
+        into the renderer, so prompts can use them, e.g. "a <concept> on a black background".
+
+        Args:
+            path: the learned-token file.
+
+        Returns:
+            A status line naming the tokens now loaded.
+        """
+        if not path:
+            raise gr.Error("Choose a learned-token file (learned_embeds.safetensors)")
+        r = renderer()
+        try:
+            added = r.load_tokens(path)
+        except TokenAlreadyLoaded as e:
+            gr.Warning(str(e))
+            return f"Loaded tokens: {', '.join(r.tokens)}"
+        except RenderError as e:
+            raise gr.Error(str(e)) from e
+        return (f"Added {', '.join(added)}: use it in a prompt, e.g. “a {added[0]} on a black background”. "
+                f"Loaded tokens: {', '.join(r.tokens)}")
+
+    if not bundle.has_renderer():
+        gr.Markdown(NO_RENDERER)
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red star left of a blue circle on a black "
+                                "background — learned tokens such as <concept> too, once loaded")
+            negative = gr.Textbox(label="Negative prompt", placeholder="what to steer away from (optional)")
+            via_prior = gr.Checkbox(False, label="Via the prior (text → CLIP image embedding → image, as DALL-E 2)")
+            guidance = gr.Slider(*GUIDANCE, value=GUIDANCE_DEFAULT, step=0.5, label="Guidance scale (≤ 1: no guidance)")
+            steps = gr.Slider(*STEPS, value=STEPS_DEFAULT, step=1, label="Steps")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                num_images = gr.Slider(*NUM_IMAGES, value=4, step=1, label="Images")
+            go = gr.Button("Render", variant="primary")
+            with gr.Accordion("Image as prompt: variations", open=False):
+                source = ImageFile(label="Image", sources=["upload", "clipboard"], height=160)
+                vary = gr.Button("Variations")
+            with gr.Accordion("Learned tokens", open=False):
+                tokens_file = gr.File(label="Learned-token file (diffusers' learned_embeds.safetensors)",
+                                      type="filepath")
+                tokens_status = gr.Markdown()
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Renders", columns=4, height=300, object_fit="contain",
+                                 elem_id="render-gallery")
+            reading = gr.Markdown(elem_id="render-reading")
+            layouts = gr.Gallery(label="Layout drawn (boxes the planner gave each object)", columns=4, height=300,
+                                 object_fit="contain", elem_id="render-layouts")
+    inputs = [prompt, negative, guidance, steps, seed, num_images, via_prior]
+    outputs = [gallery, reading, layouts]
+    go.click(render, inputs, outputs, api_name="render", concurrency_limit=1, concurrency_id="renderer")
+    prompt.submit(render, inputs, outputs, api_name="render_submit", concurrency_limit=1,
+                  concurrency_id="renderer", api_visibility="undocumented")   # /render under another trigger
+    vary.click(variations, [source, num_images, seed, guidance, steps], outputs, api_name="render_variations",
+               concurrency_limit=1, concurrency_id="renderer")
+    tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
+                      concurrency_id="renderer")   # one pipeline: one job on it at a time
+    gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")

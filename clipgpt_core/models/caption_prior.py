@@ -1,0 +1,284 @@
+"""The caption prior (seed 000's CLIP GPT): a causal language model over CLIP BPE tokens.
+
+Initialised from a CLIP text tower: open_clip's text transformer is already causally masked,
+so its token and position embeddings, blocks and final norm become a GPT; the output head is
+tied to the token embedding (or a fresh Linear). Sampling keeps a KV cache, runs a batch of
+samples at once and stops each sample at end-of-text.
+
+    prior = CaptionPrior.from_clip(bundle.clip)          # before training: CLIP's own text tower
+    prior.sample(4, temperature=0.8, prefix="a red")      # -> list[str]
+    prior.log_prob(["a red circle"])                       # -> np.ndarray (N,)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip import text_tower  # importing clip registers our open_clip configs (the tokenizer is named by model)
+from .component import load_component, save_component
+from ..errors import BundleError, InputError
+
+CONFIG_FILE = "prior_config.json"
+WEIGHTS_FILE = "model.safetensors"
+MAX_PREFIX_CHARS = 300
+
+
+@dataclass
+class PriorConfig:
+    vocab_size: int = 49408
+    context_length: int = 32
+    width: int = 128
+    heads: int = 4
+    layers: int = 3
+    mlp_ratio: float = 4.0
+    act: str = "gelu"          # "quick_gelu" for OpenAI-trained CLIP towers
+    tie_head: bool = True      # logits = hidden @ token_embedding.T (no extra 6M-parameter matrix)
+    sot_token: int = 49406
+    eot_token: int = 49407
+    tokenizer: str = "shapes-clip"   # an open_clip model name whose tokenizer to use
+
+
+class KVCache:
+    """Pre-allocated keys/values: (layers, B, heads, context, head_dim) each."""
+
+    def __init__(self, cfg: PriorConfig, batch: int, device, dtype):
+        shape = (cfg.layers, batch, cfg.heads, cfg.context_length, cfg.width // cfg.heads)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def reorder(self, index: torch.Tensor) -> None:   # for beam search
+        self.k, self.v = self.k[:, index], self.v[:, index]
+
+
+class CaptionGPT(nn.Module):
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.cfg = cfg
+        act = open_clip.transformer.QuickGELU if cfg.act == "quick_gelu" else nn.GELU
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width).normal_(std=0.01))
+        self.transformer = open_clip.transformer.Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act_layer=act)
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.lm_head = None if cfg.tie_head else nn.Linear(cfg.width, cfg.vocab_size, bias=False)
+
+    @classmethod
+    def from_clip(cls, clip_model: nn.Module, tokenizer_name: str, tie_head: bool = True) -> "CaptionGPT":
+        """Copy the CLIP text tower (embeddings, blocks, final norm) into a GPT."""
+        text = text_tower(clip_model)
+        blocks = text.transformer.resblocks
+        mlp = blocks[0].mlp
+        cfg = PriorConfig(
+            vocab_size=text.token_embedding.num_embeddings, context_length=text.positional_embedding.shape[0],
+            width=text.transformer.width, heads=blocks[0].attn.num_heads, layers=len(blocks),
+            mlp_ratio=mlp.c_fc.out_features / mlp.c_fc.in_features,
+            act="quick_gelu" if isinstance(mlp.gelu, open_clip.transformer.QuickGELU) else "gelu",
+            tie_head=tie_head, tokenizer=tokenizer_name)
+        gpt = cls(cfg)
+        gpt.token_embedding.load_state_dict(text.token_embedding.state_dict())
+        gpt.positional_embedding.data.copy_(text.positional_embedding.data)
+        gpt.transformer.load_state_dict(text.transformer.state_dict())
+        gpt.ln_final.load_state_dict(text.ln_final.state_dict())
+        return gpt
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:    # (B, T) -> (B, T, W)
+        return self.token_embedding(tokens)
+
+    def hidden(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x: input embeddings (B, T, W) at positions cache.length.. -> final-norm states (B, T, W)."""
+        b, t, w = x.shape
+        start = cache.length if cache is not None else 0
+        if start + t > self.cfg.context_length:
+            raise InputError(f"sequence of {start + t} tokens exceeds the context of {self.cfg.context_length}")
+        x = x + self.positional_embedding[start:start + t]
+        h, hd = self.cfg.heads, w // self.cfg.heads
+        # query i may see keys 0..start+i (causal, offset by what the cache already holds)
+        mask = None if t == 1 else torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
+        for i, blk in enumerate(self.transformer.resblocks):
+            q, k, v = F.linear(blk.ln_1(x), blk.attn.in_proj_weight, blk.attn.in_proj_bias).split(w, dim=-1)
+            q, k, v = (z.view(b, t, h, hd).transpose(1, 2) for z in (q, k, v))   # (B, H, T, hd)
+            if cache is not None:
+                cache.k[i, :, :, start:start + t] = k
+                cache.v[i, :, :, start:start + t] = v
+                k, v = cache.k[i, :, :, :start + t], cache.v[i, :, :, :start + t]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.linear(y.transpose(1, 2).reshape(b, t, w), blk.attn.out_proj.weight, blk.attn.out_proj.bias)
+            x = x + blk.ls_1(y)
+            x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        if cache is not None:
+            cache.length = start + t
+        return self.ln_final(x)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:     # (..., W) -> (..., V)
+        return states @ self.token_embedding.weight.T if self.lm_head is None else self.lm_head(states)
+
+    def forward(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
+                loss: bool = False) -> torch.Tensor:
+        """tokens (B, T) [, prefix (B, L, W)] -> next-token logits (B, L + T, V); or, with loss=True,
+        the mean cross-entropy of tokens[:, 1:] (0 = padding after end-of-text). The loss computes
+        logits only where there is a target: the 49408-way head is most of the cost."""
+        x = self.embed(tokens)
+        if prefix_embeds is not None:
+            x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
+        states = self.hidden(x)
+        if not loss:
+            return self.logits(states)
+        states, targets = states[:, -tokens.shape[1]:-1], tokens[:, 1:]       # (B, T-1, W), (B, T-1)
+        keep = targets != 0
+        return F.cross_entropy(self.logits(states[keep]).float(), targets[keep])
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p          # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row by inverting the CDF: (B, V) logits -> (B,). torch.multinomial draws an
+    exponential per vocabulary entry (49408 per row); this draws one uniform per row, and on a
+    CPU it was the larger part of a cached decoding step."""
+    # softmax, not exp(logits - max): torch's plain exp takes a slow path on the many entries that
+    # underflow (10x slower here); u is scaled by the last entry, so rounding never overshoots
+    # float64 running sum: in float32 its rounding over 49408 entries (~1e-5) would decide some
+    # draws, so cached and uncached decoding (logits equal to ~1e-7) could pick different tokens
+    cdf = logits.softmax(-1).double().cumsum_(-1)                                 # (B, V)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1).squeeze(1)
+
+
+@torch.no_grad()
+def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
+             max_new_tokens: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float = 1.0, generator: torch.Generator | None = None, use_cache: bool = True) -> list[list[int]]:
+    """Sample continuations of start (B, T0) [after prefix embeddings (B, L, W)] until end-of-text.
+
+    temperature 0 = greedy. use_cache=False re-runs the whole sequence every step (the seed's
+    clip_gpt did this); it exists to be compared with, and must give the same tokens."""
+    cfg = gpt.cfg
+    b = start.shape[0]
+    used = start.shape[1] + (prefix_embeds.shape[1] if prefix_embeds is not None else 0)
+    max_new = min(max_new_tokens or cfg.context_length, cfg.context_length - used)
+    if max_new <= 0:
+        raise InputError(f"the prefix already fills the context of {cfg.context_length} tokens")
+    x = gpt.embed(start)
+    if prefix_embeds is not None:
+        x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
+    cache = KVCache(cfg, b, x.device, x.dtype) if use_cache else None
+    out = start.new_zeros(b, 0)
+    done = torch.zeros(b, dtype=torch.bool, device=start.device)
+    for _ in range(max_new):
+        logits = gpt.logits(gpt.hidden(x, cache)[:, -1]).float()                 # (B, V)
+        if temperature <= 0:
+            nxt = logits.argmax(-1)
+        else:
+            nxt = _sample(_filter_logits(logits / temperature, top_k, top_p), generator)
+        nxt = nxt.masked_fill(done, 0)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        done |= nxt == cfg.eot_token
+        if done.all():
+            break
+        step = gpt.embed(nxt[:, None])
+        x = step if use_cache else torch.cat([x, step], dim=1)
+    return [until_eot(row, cfg.eot_token) for row in out.tolist()]
+
+
+def until_eot(ids: list[int], eot: int) -> list[int]:
+    return ids[:ids.index(eot)] if eot in ids else ids
+
+
+class CaptionPrior:
+    """The public face of the prior: text in, text (or log-probabilities) out."""
+
+    def __init__(self, gpt: CaptionGPT, device: str = "cpu"):
+        self.gpt = gpt.to(device).eval()
+        self.cfg = gpt.cfg
+        self.tokenizer = open_clip.get_tokenizer(self.cfg.tokenizer)
+        if not hasattr(self.tokenizer, "encode"):
+            raise BundleError(f"the prior needs a BPE tokenizer with encode/decode; {self.cfg.tokenizer} has "
+                             f"{type(self.tokenizer).__name__}")
+
+    @classmethod
+    def from_clip(cls, clip, tie_head: bool = True) -> "CaptionPrior":
+        return cls(CaptionGPT.from_clip(clip.model, clip.model_name, tie_head), str(clip.device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.gpt.positional_embedding.device
+
+    # -- text <-> tokens ------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        # CLIP's BPE decodes punctuation as separate words ("star , a"); join it back
+        return re.sub(r" ([,.!?;:])", r"\1", self.tokenizer.decode(ids)).strip()
+
+    def token_batch(self, texts: list[str], reserve: int = 0) -> torch.Tensor:
+        """[SOT] ids [EOT] 0... -> (N, T) trimmed to the longest; texts longer than the context
+        (less `reserve` positions for prefix embeddings) are cut, keeping EOT."""
+        n = self.cfg.context_length - reserve
+        rows = [([self.cfg.sot_token] + self.encode(t))[:n - 1] + [self.cfg.eot_token] for t in texts]
+        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = torch.tensor(r)
+        return out.to(self.device)
+
+    # -- public API -----------------------------------------------------------------------
+    def sample(self, n: int = 1, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+               prefix: str = "", seed: int | None = None, use_cache: bool = True) -> list[str]:
+        if not 1 <= n <= 1000:
+            raise InputError(f"n must be between 1 and 1000, got {n}")
+        if temperature < 0 or not 0 < top_p <= 1 or (top_k is not None and top_k < 0):
+            raise InputError("temperature must be >= 0, top_p in (0, 1], top_k >= 0")
+        prefix = " ".join(str(prefix).split())[:MAX_PREFIX_CHARS]
+        ids = [self.cfg.sot_token] + (self.encode(prefix) if prefix else [])
+        if len(ids) >= self.cfg.context_length:
+            raise InputError(f"the prefix is too long: {len(ids)} tokens, the context holds {self.cfg.context_length}")
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+        start = torch.tensor([ids] * n, device=self.device)
+        rows = generate(self.gpt, start, temperature=temperature, top_k=top_k or None, top_p=top_p,
+                        generator=gen, use_cache=use_cache)
+        return [self.decode(ids[1:] + r) for r in rows]
+
+    @torch.no_grad()
+    def token_log_probs(self, texts: list[str]) -> list[np.ndarray]:
+        """Per-token log p(token | preceding), for each text's tokens and its end-of-text."""
+        tokens = self.token_batch(texts)
+        logp = self.gpt(tokens).float().log_softmax(-1)[:, :-1]                  # (N, T-1, V)
+        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # (N, T-1)
+        lengths = (tokens != 0).sum(1) - 1
+        return [picked[i, :lengths[i]].cpu().numpy() for i in range(len(texts))]
+
+    def log_prob(self, texts: list[str]) -> np.ndarray:
+        """Total log-probability (nats) of each text, end-of-text included: (N,)."""
+        if isinstance(texts, str):
+            raise TypeError("log_prob takes a list of strings")
+        return np.array([lp.sum() for lp in self.token_log_probs(list(texts))], dtype=np.float32)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        """float16 by default: the prior is mostly its 49408-token embedding, and halving it costs
+        nothing measurable in log-probability (tested)."""
+        save_component(directory, self.gpt, self.cfg, WEIGHTS_FILE, CONFIG_FILE, dtype)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "CaptionPrior":
+        cfg, state = load_component(directory, PriorConfig, WEIGHTS_FILE, CONFIG_FILE)
+        gpt = CaptionGPT(cfg)
+        gpt.load_state_dict(state)
+        return cls(gpt, device)

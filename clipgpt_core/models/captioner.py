@@ -1,0 +1,299 @@
+"""CLIP -> GPT captioning (seed 002, ClipCap): an MLP maps the CLIP image embedding to a few
+prefix embeddings that the caption prior continues into a caption.
+
+The captioner decodes with its own copy of the prior whose blocks were fine-tuned together with
+the mapper (ClipCap's fine-tuned-GPT variant); the 49408-token embedding, most of the prior's
+weights, is shared with the prior and stays frozen, so the component is the mapper plus ~0.6M
+decoder weights. (A mapper trained against the frozen prior, with no decoder file, also loads.)
+Candidates are re-ranked by CLIP similarity; with `edit_groups` (word groups such as the colour
+names) each beam also contributes its one-word edits, so CLIP can pick a value the decoder
+never put first -- e.g. a colour-shape pair no training caption had.
+
+A bundle without a trained mapper still captions: it samples a pool of captions from the prior
+and ranks them by CLIP similarity to the image (`mode` says which one ran).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from safetensors.torch import load_file, save_file
+
+from .component import load_component, save_component
+from ..errors import BundleError
+from .caption_prior import CaptionPrior, KVCache, until_eot, generate
+
+CONFIG_FILE = "mapper_config.json"
+WEIGHTS_FILE = "mapper.safetensors"
+DECODER_FILE = "decoder.safetensors"      # the prior's blocks as fine-tuned with the mapper
+SHARED = "token_embedding.weight"         # shared with the prior, frozen: not in DECODER_FILE
+MODE_MAPPER = "ClipCap mapper (CLIP image embedding -> GPT prefix)"
+MODE_FALLBACK = "training-free: prior samples ranked by CLIP similarity"
+
+
+@dataclass
+class MapperConfig:
+    clip_dim: int = 128
+    gpt_width: int = 128
+    prefix_length: int = 4
+    hidden: int = 512
+
+
+class PrefixMapper(nn.Module):
+    """ClipCap's MLP mapper: (B, clip_dim) -> (B, prefix_length, gpt_width)."""
+
+    def __init__(self, cfg: MapperConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.hidden), nn.Tanh(),
+                                 nn.Linear(cfg.hidden, cfg.prefix_length * cfg.gpt_width))
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return self.net(image_embeds).view(-1, self.cfg.prefix_length, self.cfg.gpt_width)
+
+    def save(self, directory: str | Path) -> None:
+        save_component(directory, self, self.cfg, WEIGHTS_FILE, CONFIG_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PrefixMapper":
+        cfg, state = load_component(directory, MapperConfig, WEIGHTS_FILE, CONFIG_FILE)
+        mapper = cls(cfg)
+        mapper.load_state_dict(state)
+        return mapper.eval()
+
+
+def decoder_from_prior(prior: CaptionPrior) -> CaptionPrior:
+    """A copy of the prior to fine-tune with the mapper. The token embedding (and the tied head)
+    is the same module as the prior's -- shared, not copied -- and is meant to stay frozen."""
+    shared = prior.gpt.token_embedding
+    gpt = copy.deepcopy(prior.gpt, memo={id(shared): shared})
+    return CaptionPrior(gpt, str(prior.device))
+
+
+def decoder_state(decoder: CaptionPrior) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in decoder.gpt.state_dict().items() if k != SHARED}
+
+
+@torch.no_grad()
+def beam_search(prior: CaptionPrior, prefix_embeds: torch.Tensor, num_beams: int = 3,
+                length_penalty: float = 1.0) -> list[list[tuple[list[int], float]]]:
+    """Beam search after prefix embeddings (B, L, W) and start-of-text, with a KV cache.
+
+    -> per image, num_beams (token ids, score) best first; score = sum log p / length**length_penalty."""
+    gpt, cfg = prior.gpt, prior.cfg
+    b, k, eot = prefix_embeds.shape[0], num_beams, cfg.eot_token
+    sot = torch.full((b, 1), cfg.sot_token, device=prefix_embeds.device)
+    x = torch.cat([prefix_embeds, gpt.embed(sot)], dim=1).repeat_interleave(k, dim=0)   # (B*K, L+1, W)
+    cache = KVCache(cfg, b * k, x.device, x.dtype)
+    scores = torch.full((b, k), float("-inf"), device=x.device)
+    scores[:, 0] = 0.0                                        # all beams start equal: expand beam 0 only
+    seqs = torch.zeros(b * k, 0, dtype=torch.long, device=x.device)
+    lengths = torch.zeros(b * k, device=x.device)
+    done = torch.zeros(b * k, dtype=torch.bool, device=x.device)
+    for _ in range(cfg.context_length - x.shape[1]):
+        logp = gpt.logits(gpt.hidden(x, cache)[:, -1]).float().log_softmax(-1)           # (B*K, V)
+        # a finished beam only extends with padding, at no cost
+        logp[done] = float("-inf")
+        logp[done, 0] = 0.0
+        total = (scores.view(-1, 1) + logp).view(b, -1)                                  # (B, K*V)
+        scores, flat = total.topk(k, dim=1)
+        beam, token = flat // logp.shape[1], flat % logp.shape[1]
+        index = (torch.arange(b, device=x.device)[:, None] * k + beam).view(-1)
+        cache.reorder(index)
+        token = token.view(-1)
+        seqs = torch.cat([seqs[index], token[:, None]], dim=1)
+        lengths = lengths[index] + (~done[index]).float()
+        done = done[index] | (token == eot)
+        if done.all():
+            break
+        x = gpt.embed(token[:, None])
+    normed = (scores.view(-1) / lengths.clamp(min=1) ** length_penalty).view(b, k)
+    out = []
+    for i in range(b):
+        rows = [(until_eot(seqs[i * k + j].tolist(), eot), float(normed[i, j])) for j in range(k)]
+        out.append(sorted(rows, key=lambda r: -r[1]))
+    return out
+
+
+def _fix_articles(text: str) -> str:
+    """'a orange' -> 'an orange', 'an red' -> 'a red' after an edit."""
+    text = re.sub(r"\ba (?=[aeiou])", "an ", text)
+    return re.sub(r"\ban (?=[^aeiou\W])", "a ", text)
+
+
+class Captioner:
+    """Images -> captions through CLIP and the caption prior."""
+
+    def __init__(self, clip, prior: CaptionPrior, mapper: PrefixMapper | None = None, pool_size: int = 512,
+                 decoder: CaptionPrior | None = None, edit_groups: list[list[str]] | None = None):
+        self.clip, self.prior, self.mapper = clip, prior, mapper
+        self.decoder = decoder or prior          # what continues the mapper's prefix
+        self.pool_size = pool_size
+        # word -> its alternatives, for one-word edits of the beams (None: no edits)
+        self.edits = {w: [o for o in g if o != w] for g in edit_groups or [] for w in g}
+        self.edit_beams = 2
+        # ranking score = CLIP similarity + prior_weight * mean log p per token. 0 ranks by CLIP
+        # alone, which favours short captions that leave out size and position; 0.05 keeps the
+        # CLIP choice of colour and shape (benchmarks/bench_captions.py has the figures)
+        self.prior_weight = 0.05
+        # fallback: pool captions, their CLIP text embeddings, their per-token prior log-probs
+        self._pool: tuple[list[str], np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def load(cls, clip, prior: CaptionPrior, directory: str | Path, device: str = "cpu", **kwargs) -> "Captioner":
+        directory = Path(directory)
+        mapper = PrefixMapper.load(directory).to(device)
+        decoder = None
+        if (directory / DECODER_FILE).is_file():
+            decoder = decoder_from_prior(prior)
+            missing, unexpected = decoder.gpt.load_state_dict(load_file(directory / DECODER_FILE), strict=False)
+            if unexpected or set(missing) != {SHARED}:
+                raise BundleError(f"{directory / DECODER_FILE} does not fit the prior: missing {missing}, "
+                                 f"unexpected {unexpected}")
+            decoder.gpt.eval()
+        return cls(clip, prior, mapper, decoder=decoder, **kwargs)
+
+    def save(self, directory: str | Path) -> None:
+        if self.mapper is None:
+            raise ValueError("a training-free captioner has nothing to save")
+        self.mapper.save(directory)
+        if self.decoder is not self.prior:
+            save_file({k: v.contiguous() for k, v in decoder_state(self.decoder).items()},
+                      str(Path(directory) / DECODER_FILE))
+
+    @property
+    def mode(self) -> str:
+        return MODE_MAPPER if self.mapper is not None else MODE_FALLBACK
+
+    def prefix(self, image_embeds: np.ndarray) -> torch.Tensor:
+        """CLIP image embeddings (N, D) -> prefix embeddings (N, L, W)."""
+        with torch.no_grad():
+            return self.mapper(torch.from_numpy(image_embeds).to(self.decoder.device))
+
+    def candidates(self, images, num_beams: int = 3, num_samples: int = 0, temperature: float = 1.0,
+                   seed: int | None = 0) -> list[list[dict]]:
+        """Per image: candidate captions with their log-probability under the captioner (or the
+        prior), their CLIP similarity to the image and the ranking score, best score first.
+
+        Beam search gives num_beams candidates; num_samples > 0 adds sampled ones; with edit
+        groups every candidate also brings its one-word edits."""
+        images = list(images)
+        if not images:
+            return []
+        embs = self.clip.encode_images(images)          # once: for the prefix and for ranking
+        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed)
+
+    def candidates_from_embeddings(self, embs: np.ndarray, num_beams: int = 3, num_samples: int = 0,
+                                   temperature: float = 1.0, seed: int | None = 0) -> list[list[dict]]:
+        """candidates() for CLIP image embeddings (N, D), L2-normalised: what a CLIP image vector says,
+        however it was made (an image, the caption->CLIP prior)."""
+        if not len(embs):
+            return []
+        if self.mapper is None:
+            return self._fallback(embs, max(num_beams, num_samples, 1))
+        prefix = self.prefix(embs)
+        dec = self.decoder
+        per_image = [[(dec.decode(ids), s) for ids, s in beams]
+                     for beams in beam_search(dec, prefix, max(1, num_beams))]
+        if num_samples:
+            gen = torch.Generator(device=dec.device)
+            gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+            rep = prefix.repeat_interleave(num_samples, dim=0)
+            start = torch.full((rep.shape[0], 1), dec.cfg.sot_token, device=rep.device)
+            rows = generate(dec.gpt, start, rep, temperature=temperature, generator=gen)
+            texts = [dec.decode(r) for r in rows]
+            logps = self._log_prob(rep, texts)
+            for i in range(len(embs)):
+                per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
+                                         logps[i * num_samples:(i + 1) * num_samples]))
+        if self.edits:
+            self._add_edits(prefix, per_image)
+        return [self._rank(e, cands) for e, cands in zip(embs, per_image)]
+
+    def one_word_edits(self, text: str) -> list[str]:
+        """Every text that replaces one word of `text` by another of its group."""
+        words = re.findall(r"\w+|\W+", text)
+        edited = ("".join(words[:i]) + alt + "".join(words[i + 1:])
+                  for i, w in enumerate(words) for alt in self.edits.get(w, []))
+        return [_fix_articles(e) for e in edited]
+
+    def _add_edits(self, prefix: torch.Tensor, per_image: list[list[tuple[str, float]]]) -> None:
+        """Append the one-word edits of each image's `edit_beams` likeliest candidates, scored by
+        the captioner."""
+        new = []
+        for i, cands in enumerate(per_image):
+            have = {t for t, _ in cands}
+            top = sorted(cands, key=lambda c: -c[1])[:self.edit_beams]
+            extra = list(dict.fromkeys(e for t, _ in top for e in self.one_word_edits(t) if e not in have))
+            new += [(i, e) for e in extra]
+        if not new:
+            return
+        rows = torch.tensor([i for i, _ in new], device=prefix.device)
+        logps = self._log_prob(prefix[rows], [e for _, e in new])
+        for (i, text), lp in zip(new, logps):
+            per_image[i].append((text, lp))
+
+    def caption(self, images, num_beams: int = 5, num_samples: int = 0, rerank: bool = True,
+                temperature: float = 1.0, seed: int | None = 0) -> list[str]:
+        """One caption per image: the best-scored candidate (rerank=True, the default: CLIP
+        similarity plus `prior_weight` x log p per token), or the likeliest beam (rerank=False)."""
+        return self._best(self.candidates(images, num_beams, num_samples, temperature, seed), rerank)
+
+    def caption_embeddings(self, embs: np.ndarray, num_beams: int = 5, rerank: bool = True) -> list[str]:
+        """caption() for CLIP image embeddings (N, D): the caption each vector reads as."""
+        return self._best(self.candidates_from_embeddings(np.asarray(embs, np.float32), num_beams), rerank)
+
+    def _best(self, ranked: list[list[dict]], rerank: bool) -> list[str]:
+        key = "score" if rerank or self.mapper is None else "log_prob"
+        return [max(c, key=lambda r: r[key])["caption"] for c in ranked]
+
+    def log_prob(self, images, texts: list[str], repeats: int = 1) -> list[float]:
+        """Mean per-token log p(text | image) under the mapper + prior (texts grouped per image)."""
+        return self._log_prob(self.prefix(self.clip.encode_images(images)).repeat_interleave(repeats, dim=0), texts)
+
+    @torch.no_grad()
+    def _log_prob(self, prefix: torch.Tensor, texts: list[str], chunk: int = 128) -> list[float]:
+        out = []
+        for i in range(0, len(texts), chunk):       # chunks: logits are (chunk, T, 49408) floats
+            tokens = self.decoder.token_batch(texts[i:i + chunk], reserve=prefix.shape[1])
+            logits = self.decoder.gpt(tokens, prefix[i:i + chunk])[:, -tokens.shape[1]:-1].float().log_softmax(-1)
+            picked = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+            mask = tokens[:, 1:] != 0
+            out += ((picked * mask).sum(1) / mask.sum(1)).tolist()
+        return out
+
+    def _rank(self, image_embed: np.ndarray, cands: list[tuple[str, float]]) -> list[dict]:
+        seen = {}
+        for text, lp in cands:
+            if text.strip() and text not in seen:
+                seen[text] = lp
+        if not seen:
+            return [self._row("", float("-inf"), 0.0)]
+        texts = list(seen)
+        sims = self.clip.encode_texts(texts) @ image_embed
+        return sorted((self._row(t, seen[t], s) for t, s in zip(texts, sims)), key=lambda r: -r["score"])
+
+    def _row(self, caption: str, log_prob: float, clip_similarity: float) -> dict:
+        return {"caption": caption, "log_prob": float(log_prob), "clip_similarity": float(clip_similarity),
+                "score": float(clip_similarity) + self.prior_weight * max(float(log_prob), -1e9)}
+
+    def _fallback(self, image_embeds: np.ndarray, top: int) -> list[list[dict]]:
+        if self._pool is None:
+            texts = sorted(set(t for t in self.prior.sample(self.pool_size, temperature=1.0, seed=0) if t.strip()))
+            texts = texts or ["an image"]
+            per_token = np.array([lp.mean() for lp in self.prior.token_log_probs(texts)], dtype=np.float32)
+            self._pool = (texts, self.clip.encode_texts(texts), per_token)
+        texts, emb, per_token = self._pool
+        out = []
+        for im_emb in image_embeds:
+            sims = emb @ im_emb
+            best = np.argsort(-sims)[:top]
+            rows = [self._row(texts[j], per_token[j], sims[j]) for j in best]
+            out.append(sorted(rows, key=lambda r: -r["score"]))
+        return out

@@ -1,0 +1,359 @@
+"""The Render tab's core: text (and learned tokens) -> images through a diffusers StableDiffusionPipeline.
+
+    renderer = load_bundle().renderer                           # the built-in, trained on ShapesWorld
+    renderer = Renderer.pretrained()                            # Stable Diffusion 1.5 from the local hub cache
+    images = renderer.render(["a red star left of a blue circle"], num_images=4, seed=0)
+    images, plans = renderer.render_with_plans([...])           # plus what was read and the layout drawn
+    images = renderer.render([...], via_prior=True)             # text -> CLIP image embedding -> image
+    images = renderer.variations([image], num_images=4, seed=0) # image -> its CLIP embedding -> image
+    renderer.load_tokens("learned_embeds.safetensors")          # -> ["<concept>"]; then "a <concept> ..."
+    Renderer.save_tokens("learned_embeds.safetensors", {"<concept>": embedding})   # diffusers' format
+
+Rendering is planned, then drawn (clipgpt_core.models.planner): the prompt is read in the world's caption language,
+a scene the reading is true of is drawn from the seed, and a LayoutDiffusionPipeline (StableDiffusionPipeline
+with the scene's layout map as extra UNet input channels) draws it. A pipeline without layout channels
+(Stable Diffusion, an older renderer) draws from the text alone; the plan is still made and shown.
+Images as prompts (seed 003's unCLIP): a CLIP image embedding, of an image or predicted from text by the
+bundle's caption->CLIP prior, is read by the bundle's captioner into the world's language, then planned and
+drawn the same way; a variation keeps what the vector says and lets the layout vary.
+
+Both are StableDiffusionPipeline classes, so `from_pretrained`, `load_textual_inversion` and the rest of
+diffusers work on the built-in one exactly as on SD. Learned-token files are diffusers' textual
+inversion format: one key, the token, holding a (n_vectors, width) tensor; width is the text
+encoder's (128 for the built-in CLIP, 768 for SD 1.5's OpenAI CLIP ViT-L/14).
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ClipGPTError
+from .planner import Plan, completions, layout_map, plan_prompts
+
+if TYPE_CHECKING:
+    import torch
+
+# torch (and diffusers) are imported where a pipeline is loaded or used: the app lays out its Render tab
+# from the constants and errors here before any model is in memory
+
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+STEPS = (1, 200)
+GUIDANCE = (0.0, 30.0)
+NUM_IMAGES = (1, 16)
+STEPS_DEFAULT = 20
+GUIDANCE_DEFAULT = 2.5   # the best of 1.5-6 on bench_render's scenes (docs/results.md, Render)
+MAX_BATCH = 64                      # prompts x images per call
+MAX_PROMPT_CHARS = 2000
+TOKEN = re.compile(r"<[^<>\s|]+>")  # a learned token as typed in a prompt: <concept>
+
+
+class RenderError(ClipGPTError, ValueError):
+    """Input or weights the renderer cannot use; the message says what is wrong and what to do."""
+
+
+class TokenAlreadyLoaded(RenderError):
+    """A learned token of that name is loaded already: harmless, a UI may say so and go on."""
+
+
+TEXT_PARTS = ("text_encoder", "tokenizer")   # what a bundle's renderer takes from the bundle's CLIP
+
+
+def save_pipeline(pipe, directory: str | Path, with_text_encoder: bool = True) -> Path:
+    """save_pretrained with the UNet and VAE as float16 safetensors (half the size), leaving `pipe` in
+    float32 holding exactly the weights on disk (float32 -> float16 -> float32), so it renders as a
+    reload does.
+    with_text_encoder=False leaves out text_encoder/ and tokenizer/ (a bundle's renderer: they are the
+    bundle's CLIP text tower, kept once; Renderer.load(directory, clip=...) puts them back)."""
+    import torch
+    import shutil
+    from diffusers.utils import logging
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()      # .to(float16) warns about modules to keep in float32; there are none
+    # the UNet and VAE in float16; the text encoder stays float32, the CLIP text tower's exact weights
+    halved = [m for m in (pipe.unet, pipe.vae) if m is not None]
+    try:
+        for m in halved:
+            m.to(torch.float16)
+        pipe.save_pretrained(directory, safe_serialization=True)
+    finally:
+        for m in halved:
+            m.to(torch.float32)
+        logging.set_verbosity(level)
+    if not with_text_encoder:
+        for part in TEXT_PARTS:
+            shutil.rmtree(Path(directory) / part, ignore_errors=True)
+    return Path(directory)
+
+
+def _hub_cache() -> str:
+    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    from huggingface_hub.constants import HF_HUB_CACHE
+    return HF_HUB_CACHE
+
+
+class Renderer:
+    """A StableDiffusionPipeline with checked inputs, a layout planner and learned-token files."""
+
+    def __init__(self, pipe, source: str = "in memory", from_hub: bool = False, captioner=None,
+                 embedding_prior=None):
+        self.pipe = pipe                    # a diffusers StableDiffusionPipeline (or LayoutDiffusionPipeline)
+        self.source = source                # where it came from: a directory or a hub model id
+        self.from_hub = from_hub
+        # images as prompts: the captioner reads a CLIP image vector; the embedding prior makes one from text
+        self.captioner = captioner
+        self.embedding_prior = embedding_prior
+
+    def __repr__(self) -> str:
+        return f"Renderer({self.source!r}, width={self.width}, tokens={self.tokens})"
+
+    # ------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu", clip=None, captioner=None,
+             embedding_prior=None) -> "Renderer":
+        """A pipeline saved with save_pretrained (the bundle's renderer/ folder), in float32. A folder
+        without text_encoder/ (a bundle's renderer) takes its text encoder and tokenizer from `clip`;
+        captioner and embedding_prior (a bundle's) read CLIP vectors for variations() and via_prior."""
+        import json
+        import torch
+        from diffusers import StableDiffusionPipeline
+        from .layout_pipeline import LayoutDiffusionPipeline
+        directory = Path(directory)
+        if not (directory / "model_index.json").is_file():
+            raise RenderError(f"No diffusers pipeline at {directory} (no model_index.json)")
+        kind = json.loads((directory / "model_index.json").read_text()).get("_class_name")
+        pipeline = LayoutDiffusionPipeline if kind == LayoutDiffusionPipeline.__name__ else StableDiffusionPipeline
+        parts = {}
+        if not (directory / "text_encoder").is_dir():
+            if clip is None:
+                raise RenderError(f"{directory} has no text_encoder/: it is a bundle's renderer, whose text encoder "
+                                  f"is the bundle's CLIP; load it with its bundle (load_bundle(...).renderer)")
+            from .hf_text import text_encoder_from_clip, tokenizer_from_clip
+            parts = {"text_encoder": text_encoder_from_clip(clip), "tokenizer": tokenizer_from_clip(clip)}
+        pipe = pipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True, **parts)
+        pipe.set_progress_bar_config(desc="render")     # on: the Render tab's progress bar follows it
+        return cls(pipe.to(device), str(directory), captioner=captioner, embedding_prior=embedding_prior)
+
+    @classmethod
+    def pretrained(cls, model_id: str = SD15, device: str = "cpu", captioner=None) -> "Renderer":
+        """Stable Diffusion from the local Hugging Face cache only; never downloads."""
+        import torch
+        from diffusers import StableDiffusionPipeline
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_id, cache_dir=_hub_cache(), torch_dtype=torch.float32, local_files_only=True, safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+        except (OSError, ValueError) as e:
+            raise RenderError(
+                f"Stable Diffusion ({model_id}) is not in the local Hugging Face cache ({_hub_cache()}), and this "
+                f"machine does not download. On a machine with internet run\n"
+                f"  hf download {model_id} --exclude '*.ckpt' '*.bin' '*non_ema*' '*fp16*' 'safety_checker/*'\n"
+                f"and copy the cache here (or point HF_HOME / HF_HUB_CACHE at it). Its text encoder is OpenAI CLIP "
+                f"ViT-L/14 (openai/clip-vit-large-patch14), so tokens learned against that CLIP (768 wide) plug "
+                f"in. ({type(e).__name__})") from None
+        pipe.set_progress_bar_config(desc="render")
+        return cls(pipe.to(device), model_id, from_hub=True, captioner=captioner)
+
+    def text_encoder_is(self, clip) -> bool:
+        """Is this pipeline's text encoder exactly `clip`'s text tower (no learned tokens added)?"""
+        import torch
+        from .clip import text_tower
+        mine = self.pipe.text_encoder.get_input_embeddings().weight
+        theirs = text_tower(clip.model).token_embedding.weight
+        return mine.shape == theirs.shape and torch.equal(mine.detach().cpu().float(), theirs.detach().cpu().float())
+
+    def save(self, directory: str | Path, with_text_encoder: bool = True) -> Path:
+        return save_pipeline(self.pipe, directory, with_text_encoder)
+
+    # ------------------------------------------------------------------------- tokens
+    @property
+    def width(self) -> int:
+        """Width of the text encoder's token embeddings (what a learned token must have)."""
+        return int(self.pipe.text_encoder.get_input_embeddings().weight.shape[1])
+
+    @property
+    def tokens(self) -> list[str]:
+        """Learned tokens loaded so far (multi-vector tokens by their first name)."""
+        added = self.pipe.tokenizer.added_tokens_encoder
+        return sorted(t for t in added if TOKEN.fullmatch(t))   # "<concept>_1" ... do not match
+
+    def load_tokens(self, path: str | Path) -> list[str]:
+        """Load a learned-token file (diffusers' learned_embeds.safetensors, or a .bin/.pt read with
+        weights_only) through pipe.load_textual_inversion; returns the token(s) it added."""
+        state = read_tokens(path)
+        for token, emb in state.items():
+            if emb.shape[-1] != self.width:
+                raise RenderError(f"{Path(path).name} holds {emb.shape[-1]}-wide embeddings; this renderer's text "
+                                  f"encoder takes {self.width}-wide ones (learn the token against the same CLIP)")
+            if token in self.tokens:
+                raise TokenAlreadyLoaded(f"{token} is already loaded")
+            if token in self.pipe.tokenizer.get_vocab():
+                raise RenderError(f"{token} is already a word of the tokenizer; rename the token")
+        self.pipe.load_textual_inversion({t: e.float() for t, e in state.items()})
+        return list(state)
+
+    @staticmethod
+    def save_tokens(path: str | Path, tokens: dict) -> Path:
+        """Write {token: (n_vectors, width) or (width,) tensor} in diffusers' format (one token a file)."""
+        import torch
+        if len(tokens) != 1:
+            raise RenderError(f"diffusers' learned-token format holds one token per file, got {len(tokens)}")
+        (token, emb), = tokens.items()
+        if not TOKEN.fullmatch(token):
+            raise RenderError(f"Name a learned token like <concept> (angle brackets, no spaces), got {token!r}")
+        from safetensors.torch import save_file
+        emb = torch.as_tensor(emb).detach().float().cpu()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({token: emb.reshape(-1, emb.shape[-1]).contiguous()}, path, metadata={"format": "pt"})
+        return path
+
+    # ------------------------------------------------------------------------- rendering
+    def check_prompt(self, prompt, what: str = "prompt") -> str:
+        if not isinstance(prompt, str):
+            raise TypeError(f"a {what} must be a string, got {type(prompt).__name__}")
+        prompt = " ".join(prompt.split())[:MAX_PROMPT_CHARS]
+        if not prompt and what == "prompt":
+            raise RenderError("Empty prompt: describe the image, e.g. 'a large red circle on a black background'")
+        unknown = [t for t in TOKEN.findall(prompt) if t not in self.pipe.tokenizer.added_tokens_encoder]
+        if unknown:
+            loaded = ", ".join(self.tokens) or "none"
+            raise RenderError(f"{', '.join(dict.fromkeys(unknown))} in the {what} is not a loaded token "
+                              f"(loaded: {loaded}). Load its learned-token file first.")
+        return prompt
+
+    @property
+    def reads_layout(self) -> bool:
+        """Does the UNet read a layout map (LayoutDiffusionPipeline), or the text alone?"""
+        return self.pipe.unet.config.in_channels > self.pipe.vae.config.latent_channels
+
+    def check_options(self, num_images, guidance_scale, steps, seed, n_prompts: int) -> int:
+        """Reject bad options with a concise message; -> the seed (drawn when None)."""
+        if not (isinstance(steps, int) and STEPS[0] <= steps <= STEPS[1]):
+            raise RenderError(f"steps must be a whole number from {STEPS[0]} to {STEPS[1]}, got {steps}")
+        if not GUIDANCE[0] <= float(guidance_scale) <= GUIDANCE[1]:
+            raise RenderError(f"guidance scale must be from {GUIDANCE[0]:g} to {GUIDANCE[1]:g}, got {guidance_scale}")
+        if not (isinstance(num_images, int) and NUM_IMAGES[0] <= num_images <= NUM_IMAGES[1]):
+            raise RenderError(f"number of images must be from {NUM_IMAGES[0]} to {NUM_IMAGES[1]}, got {num_images}")
+        if n_prompts * num_images > MAX_BATCH:
+            raise RenderError(f"{n_prompts} prompts x {num_images} images is more than {MAX_BATCH} at once")
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        if not (isinstance(seed, int) and 0 <= seed < 2**63):
+            raise RenderError(f"seed must be a whole number >= 0, got {seed}")
+        return seed
+
+    def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
+               steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+               via_prior: bool = False):
+        """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
+        the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off.
+        via_prior=True: each prompt goes through the caption->CLIP prior to a CLIP image embedding, which is
+        read back and drawn as variations() draws an image's (DALL-E 2's full path)."""
+        return self.render_with_plans(prompts, num_images, guidance_scale, steps, seed, negative_prompt, via_prior)[0]
+
+    def render_with_plans(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
+                          steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+                          via_prior: bool = False):
+        """render(), and the planner.Plan of each image: what was read of its prompt and the scene drawn."""
+        if isinstance(prompts, str):
+            raise TypeError("render takes a list of prompts, not one string")
+        prompts = [self.check_prompt(p) for p in prompts]
+        if not prompts:
+            raise RenderError("No prompts: give at least one")
+        negative = self.check_prompt(negative_prompt, "negative prompt") if negative_prompt else None
+        seed = self.check_options(num_images, guidance_scale, steps, seed, len(prompts))
+        if via_prior:
+            if self.embedding_prior is None or self.captioner is None:
+                raise RenderError("Rendering via the prior needs a bundle with a caption->CLIP prior and a "
+                                  "captioner (the built-in bundle has both)")
+            prompts = self.read_embeddings(self.embedding_prior.predict(prompts))
+        plans = plan_prompts(prompts, num_images, seed)
+        return self.draw(plans, guidance_scale, steps, seed, negative), plans
+
+    def variations(self, images, num_images: int = 1, seed: int | None = 0, guidance_scale: float = GUIDANCE_DEFAULT,
+                   steps: int = STEPS_DEFAULT):
+        """Images as prompts: each image's CLIP embedding, read by the captioner, drawn num_images times with
+        the objects, colours, shapes, sizes and background it says, and a new layout each time."""
+        return self.variations_with_plans(images, num_images, seed, guidance_scale, steps)[0]
+
+    def variations_with_plans(self, images, num_images: int = 1, seed: int | None = 0,
+                              guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT):
+        images = list(images)
+        if not images:
+            raise RenderError("No images: give at least one")
+        if self.captioner is None:
+            raise RenderError("Variations need a bundle with a captioner to read the CLIP image embedding")
+        seed = self.check_options(num_images, guidance_scale, steps, seed, len(images))
+        texts = self.read_embeddings(self.captioner.clip.encode_images(images))
+        plans = plan_prompts(texts, num_images, seed, vary_layout=True)
+        return self.draw(plans, guidance_scale, steps, seed), plans
+
+    def read_embeddings(self, embeddings) -> list[str]:
+        """CLIP image embeddings (N, D) -> what each says, in the world's caption language: the captioner's
+        reading (`bundle.captioner.caption_embeddings`), completed with the background and sizes it left unstated,
+        each the value whose caption the embedding is most similar to (world captions state them half the time;
+        the vector holds them)."""
+        import numpy as np
+        embeddings = np.asarray(embeddings, np.float32)
+        texts = [" ".join(t.split())[:MAX_PROMPT_CHARS] or "an image"
+                 for t in self.captioner.caption_embeddings(embeddings)]
+        out = []
+        for text, e in zip(texts, embeddings):
+            options = completions(text)
+            if len(options) > 1:
+                text = options[int(np.argmax(self.captioner.clip.encode_texts(options) @ e))]
+            out.append(text)
+        return out
+
+    def draw(self, plans: list[Plan], guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
+             seed: int = 0, negative_prompt: str | None = None):
+        """Plans -> one PIL image each: the plan's prompt through the text encoder and, for a layout
+        pipeline, its scene's layout map beside the latent."""
+        import torch
+        generator = torch.Generator(device=self.pipe.device).manual_seed(seed)
+        texts = [p.reading.text for p in plans]
+        negative = [negative_prompt] * len(texts) if negative_prompt else None
+        kwargs = dict(prompt=texts, negative_prompt=negative, guidance_scale=float(guidance_scale),
+                      num_inference_steps=steps, generator=generator)
+        if self.reads_layout:
+            kwargs["layout"] = torch.from_numpy(layout_map([p.scene for p in plans], self.pipe.unet.config.sample_size,
+                                                           self.pipe.layout_channels))
+        with torch.no_grad():
+            return self.pipe(**kwargs).images
+
+
+def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:
+    """A learned-token file -> {token: (n_vectors, width)}; diffusers' one-key format or A1111's."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise RenderError(f"No learned-token file at {path}")
+    what = (f"{path.name} is not a learned-token file diffusers can read: expected learned_embeds.safetensors "
+            f"(or .bin) holding one key, the token (e.g. '<concept>'), with a (n_vectors, width) tensor")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # corrupt, truncated, pickled code, not a tensor file: all the same to the user
+        raise RenderError(f"{what} ({type(e).__name__})") from None
+    if isinstance(state, dict) and "string_to_param" in state:      # A1111's format
+        name = str(state.get("name", path.stem))
+        state = {name if TOKEN.fullmatch(name) else f"<{name}>": state["string_to_param"].get("*")}
+    if not (isinstance(state, dict) and len(state) == 1):
+        raise RenderError(f"{what}; it holds {len(state) if isinstance(state, dict) else type(state).__name__} keys")
+    (token, emb), = state.items()
+    if not (isinstance(token, str) and isinstance(emb, torch.Tensor) and emb.ndim in (1, 2) and emb.numel()
+            and torch.isfinite(emb).all()):
+        raise RenderError(f"{what}; its {token!r} is not a finite 1- or 2-d tensor")
+    if not TOKEN.fullmatch(token):
+        raise RenderError(f"{path.name} names its token {token!r}; a learned token looks like <concept>")
+    return {token: emb.reshape(-1, emb.shape[-1])}

@@ -1,0 +1,69 @@
+"""`clipgpt space --out DIR` writes a folder a Hugging Face Space accepts: every file over 10 MiB goes through
+LFS (read back by git itself), the front matter is the repository's own, and `python app.py` runs from it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from benchmarks.bench_start import free_port, wait_until_answering
+from clipgpt_app.cli import main as clipgpt
+from clipgpt_app.space import HUB_FILE_LIMIT, front_matter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("space") / "clipgpt-space"
+    clipgpt(["space", "--out", str(out)])
+    return out
+
+
+def test_the_space_folder_holds_the_app_and_sends_big_files_through_lfs(space):
+    assert {"app.py", "requirements.txt", "README.md", ".gitattributes", "clipgpt_core", "clipgpt_app",
+            "assets"} <= {p.name for p in space.iterdir()}
+    assert (space / "assets" / "shapes" / "manifest.json").is_file() and any((space / "assets" / "examples").iterdir())
+    big = [p for p in space.rglob("*") if p.is_file() and p.stat().st_size > HUB_FILE_LIMIT]
+    assert len(big) >= 2                                       # the CLIP and the prior
+    subprocess.run(["git", "init", "-q", str(space)], check=True)
+    for p in big:
+        attr = subprocess.run(["git", "check-attr", "filter", "--", str(p.relative_to(space))], cwd=space,
+                              capture_output=True, text=True, check=True).stdout
+        assert attr.strip().endswith("filter: lfs"), attr
+    requirements = (space / "requirements.txt").read_text()
+    assert "gradio[mcp]==" in requirements and "torch==" in requirements and "pytest" not in requirements
+    assert (ROOT / "README.md").read_text().startswith(front_matter())      # one front matter: the repository's
+    assert (space / "README.md").read_text().startswith(front_matter())
+    with pytest.raises(SystemExit):                                         # never over a folder with files in it
+        clipgpt(["space", "--out", str(space)])
+
+
+def test_python_app_py_runs_from_the_space_folder(space, tmp_path):
+    manifest = space / "assets" / "shapes" / "manifest.json"            # a small gallery keeps the test short
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"gallery": {"kind": "shapesworld", "size": 40,
+                                                                                   "seed": 0}}))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"CLIPGPT_CACHE": str(tmp_path / "cache")}
+    where = subprocess.run([sys.executable, "-c", "import clipgpt_core, clipgpt_app; print(clipgpt_core.__file__, "
+                            "clipgpt_app.__file__)"], cwd=space, env=env, capture_output=True, text=True, check=True)
+    assert all(Path(p).is_relative_to(space) for p in where.stdout.split())   # the Space's own copy, not ours
+    port = free_port()
+    log = open(tmp_path / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=space, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_until_answering(proc, f"http://127.0.0.1:{port}/", timeout=180)
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError((tmp_path / "app.log").read_text()[-3000:]) from e
+        rows = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            n=3, temperature=1.0, top_k=0, top_p=1.0, prefix="a blue", seed=0, api_name="/sample")["data"]
+        assert len(rows) == 3 and all(r[0].startswith("a blue") for r in rows)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    assert "Traceback" not in (tmp_path / "app.log").read_text()
