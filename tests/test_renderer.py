@@ -125,6 +125,8 @@ def test_the_saved_pipeline_is_stable_diffusion_and_round_trips(bundle, trained,
     assert a.shape == (2, 64, 64, 3)
     again = Renderer.load(tiny_dir)                       # from_pretrained once more: the same image
     assert np.array_equal(a, pixels(again, "a large red circle on a black background", seed=3, num_images=2))
+    resaved = again.save(tiny_dir.parent / "resaved")    # a pipeline loaded from a folder names no path when saved
+    assert not any("_name_or_path" in json.loads(c.read_text()) for c in resaved.glob("*/config.json"))
     in_memory = Renderer(trained[1])                      # what training held is what was saved
     assert np.array_equal(a, pixels(in_memory, "a large red circle on a black background", seed=3, num_images=2))
     text = "two small purple crosses, right of a white diamond!"

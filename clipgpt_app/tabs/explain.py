@@ -217,14 +217,14 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 embeddings_folder = gr.Textbox("", label="…and its embeddings folder (optional)",
                                                info="what `clip-retrieval inference` or `clipgpt index` wrote for "
                                                     "those images with this bundle's CLIP: then no image is re-read")
-                pos_folder = gr.Textbox(label="Folder of positives")
-                neg_folder = gr.Textbox(label="Folder of negatives")
+                pos_folder = gr.Textbox("", label="Folder of positives")
+                neg_folder = gr.Textbox("", label="Folder of negatives")
                 pos_files = gr.File(label="…or positive images", file_count="multiple", type="filepath")
                 neg_files = gr.File(label="…or negative images", file_count="multiple", type="filepath")
             image_source = gr.Radio(SOURCES, value=SOURCES[0] if shapes_world else SOURCES[1],
                                     label="Images (for planted functions and the classifier)")
             n_images = gr.Slider(16, 2048, value=512, step=16, label="Gallery sample size")
-            image_folder = gr.Textbox(label="Folder of my images")
+            image_folder = gr.Textbox("", label="Folder of my images")
             method = gr.Dropdown([(v, k) for k, v in METHOD_NAMES.items()], value=explainers.default_method(bundle),
                                  label="Method", info="partial: the fewest ShapesWorld attributes that explain f "
                                  "(“red”, “two stars”, “a red star”), or “A or B” / “A but not B” when that fits "
@@ -258,7 +258,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         gr.Markdown("An explanation is a predictor: h(CLIP_t(image)) on images it never saw.")
         with gr.Row():
             saved_file = gr.File(label="Saved explanation (.json)", file_types=[".json"], type="filepath")
-            apply_folder = gr.Textbox(label="Folder of images (on the server)")
+            apply_folder = gr.Textbox("", label="Folder of images (on the server)")
             apply_files = gr.File(label="…or images", file_count="multiple", type="filepath")
         apply_btn = gr.Button("Apply")
         apply_status = gr.Markdown()

@@ -112,7 +112,7 @@ def build(finder: NearestImages) -> None:
 
     with gr.Row():
         with gr.Column(scale=2):
-            text = gr.Textbox(label="Text query", placeholder="a large red star on a black background")
+            text = gr.Textbox("", label="Text query", placeholder="a large red star on a black background")
             text_mode = gr.Radio(list(TEXT_MODES), value="raw", label="Text as",
                                  info="raw: CLIP's text embedding · via prior: the image embedding "
                                       "the caption->CLIP prior predicts for it")
@@ -121,9 +121,9 @@ def build(finder: NearestImages) -> None:
             k = gr.Slider(1, 48, value=12, step=1, label="Number of images")
             source = gr.Radio(SOURCES, value=SOURCES[0], label="Search in")
             with gr.Accordion("Folder and remote sources", open=False):
-                folder = gr.Textbox(label="Folder of images", placeholder="/path/to/images")
+                folder = gr.Textbox("", label="Folder of images", placeholder="/path/to/images")
                 index_btn = gr.Button("Index folder")
-                url = gr.Textbox(label="Back-end URL", placeholder="http://127.0.0.1:1234")
+                url = gr.Textbox("", label="Back-end URL", placeholder="http://127.0.0.1:1234")
                 indice_name = gr.Textbox(label="Index name", value="shapes")
             search_btn = gr.Button("Search", variant="primary")
         with gr.Column(scale=3):

@@ -117,7 +117,7 @@ def build(bundle) -> None:
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red star left of a blue circle on a black "
                                 "background — learned tokens such as <concept> too, once loaded")
-            negative = gr.Textbox(label="Negative prompt", placeholder="what to steer away from (optional)")
+            negative = gr.Textbox("", label="Negative prompt", placeholder="what to steer away from (optional)")
             via_prior = gr.Checkbox(False, label="Via the prior (text → CLIP image embedding → image, as DALL-E 2)")
             guidance = gr.Slider(*GUIDANCE, value=GUIDANCE_DEFAULT, step=0.5, label="Guidance scale (≤ 1: no guidance)")
             steps = gr.Slider(*STEPS, value=STEPS_DEFAULT, step=1, label="Steps")

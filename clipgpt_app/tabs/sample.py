@@ -72,7 +72,7 @@ def build(bundle) -> None:
         top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
         top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p")
     with gr.Row():
-        prefix = gr.Textbox(label="Prefix to complete", placeholder="a small red", scale=3)
+        prefix = gr.Textbox("", label="Prefix to complete", placeholder="a small red", scale=3)
         seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", scale=1)
         go = gr.Button("Sample", variant="primary", scale=1)
     headers = ["caption", "log p (nats)", "log p per token"]

@@ -24,6 +24,8 @@ encoder's (128 for the built-in CLIP, 768 for SD 1.5's OpenAI CLIP ViT-L/14).
 """
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import secrets
@@ -85,6 +87,10 @@ def save_pipeline(pipe, directory: str | Path, with_text_encoder: bool = True) -
     if not with_text_encoder:
         for part in TEXT_PARTS:
             shutil.rmtree(Path(directory) / part, ignore_errors=True)
+    for config in Path(directory).glob("*/config.json"):   # a component loaded from a folder names it: drop
+        data = json.loads(config.read_text())              # the path, a saved pipeline names no machine's paths
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return Path(directory)
 
 
