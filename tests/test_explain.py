@@ -273,23 +273,25 @@ def client(bundle):
 
 def test_explain_tab(client, tmp_path):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert "/explain" in names and "/explain_render" not in names   # it reads the tab's state: callable, not a tool
+    assert "/explain" in names and "/explain_render" not in names   # the tab's button: callable, not a tool
     table, status, plot, top, bottom, token_file, saved = client.predict(
         target_kind="Planted function", method="search", api_name="/explain", **EXPLAIN)
     assert len(table["data"]) >= 1 and "ρ" in status and "recovered" in status
     assert len(top) == 8 and len(bottom) == 8 and token_file is None and str(saved).endswith(".json")
-    rendered, message = client.predict(api_name="/explain_render")      # the built-in renderer draws the text
+    rendered, message = client.predict(handle_file(str(saved)), "Planted function", None,
+                                       api_name="/explain_render")      # the built-in renderer draws the text
     assert len(rendered) == 4 and "Rendered" in message
     # inversion: a token file to download, and its learned token through the renderer
     out = client.predict(target_kind="Planted function", method="inversion", api_name="/explain",
                          **(EXPLAIN | {"budget": 5}))
     assert out[-2] and str(out[-2]).endswith(".safetensors")
-    rendered, message = client.predict(api_name="/explain_render")
+    rendered, message = client.predict(handle_file(str(out[-1])), "Planted function", None, api_name="/explain_render")
     assert len(rendered) == 4 and "<f-" in message
     # a function of pixels: the render button also checks f on renders of the explanation
-    client.predict(target_kind="Classifier output", method="dissect", api_name="/explain",
-                   **(EXPLAIN | {"clf_output": "colour:red"}))
-    rendered, message = client.predict(api_name="/explain_render")
+    out = client.predict(target_kind="Classifier output", method="dissect", api_name="/explain",
+                         **(EXPLAIN | {"clf_output": "colour:red"}))
+    rendered, message = client.predict(handle_file(str(out[-1])), "Classifier output", "colour:red",
+                                       api_name="/explain_render")
     assert len(rendered) == 8 and "render check: AUC" in message and "colour:red" in message
     # the user's scores as a CSV
     for i in range(12):

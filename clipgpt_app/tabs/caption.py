@@ -39,7 +39,7 @@ def build(bundle) -> None:
         best = ranked[0]   # candidates come ranked by score, as caption() chooses
         table = [[r["caption"], round(r["score"], 4), round(r["clip_similarity"], 4), round(r["log_prob"], 3)]
                  for r in ranked]
-        weight = f"score = CLIP similarity + {getattr(captioner, 'prior_weight', 0):g} × log p per token"
+        weight = f"score = CLIP similarity + {captioner.prior_weight:g} × log p per token"
         return f"### {best['caption']}\n\n*{captioner.mode}* · {weight}", table
 
     with gr.Row():

@@ -38,6 +38,17 @@ APPLY_HEADERS = ["image", "CLIP_t", "predicted f"]
 LAYERS = {"logits (shape and colour heads)": "", "penultimate units": "penultimate", "last conv block": "body.3"}
 
 
+def written_here(path: str) -> None:
+    """A saved explanation names its learned-token file; the render button loads it only where this app's
+    explainers write them (a temporary clipgpt-explain-* folder), so an uploaded explanation cannot make a
+    shared app read any other server file."""
+    resolved = Path(path).resolve()
+    if not (resolved.is_relative_to(Path(tempfile.gettempdir()).resolve())
+            and any(part.startswith("clipgpt-explain-") for part in resolved.parts)):
+        raise TargetError("This explanation's learned tokens were not written by this app; load them in the Render "
+                          "tab (Learned tokens) instead")
+
+
 def preview(image, size: int = 128):
     """A gallery thumbnail; an image known only by its path (an embeddings folder's row) is read now, and
     one that is gone shows as gray rather than failing the whole answer."""
@@ -55,9 +66,10 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
     asks = ExplainInputs(bundle, files)        # the function to explain and its images
     shapes_world = bundle.is_shapes_world
 
-    def explain_function(target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files,
-                         image_source, n_images, image_folder, method, budget, prior_weight, seed, centre="auto",
-                         embeddings_folder=None, progress=gr.Progress(track_tqdm=True)):
+    def explain(target_kind=TARGETS[0], planted="has_red", clf_output=None, csv_file=None, pos_folder="", neg_folder="",
+                pos_files=None, neg_files=None, image_source=SOURCES[0], n_images=512, image_folder="", method=None,
+                budget=0, prior_weight=DEFAULT_PRIOR_WEIGHT, seed=0, centre="auto", embeddings_folder="",
+                progress=gr.Progress(track_tqdm=True)):
         """Find text t and a monotone h with f(image) ~= h(CLIP_t(image)) for a function f of images.
 
         Args:
@@ -72,7 +84,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             image_source: the images f is read on: "Built-in gallery sample" or "My images (folder)".
             n_images: how many gallery images to use.
             image_folder: the folder, when image_source is "My images (folder)".
-            method: partial, search, dissect, inversion or gumbel.
+            method: partial, search, dissect, inversion or gumbel (empty: the bundle's default).
             budget: the method's search budget (empty: its default).
             prior_weight: weight of the caption prior's log p in the score.
             seed: splits the images into fit and held-out halves.
@@ -80,6 +92,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             embeddings_folder: with a CSV, the embeddings folder `clip-retrieval inference` wrote for its images
                 (img_emb/ + metadata/, this bundle's CLIP); then no image is read but the 16 shown.
         """
+        method = method or explainers.default_method(bundle)       # the same default as explain() and the CLI
         try:
             images, emb, f, answer = asks.function(
                 target_kind, planted=planted, output=clf_output, csv_file=csv_file, embeddings_folder=embeddings_folder,
@@ -123,13 +136,16 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             status += (f"\n\nLearned tokens {best.token} (held-out ρ {best.learned_spearman:.3f}) are in the file below "
                        f"(diffusers' learned_embeds.safetensors); “Render” draws them.")
         saved = best.save(Path(tempfile.mkdtemp(prefix="clipgpt-explanation-")) / "explanation.json")
-        state = {"text": best.text, "token_file": best.token_file, "token": best.token,
-                 # a function of pixels can be checked on renders of its explanation
-                 "clf_output": clf_output if KINDS.get(target_kind, target_kind) == "classifier" else None}
-        return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved), state
+        return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved)
 
-    def apply_saved(saved_file, folder, uploads, progress=gr.Progress(track_tqdm=True)):
-        """A saved explanation's h(CLIP_t) on a folder of images (or uploads) it never saw."""
+    def explain_apply(saved_file, folder="", uploads=None, progress=gr.Progress(track_tqdm=True)):
+        """A saved explanation's h(CLIP_t) on a folder of images (or uploads) it never saw.
+
+        Args:
+            saved_file: the explanation's .json, as the Explain button offers it.
+            folder: a folder of images on the server.
+            uploads: image files, instead of the folder.
+        """
         try:
             if not saved_file:
                 raise TargetError("Upload a saved explanation (the .json the Explain button offers)")
@@ -149,7 +165,13 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return table, gallery, (f"**{e.text}** applied to {len(images)} images (fitted on other images; held-out "
                                 f"ρ(f, h(CLIP_t)) there {e.spearman_h:.3f}). Highest predicted f first.")
 
-    def run_layer(layer_name, n_layer_images, progress=gr.Progress(track_tqdm=True)):
+    def explain_layer(layer_name=list(LAYERS)[0], n_layer_images=512, progress=gr.Progress(track_tqdm=True)):
+        """Explain every unit (or logit) of a layer of the built-in classifier at once, as CLIP-Dissect labels a layer.
+
+        Args:
+            layer_name: "logits (shape and colour heads)", "penultimate units" or "last conv block".
+            n_layer_images: how many gallery images to read the units on.
+        """
         try:
             images, emb, acts, names = asks.layer(LAYERS.get(layer_name, ""), n_layer_images)
             result = explainers.explain_layer(bundle, emb, acts, names)
@@ -161,7 +183,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 f"{len(df)} units of “{layer_name}” on {len(images)} images in {result.seconds:.1f} s "
                 f"(images embedded once). Click a column to sort.")
 
-    def run_units(model_file, model_layer, model_units, pool, n_layer_images, model_folder="",
+    def explain_units(model_file, model_layer="", model_units="", pool="mean", n_layer_images=512, model_folder="",
                   progress=gr.Progress(track_tqdm=True)):
         """Explain units of your own vision model, read through a forward hook, on the gallery sample or a folder.
 
@@ -182,23 +204,32 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return (df, [str(result.to_csv(out / "units.csv")), str(result.to_json(out / "units.json"))],
                 f"{len(df)} units of “{model_layer or 'the output'}” ({pool}-pooled) in {result.seconds:.1f} s.")
 
-    def render(state, progress=gr.Progress(track_tqdm=True)):
-        if not state:
+    def render(saved_file, target_kind, clf_output, progress=gr.Progress(track_tqdm=True)):
+        """Render the best explanation (the file the Explain button wrote); for a classifier output, also score
+        the renders with it (the render check)."""
+        if not saved_file:
             raise gr.Error("Explain something first")
+        try:
+            best = explainers.Explanation.load(saved_file)
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
         if not bundle.has_renderer():
             return [], ("This bundle has no renderer (the Render tab says how to add one); the explanation is: "
-                        f"**{state['text']}**")
+                        f"**{best.text}**")
         r = bundle_renderer(bundle)
+        # a function of pixels can be checked on renders of its explanation
+        output = clf_output if KINDS.get(target_kind, target_kind) == "classifier" else None
         try:
-            prompt = state["text"]
-            if state.get("token_file"):
-                if state["token"] not in r.tokens:
-                    r.load_tokens(state["token_file"])
-                prompt = state["token"]
-            if state.get("clf_output"):
-                check = explainers.render_check(bundle, ClassifierTarget(asks.classifier(), state["clf_output"]), prompt, n=8)
+            prompt = best.text
+            if best.token_file:
+                written_here(best.token_file)
+                if best.token not in r.tokens:
+                    r.load_tokens(best.token_file)
+                prompt = best.token
+            if output:
+                check = explainers.render_check(bundle, ClassifierTarget(asks.classifier(), output), prompt, n=8)
                 return ([(upscale(im, 192), f"f = {v:.2f}") for im, v in zip(check.images, check.f_prompt)],
-                        check.summary() + f" ({state['clf_output']}; contrast: random world captions)")
+                        check.summary() + f" ({output}; contrast: random world captions)")
             images = r.render([prompt], num_images=4, steps=20, seed=0)
         except (RenderError, *USER_ERRORS) as e:
             raise gr.Error(str(e)) from e
@@ -273,8 +304,8 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             layer_btn = gr.Button("Explain the layer", variant="primary")
             layer_stop = gr.Button("Cancel")
         with gr.Row():
-            model_file = gr.File(label="…or your model (.pt2 from torch.export, or TorchScript)", type="filepath",
-                                 file_types=[".pt2", ".pt"])
+            # no file_types: an agent's upload arrives without its name; load_vision_model reads the content
+            model_file = gr.File(label="…or your model (.pt2 from torch.export, or TorchScript)", type="filepath")
             model_layer = gr.Textbox("", label="Layer (its name in model.named_modules(); empty: the output)")
             model_units = gr.Textbox("", label="Units (e.g. 0,5,7; empty: all)")
             pool = gr.Radio(["mean", "max"], value="mean", label="Pool a conv channel over space by its")
@@ -283,19 +314,19 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         layer_status = gr.Markdown()
         layer_table = gr.Dataframe(headers=LAYER_COLUMNS, label="One row per unit (click a header to sort)")
         layer_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False)
-    state = gr.State(None)
     inputs = [target_kind, planted, clf_output, csv_file, pos_folder, neg_folder, pos_files, neg_files, image_source,
               n_images, image_folder, method, budget, prior_weight, seed, centre, embeddings_folder]
-    go.click(explain_function, inputs, [table, status, plot, top, bottom, token_file, explanation_file, state], api_name="explain",
+    go.click(explain, inputs, [table, status, plot, top, bottom, token_file, explanation_file], api_name="explain",
              concurrency_limit=1, concurrency_id="explain")
-    apply_btn.click(apply_saved, [saved_file, apply_folder, apply_files], [apply_table, apply_gallery, apply_status],
+    apply_btn.click(explain_apply, [saved_file, apply_folder, apply_files], [apply_table, apply_gallery, apply_status],
                     api_name="explain_apply", concurrency_limit=1, concurrency_id="explain")
-    job = layer_btn.click(run_layer, [layer_name, n_layer_images], [layer_table, layer_files, layer_status],
+    job = layer_btn.click(explain_layer, [layer_name, n_layer_images], [layer_table, layer_files, layer_status],
                           api_name="explain_layer", concurrency_limit=1, concurrency_id="explain")
-    units_job = units_btn.click(run_units, [model_file, model_layer, model_units, pool, n_layer_images, model_folder],
+    units_job = units_btn.click(explain_units, [model_file, model_layer, model_units, pool, n_layer_images, model_folder],
                                 [layer_table, layer_files, layer_status], api_name="explain_units",
                                 concurrency_limit=1, concurrency_id="explain")
     layer_stop.click(None, None, None, cancels=[job, units_job])
-    render_btn.click(render, [state], [renders, render_status], api_name="explain_render", concurrency_limit=1,
-                     concurrency_id="renderer", api_visibility="undocumented")   # reads the tab's state: not a tool
+    render_btn.click(render, [explanation_file, target_kind, clf_output], [renders, render_status], api_name="explain_render",
+                     concurrency_limit=1,
+                     concurrency_id="renderer", api_visibility="undocumented")   # the tab's button: not a tool
 

@@ -116,7 +116,7 @@ class Explainer:
         self._logp: dict[tuple, tuple[float, float]] = {}       # row -> (mean, min) token log p
         mean = self.features([self.ids(c) for c in self.concepts]).mean(0)
         self.centre = mean / np.linalg.norm(mean)                   # (D,) the generic caption direction
-        self.edit_groups = getattr(bundle.captioner, "edits", None) or {}
+        self.edit_groups = bundle.captioner.edits if bundle.captioner is not None else {}
         self.max_len = 20          # tokens: explanations are short
         # how much a decreasing fit (f high where the image does NOT match t) counts against an increasing
         # one when ranking: 0 = explanations say what f responds to (a decreasing fit mostly finds

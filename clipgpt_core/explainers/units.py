@@ -14,6 +14,7 @@ whole output only: TorchScript modules take no hooks) or a module class plus a s
 from __future__ import annotations
 
 import importlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,8 @@ def load_vision_model(path: str | Path | None = None, class_path: str | None = N
     if not path.is_file():
         raise ExplainError(f"No model file at {path}")
     try:
-        if path.suffix == ".pt2":
-            return torch.export.unflatten(torch.export.load(str(path)))
+        if path.suffix == ".pt2" or _is_exported_program(path):       # an upload may have lost its name
+            return torch.export.unflatten(torch.export.load(io.BytesIO(path.read_bytes())))   # any file name
         return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as e:
         raise ExplainError(f"{path.name} is neither a torch.export program (.pt2) nor a TorchScript file: {e}") from None
@@ -75,6 +76,15 @@ def explain_units(bundle, model: torch.nn.Module, layer: str, images, units=None
         raise ExplainError(f"Layer {layer!r} has {acts.shape[1]} units (0-{acts.shape[1] - 1}); no unit {bad[0]}")
     return explain_layer(bundle, images if embeddings is None else embeddings, acts[:, chosen],
                          [f"{layer or 'output'}:{u}" for u in chosen], **kwargs)
+
+
+def _is_exported_program(path: Path) -> bool:
+    """torch.export.save writes a zip holding models/model.json; TorchScript's holds code/ and data.pkl."""
+    import zipfile
+    try:
+        return any(name.endswith("models/model.json") for name in zipfile.ZipFile(path).namelist())
+    except zipfile.BadZipFile:
+        return False
 
 
 @torch.no_grad()

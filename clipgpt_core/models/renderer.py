@@ -344,7 +344,8 @@ def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:
     what = (f"{path.name} is not a learned-token file diffusers can read: expected learned_embeds.safetensors "
             f"(or .bin) holding one key, the token (e.g. '<concept>'), with a (n_vectors, width) tensor")
     try:
-        if path.suffix == ".safetensors":
+        head = path.open("rb").read(9)           # safetensors: an 8-byte header length, then its JSON header
+        if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):   # an upload may lose its name
             from safetensors.torch import load_file
             state = load_file(path)
         else:
