@@ -18,3 +18,6 @@ def _assets_dir() -> Path:
 
 ASSETS = _assets_dir()
 EXAMPLES = ASSETS / "examples"
+# the folder holding this package (a checkout's root, or site-packages): what a child process of ours (Spark's
+# workers, the gallery build) puts on its PYTHONPATH to import the package from where this process did
+PACKAGE_PARENT = _HERE.parent

@@ -147,3 +147,17 @@ def test_pyproject_ships_every_package():
             name = ".".join(init.parent.relative_to(ROOT).parts)
             assert name in listed, f"{name} is not in pyproject.toml's [tool.setuptools] packages"
     assert all(p.startswith("clipgpt") for p in listed) and not setuptools.get("py-modules")
+
+
+def test_one_home_for_each_piece_of_knowledge():
+    """The image suffixes live in images.py, the example and asset folders in paths.py, "is this a ShapesWorld
+    bundle?" in Bundle.is_shapes_world, the reading of captions in world/captions.py."""
+    homes = {".jpeg": "clipgpt_core/images.py", "__file__).resolve().parents": "clipgpt_core/paths.py",
+             "def is_shapes_world": "clipgpt_core/bundle.py", "PLURALS.items()": "clipgpt_core/world/captions.py"}
+    for path in PROJECT:
+        if path.parts[len(ROOT.parts)] in ("tests", "benchmarks"):
+            continue
+        text = path.read_text()
+        for needle, home in homes.items():
+            if needle in text and path != ROOT / home:
+                raise AssertionError(f"{path.relative_to(ROOT)} holds {needle!r}, whose home is {home}")

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 from ..errors import ClipGPTError
+from ..images import IMAGE_SUFFIXES
+from ..paths import PACKAGE_PARENT
 
 PREFIX = "clipgpt:"
 
@@ -95,8 +97,7 @@ def _spark_session(workers: int, memory: str):
         # Spark's Python workers are new processes: the same interpreter, finding this package where this
         # process found it (installed or in a checkout)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        here = str(Path(__file__).resolve().parents[2])
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")) if p)
         spark = (SparkSession.builder.master(f"local[{workers}]").appName("clipgpt-index")
                  .config("spark.driver.memory", memory).getOrCreate())
     return spark
@@ -132,7 +133,7 @@ def embed_with_clip_retrieval(bundle, source: str, out: str | Path, distribution
     except ValueError as e:
         if "no sample found" not in str(e):
             raise
-        raise InferenceError(f"No images (.png, .jpg, .jpeg, .bmp, .webp) to embed in {source}") from e
+        raise InferenceError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) to embed in {source}") from e
     parts = sorted((emb_dir / "metadata").glob("*.parquet"))
     if not parts:
         raise InferenceError(f"No readable images in {source}")

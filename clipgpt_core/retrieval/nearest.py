@@ -26,6 +26,7 @@ from ..world import zeroshot
 from ..access import AccessError, ServerFiles
 from ..errors import InputError
 from ..images import load_image
+from ..paths import PACKAGE_PARENT
 
 MAX_K = 200
 TEXT_MODES = ("raw", "via prior")   # the CLIP text embedding, or the caption->image-embedding prior
@@ -76,8 +77,7 @@ class NearestImages:
     def _build_in_child(self, out_dir: Path, spec: dict) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         log = out_dir / "build.log"
-        root = Path(__file__).resolve().parents[2]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
         cmd = [sys.executable, "-m", "clipgpt_core.retrieval.local", "--world", str(spec["size"]), "--seed",
                str(spec["seed"]), "--bundle", str(self.bundle.path), "--out", str(out_dir)]
         if self.progress:
