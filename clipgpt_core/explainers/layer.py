@@ -81,16 +81,22 @@ def layer_activations(model: torch.nn.Module, layer: str, images, preprocess=Non
         out = out[0] if isinstance(out, tuple) else out
         got.append(torch.cat(list(out.values()), 1) if isinstance(out, dict) else out)
     model.eval()
-    handle = modules[layer].register_forward_hook(hook)
+    scripted = isinstance(model, torch.jit.ScriptModule)       # TorchScript takes no hooks: its output only
+    if scripted and layer != "":
+        raise ExplainError("A TorchScript model takes no forward hooks, so only its output (layer \"\") can be read; "
+                           "save it with torch.export.save(torch.export.export(model, (example,)), 'model.pt2') "
+                           "to explain its inner layers")
+    handle = None if scripted else modules[layer].register_forward_hook(hook)
     images, out = list(images), []
     try:
         for i in range(0, len(images), batch_size):
             got.clear()
-            model(preprocess(images[i:i + batch_size]))
-            a = got[0]
+            y = model(preprocess(images[i:i + batch_size]))
+            a = y if scripted else got[0]
             out.append(POOLS[pool](a.flatten(2)) if a.ndim > 2 else a)
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
     return torch.cat(out).double().numpy()
 
 

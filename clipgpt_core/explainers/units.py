@@ -63,13 +63,8 @@ def explain_units(bundle, model: torch.nn.Module, layer: str, images, units=None
     LayerTable, one row per unit named "layer:i". preprocess: a list of images -> (B, 3, H, W) tensor (default:
     the model's own `tensor` method, else 224x224 with ImageNet normalisation). embeddings: the images' CLIP
     embeddings when already computed. kwargs go to explain_layer."""
-    if isinstance(model, torch.jit.ScriptModule) and layer != "":
-        raise ExplainError("A TorchScript model takes no forward hooks, so only its output (layer \"\") can be read; "
-                           "save it with torch.export.save(torch.export.export(model, (example,)), 'model.pt2') "
-                           "to explain its inner layers")
     images = list(images)
-    acts = _outputs(model, images, preprocess, batch_size) if isinstance(model, torch.jit.ScriptModule) else \
-        layer_activations(model, layer, images, preprocess, batch_size, pool)                          # (N, U)
+    acts = layer_activations(model, layer, images, preprocess, batch_size, pool)                      # (N, U)
     chosen = list(range(acts.shape[1])) if units is None else [int(u) for u in np.atleast_1d(units)]
     bad = [u for u in chosen if not 0 <= u < acts.shape[1]]
     if bad:
@@ -85,11 +80,3 @@ def _is_exported_program(path: Path) -> bool:
         return any(name.endswith("models/model.json") for name in zipfile.ZipFile(path).namelist())
     except zipfile.BadZipFile:
         return False
-
-
-@torch.no_grad()
-def _outputs(model, images, preprocess, batch_size) -> np.ndarray:
-    from .targets import imagenet_tensor
-    preprocess = preprocess or (lambda ims: torch.stack([imagenet_tensor(im) for im in ims]))
-    out = [model(preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    return torch.cat([o.flatten(1) for o in out]).double().numpy()
