@@ -33,7 +33,7 @@ import torch
 
 from benchmarks import alt_render
 from clipgpt_core import load_bundle
-from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, explain
+from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, claim_text, explain
 from clipgpt_core.explainers import render_check, spearman_ties
 from clipgpt_core.explainers.planted import PLANTED, world_sample
 from clipgpt_core.explainers.targets import ClassifierTarget
@@ -42,10 +42,13 @@ from clipgpt_core.world.captions import stated_values, states_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"alt": alt_render.redraw, "ours": "ours"}   # image set -> world_sample's renderer
+SEEDS = {"alt": 1_000_000, "ours": 2_000_000}            # image set -> its first seed (no training run draws these)
 
 
 def answer_caption(answer: dict) -> str:
     """The answer as a short caption, for its prior log-prob."""
+    if "relation" in answer:
+        return claim_text({"relation": answer["relation"]})
     one = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
     words = [one(answer[k]) for k in ("size", "colour") if k in answer]
     text = " ".join(["a"] + words + [one(answer.get("shape", "circle"))])
@@ -90,7 +93,7 @@ def main(argv=None):
         print(f"wrote {out}")
         return
     sets, probe_sets = {}, {}       # image sets explained; the probe reference's training images
-    for name, seed in (("alt", 1_000_000), ("ours", 2_000_000)):
+    for name, seed in SEEDS.items():
         if name in args.sets.split(",") or (name == "ours" and args.classifier):
             images, scenes = world_sample(args.n, seed=seed, renderer=RENDERERS[name])
             t = time.time()
@@ -98,28 +101,36 @@ def main(argv=None):
             print(f"{name}: {args.n} images embedded in {time.time() - t:.1f} s", flush=True)
             images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[name])
             probe_sets[name] = (images, scenes, bundle.clip.encode_images(images))
-    jobs = []                      # (kind, function name, set, scores, answer, single attribute, probe scores)
+    # (kind, function name, set, scores, answer, single attribute, probe scores, embeddings, probe embeddings)
+    jobs = []
     for s in [x for x in args.sets.split(",") if x]:     # --sets "": the classifier only
-        images, scenes, _ = sets[s]
         fns = list(PLANTED.values()) if s == "alt" else list(PLANTED.values())[:args.ours_functions]
-        jobs += [("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute,
-                  p.score(probe_sets[s][1], probe_sets[s][0])) for p in fns]
+        for p in fns:
+            if p.draw is None:
+                (images, scenes, emb), (pi, ps, pe) = sets[s], probe_sets[s]
+            else:              # a relation: its own scenes, where both objects are there and where they are varies
+                seed = SEEDS[s]
+                images, scenes = world_sample(args.n, seed=seed, renderer=RENDERERS[s], draw=p.draw)
+                pi, ps = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[s], draw=p.draw)
+                emb, pe = bundle.clip.encode_images(images), bundle.clip.encode_images(pi)
+            jobs.append(("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute,
+                         p.score(ps, pi), emb, pe))
     clf = load_classifier() if args.classifier else None
     if clf is not None:
         images, _, _ = sets["ours"]
         for out in ClassifierTarget.outputs(clf):
             if not out.startswith("unit"):
                 t = ClassifierTarget(clf, out)
-                jobs.append(("classifier", out, "ours", t.score(images), t.answer, True, t.score(probe_sets["ours"][0])))
+                jobs.append(("classifier", out, "ours", t.score(images), t.answer, True, t.score(probe_sets["ours"][0]),
+                             sets["ours"][2], probe_sets["ours"][2]))
     rows = []
     centre = {"auto": "auto", "yes": True, "no": False}[args.centre]
-    for kind, fname, s, f, answer, single, f_probe in jobs:
-        emb = sets[s][2]
+    for kind, fname, s, f, answer, single, f_probe, emb, probe_emb in jobs:
         lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
-        probe = linear_probe_spearman(probe_sets[s][2], f_probe, emb, f)
+        probe = linear_probe_spearman(probe_emb, f_probe, emb, f)
         # fresh images (the probe set's first --fresh): explanations predict there, beside a ridge probe
         # fitted on the same labels explain() got (all N explained images)
-        fresh_emb, f_fresh = probe_sets[s][2][:args.fresh], f_probe[:args.fresh]
+        fresh_emb, f_fresh = probe_emb[:args.fresh], f_probe[:args.fresh]
         probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
         for m in methods:
             t = time.time()
@@ -193,6 +204,8 @@ def family(kind: str, answer: dict) -> str:
     attributes, or the classifier's logits."""
     if kind != "planted":
         return "classifier logits"
+    if "relation" in answer:
+        return "planted: relation"
     return f"planted: {next(iter(answer))}" if len(answer) == 1 else "planted: two attributes"
 
 

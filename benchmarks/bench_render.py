@@ -1,7 +1,7 @@
 """Benchmark the renderer: does a rendered image show what its prompt says?
 
     python -m benchmarks.bench_render [--bundle shapes] [--renderer DIR] [--baseline-renderer DIR]
-                                      [--n 48] [--n-scenes 24] [--out benchmarks/results/render.json]
+                                      [--without-detail] [--n 48] [--n-scenes 24] [--out benchmarks/results/render.json]
 
 Scenes (T2I-CompBench / GenEval categories; benchmarks/scene_sets.py, judged by scene_judge.py, no model): two objects
 ("a large red star and a small blue circle", seen and held-out colour-shape pairs), relations ("a red star
@@ -163,7 +163,7 @@ def judge(clip, prompts: list[dict], images: list[list]) -> dict:
 
 # ----------------------------------------------------------------------------- scenes
 def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | None = None,
-                    baseline_settings: dict | None = None) -> dict:
+                    baseline_settings: dict | None = None, without_detail: bool = False) -> dict:
     settings, baseline_settings = settings or {}, baseline_settings or {}
     report = {}
     rng = random.Random(EVAL_SEED + 10)
@@ -176,10 +176,14 @@ def scene_benchmark(renderer, n: int, k: int, baseline=None, settings: dict | No
             entry = {"example_prompts": [p["text"] for p in prompts[:3]],
                      "renderer": judge_scenes(prompts, render_all(renderer, prompts, k, EVAL_SEED, **settings)),
                      "alt_render": judge_scenes(prompts, alt_renders(prompts, k, rng))}
+            if without_detail:       # the same renderer, the same seeds, the detail pass off: what the pass adds
+                entry["without_detail"] = judge_scenes(prompts, render_all(renderer, prompts, k, EVAL_SEED,
+                                                                           **(settings | {"detail": False})))
             if baseline is not None:
                 entry["baseline"] = judge_scenes(prompts, render_all(baseline, prompts, k, EVAL_SEED, **baseline_settings))
             report[name] = entry
-            print(name, json.dumps({m: entry[m] for m in ("renderer", "baseline") if m in entry}), flush=True)
+            print(name, json.dumps({m: entry[m] for m in ("renderer", "without_detail", "baseline") if m in entry}),
+                  flush=True)
     if renderer.captioner is not None:
         sources = [alt_render.render(scene_for(p["description"], rng), rng, antialias=True) for p in two]
         var = [renderer.variations([src], num_images=k, seed=EVAL_SEED + i, **settings) for i, src in enumerate(sources)]
@@ -259,6 +263,8 @@ def main():
     p.add_argument("--seeds", type=int, default=4, help="images per prompt")
     p.add_argument("--out", default="benchmarks/results/render.json")
     p.add_argument("--no-baseline", action="store_true", help="skip the untrained-UNet baseline")
+    p.add_argument("--without-detail", action="store_true",
+                   help="also draw the scene sets with the detail pass off (same renderer and seeds), and time it")
     p.add_argument("--guidance-scale", type=float, default=None, help="instead of the renderer's default")
     p.add_argument("--steps", type=int, default=None, help="sampling steps instead of the renderer's default")
     p.add_argument("--device", default="cpu", help="where to render (seconds per image are this device's)")
@@ -304,13 +310,17 @@ def main():
         Path(args.out).write_text(json.dumps(report, indent=2))
         return
     if args.suite in ("all", "scenes"):
-        report["scenes"] = scene_benchmark(renderer, args.n_scenes, args.seeds, baseline, settings, baseline_settings)
+        report["scenes"] = scene_benchmark(renderer, args.n_scenes, args.seeds, baseline, settings, baseline_settings,
+                                           args.without_detail)
         report["bar"] |= scene_bars(report["scenes"])
     if args.suite in ("all", "single"):
         single_objects(args, bundle, renderer, baseline, settings, baseline_settings, report)
     report["seconds_per_image"] = round(seconds_per_image(renderer, [{"text": "a red star left of a blue circle"}],
                                                           **settings), 3)
     report["bar"]["seconds_per_image <= 1"] = report["seconds_per_image"] <= 1
+    if args.without_detail:
+        report["without_detail_seconds_per_image"] = round(seconds_per_image(
+            renderer, [{"text": "a red star left of a blue circle"}], **(settings | {"detail": False})), 3)
     if baseline is not None:
         report["baseline_seconds_per_image"] = round(seconds_per_image(baseline, [{"text": "a red star left of a "
                                                                                   "blue circle"}], **baseline_settings), 3)
@@ -376,7 +386,9 @@ def print_report(report: dict) -> None:
                   + f" ({r['n_images']} images)")
     print(f"\nseconds per 64x64 image (defaults {report['defaults']}): {report['seconds_per_image']}"
           + (f" (baseline {report['baseline_seconds_per_image']}, x{report['seconds_ratio_to_baseline']})"
-             if "baseline_seconds_per_image" in report else ""))
+             if "baseline_seconds_per_image" in report else "")
+          + (f"; without the detail pass {report['without_detail_seconds_per_image']}"
+             if "without_detail_seconds_per_image" in report else ""))
     print("bar:", json.dumps(report["bar"], indent=1))
 
 

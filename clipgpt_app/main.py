@@ -17,6 +17,11 @@ from clipgpt_core.bundle import LoadingBundle, load_bundle
 from clipgpt_core.retrieval.nearest import NearestImages
 from clipgpt_app.tabs import caption, explain, nearest, render, sample
 
+# Quick events (sample, search, zero-shot, caption, score) run many at once: their model calls meet in the core's
+# batchers (clipgpt_core/batching.py), one model pass for everyone waiting; long ones (render, explain) keep
+# their own limit of one and give way to quick work between steps.
+QUEUE = dict(max_size=64, default_concurrency_limit=16)
+
 INTRO = """# CLIP GPT
 Explore a CLIP model's joint text–image space. The built-in bundle is trained on **ShapesWorld**
 (coloured shapes on flat backgrounds), so everything runs offline on a CPU."""
@@ -76,7 +81,7 @@ def main(argv=None):
     bundle = load_bundle(spec) if spec.startswith("open_clip:") else LoadingBundle(spec)
     finder = NearestImages(bundle, files=files)
     demo = build_demo(bundle, files=files, finder=finder, prepare=False)
-    demo.queue(max_size=32).launch(share=args.share, server_name=args.host, server_port=args.port,
+    demo.queue(**QUEUE).launch(share=args.share, server_name=args.host, server_port=args.port,
                                    mcp_server=args.mcp, prevent_thread_lock=True)
     # only now the models and the gallery, which would otherwise compete with the launch for the CPU
     if isinstance(bundle, LoadingBundle):

@@ -29,13 +29,13 @@ def bundle():
 
 
 @contextlib.contextmanager
-def launched_app(bundle, launch: dict | None = None, **kwargs):
-    """The real app for `bundle` (build_demo's kwargs; `launch`: more launch() kwargs), launched on
-    loopback; yields a gradio_client Client."""
+def launched_app(bundle, launch: dict | None = None, queue: dict | None = None, **kwargs):
+    """The real app for `bundle` (build_demo's kwargs; `launch`: more launch() kwargs; `queue`: queue()'s),
+    launched on loopback; yields a gradio_client Client."""
     from clipgpt_app import main as app
     from gradio_client import Client
     demo = app.build_demo(bundle, progress=False, **kwargs)
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
+    _, url, _ = demo.queue(**(queue or {})).launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
                                     **(launch or {}))
     try:
         yield Client(url, verbose=False)

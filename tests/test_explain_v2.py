@@ -201,3 +201,30 @@ def test_one_default_method_for_the_api_the_cli_and_the_tab(bundle, sample, tmp_
     (tmp_path / "scores.csv").write_text("\n".join(rows))
     explain_main(["--csv", str(tmp_path / "scores.csv"), "--out", str(tmp_path / "out.json")])
     assert json.loads((tmp_path / "out.json").read_text())[0]["method"] == "partial"
+
+
+def test_relations_are_stated_planted_and_claimed():
+    """A relation reads the same in both spellings, a relation planted function is 1 exactly where its
+    relation holds on scenes drawn to vary it, and partial has a claim for it that states it."""
+    import random
+
+    from clipgpt_core import world
+    from clipgpt_core.explainers.partial import claim_captions
+    from clipgpt_core.world.captions import stated_values
+    for text in ("a red star left of a blue circle", "a blue circle right of a red star", "a red object left of a blue one"):
+        assert "red left of blue" in stated_values(text)["relation"], text
+        assert "left" not in stated_values(text).get("position", set())
+    answer = PLANTED["red_left_of_blue"].answer
+    assert states_answer("a blue square right of a red circle", answer)
+    assert not states_answer("a blue square left of a red circle", answer) and not states_answer("red and blue", answer)
+    p = PLANTED["red_left_of_blue"]
+    red = world.Obj("red", "star", "small", 10, 30, 12, 0)
+    blue = world.Obj("blue", "circle", "small", 50, 30, 12, 0)
+    red_right = world.Obj("red", "star", "small", 60, 30, 12, 0)
+    assert p.score([world.Scene("gray", (red, blue)), world.Scene("gray", (blue, red_right))]).tolist() == [1.0, 0.0]
+    scenes = [p.draw(random.Random(i)) for i in range(200)]
+    assert all({"red", "blue"} <= {o.colour for o in s.objects} for s in scenes)
+    assert 0.2 < p.score(scenes).mean() < 0.6                       # it varies where both are present
+    claim = {"relation": "red left of blue"}
+    assert claim in all_claims() and claim_text(claim) == "a red object left of a blue object"
+    assert all(states_answer(c, answer) for c in claim_captions(claim))   # every reading states the relation

@@ -122,6 +122,32 @@ def test_the_judge_fails_a_swapped_binding():
     assert verdict["present"] and not verdict["binding"] and not verdict["caption_true"]
 
 
+# ----------------------------------------------------------------------------- the detail pass
+def test_the_detail_pass_redraws_each_small_object_in_its_place():
+    """A scene drawn with its small star as a blob, and the star's detail image (a large star alone): the paste
+    puts a star where the blob was, at the small size, and leaves every pixel outside the star's disk as it was."""
+    from clipgpt_core.models.detail_pass import detail_crops, paste_details
+    star = world.Obj("yellow", "star", "small", 18, 20, 12, 0)
+    circle = world.Obj("red", "circle", "large", 44, 42, 24, 0)
+    scene = world.Scene("gray", (star, circle))
+    blob = world.render(world.Scene("gray", (world.Obj("yellow", "circle", "small", 18, 20, 12, 0), circle)))
+    crops = detail_crops([scene, None, world.Scene("black", (circle,))])
+    assert [(c.index, c.obj) for c in crops] == [(0, star)]                      # small objects only
+    (c,) = crops
+    assert c.text == "a large yellow star on a gray background" and c.scene.objects[0].size == "large"
+    d = parse_caption("a small yellow star and a large red circle on a gray background")
+    assert not judge_prompt(d, blob)["binding"]
+    (pasted,) = paste_details([blob], crops, [world.render(c.scene)])
+    verdict = judge_prompt(d, pasted)
+    assert verdict["binding"] and verdict["n_objects"] == 2 and verdict["background"], verdict
+    _, objects = detect(pasted)
+    small = [o for o in objects if o.colour == "yellow"][0]
+    assert abs(small.cx - 18) <= 1.5 and abs(small.cy - 20) <= 1.5 and small.size == "small"
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    outside = np.hypot(xx - 18, yy - 20) > 12 * 0.72 + 2
+    assert np.array_equal(np.asarray(pasted)[outside], np.asarray(blob)[outside])
+
+
 # ----------------------------------------------------------------------------- the pipeline
 @pytest.fixture(scope="module")
 def tiny_layout_dir(bundle, tmp_path_factory):
@@ -161,6 +187,26 @@ def test_stage_three_saves_a_layout_pipeline_that_round_trips(tiny_layout_dir):
         r.variations([world.example(0).image])
     with pytest.raises(RenderError, match="No images"):
         r.variations([])
+
+
+def test_the_detail_pass_draws_in_the_same_batch(tiny_layout_dir):
+    """detail=True: one denoising loop over the scenes and their small objects' detail images; off, the
+    scenes alone. Seeded either way, and different where there is a small object to redraw."""
+    from clipgpt_core.models.renderer import Renderer
+    r = Renderer.load(tiny_layout_dir)
+    r.pipe.set_progress_bar_config(disable=True)
+    batches, call = [], r.pipe.__call__
+    r.pipe.__class__ = type("Spy", (r.pipe.__class__,), {"__call__": lambda self, prompt, **kw:
+                                                          batches.append(len(prompt)) or call(prompt, **kw)})
+    prompt = ["two small red stars and a large blue circle"]
+    on = r.render(prompt, num_images=2, steps=2, seed=3)
+    assert batches == [2 + 4]
+    assert [np.asarray(x).tolist() for x in on] == [np.asarray(x).tolist() for x in r.render(prompt, num_images=2,
+                                                                                             steps=2, seed=3)]
+    off = r.render(prompt, num_images=2, steps=2, seed=3, detail=False)
+    assert batches[-1] == 2 and not np.array_equal(np.asarray(on[0]), np.asarray(off[0]))
+    r.render(["a large red star"], steps=2, seed=3)
+    assert batches[-1] == 1                                                   # nothing small: nothing extra
 
 
 def test_the_layout_unet_starts_as_the_text_unet(bundle):

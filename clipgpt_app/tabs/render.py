@@ -7,7 +7,7 @@ import gradio as gr
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import load_image
 from clipgpt_core.models.planner import draw_plan
-from clipgpt_core.models.renderer import (GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
+from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
                                          TokenAlreadyLoaded)
 from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, upscale
 from clipgpt_app.uploads import ImageFile
@@ -34,7 +34,7 @@ def build(bundle) -> None:
         return renders, "\n\n".join(lines), layouts
 
     def render(prompt, negative_prompt="", guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT, seed=0, num_images=4,
-               via_prior=False, progress=gr.Progress(track_tqdm=True)):
+               via_prior=False, detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Render images from a text prompt with the bundle's text-to-image model: the prompt is read in the world's
         caption language, a layout is planned (boxes for every object it states), and a diffusion model
         conditioned on the text and the layout draws it.
@@ -47,6 +47,7 @@ def build(bundle) -> None:
             seed: random seed, 0 or more; it also picks whatever the prompt leaves unstated.
             num_images: how many images, 1 to 16.
             via_prior: draw what the caption->CLIP prior's image embedding of the text says (DALL-E 2's path).
+            detail: the detail pass: each small object also drawn large, alone, and scaled down into its place.
 
         Returns:
             The rendered images, what was read of the prompt, and the layout drawn for each image.
@@ -56,14 +57,15 @@ def build(bundle) -> None:
         try:
             images, plans = r.render_with_plans([prompt or ""], num_images=int(num_images),
                                                 guidance_scale=float(guidance_scale), steps=int(steps), seed=seed,
-                                                negative_prompt=negative_prompt or None, via_prior=bool(via_prior))
+                                                negative_prompt=negative_prompt or None, via_prior=bool(via_prior),
+                                                detail=bool(detail))
         except RenderError as e:
             raise gr.Error(str(e)) from e
         return show(images, plans, seed, "Via the prior: the text's predicted CLIP image embedding, read back as"
                     if via_prior else "")
 
     def variations(image, num_images=4, seed=0, guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT,
-                   progress=gr.Progress(track_tqdm=True)):
+                   detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Variations of an image (seed 003's unCLIP): its CLIP image embedding is read into the world's language
         and drawn again, keeping every object's colour and shape and the background, with a new layout.
 
@@ -73,6 +75,7 @@ def build(bundle) -> None:
             seed: random seed, 0 or more.
             guidance_scale: classifier-free guidance, 0 to 30.
             steps: denoising steps, 1 to 200.
+            detail: the detail pass: each small object also drawn large, alone, and scaled down into its place.
 
         Returns:
             The variations, what the embedding was read as, and the layout drawn for each.
@@ -83,7 +86,8 @@ def build(bundle) -> None:
         seed = int(seed) if seed is not None else 0
         try:
             images, plans = r.variations_with_plans([load_image(image)], num_images=int(num_images), seed=seed,
-                                                    guidance_scale=float(guidance_scale), steps=int(steps))
+                                                    guidance_scale=float(guidance_scale), steps=int(steps),
+                                                    detail=bool(detail))
         except ClipGPTError as e:
             raise gr.Error(str(e)) from e
         return show(images, plans, seed, "The image's CLIP embedding, read as")
@@ -121,6 +125,7 @@ def build(bundle) -> None:
             via_prior = gr.Checkbox(False, label="Via the prior (text → CLIP image embedding → image, as DALL-E 2)")
             guidance = gr.Slider(*GUIDANCE, value=GUIDANCE_DEFAULT, step=0.5, label="Guidance scale (≤ 1: no guidance)")
             steps = gr.Slider(*STEPS, value=STEPS_DEFAULT, step=1, label="Steps")
+            detail = gr.Checkbox(DETAIL_DEFAULT, label="Detail pass (small objects drawn large, then scaled into place)")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                 num_images = gr.Slider(*NUM_IMAGES, value=4, step=1, label="Images")
@@ -138,12 +143,12 @@ def build(bundle) -> None:
             reading = gr.Markdown(elem_id="render-reading")
             layouts = gr.Gallery(label="Layout drawn (boxes the planner gave each object)", columns=4, height=300,
                                  object_fit="contain", elem_id="render-layouts")
-    inputs = [prompt, negative, guidance, steps, seed, num_images, via_prior]
+    inputs = [prompt, negative, guidance, steps, seed, num_images, via_prior, detail]
     outputs = [gallery, reading, layouts]
     go.click(render, inputs, outputs, api_name="render", concurrency_limit=1, concurrency_id="renderer")
     prompt.submit(render, inputs, outputs, api_name="render_submit", concurrency_limit=1,
                   concurrency_id="renderer", api_visibility="undocumented")   # /render under another trigger
-    vary.click(variations, [source, num_images, seed, guidance, steps], outputs, api_name="render_variations",
+    vary.click(variations, [source, num_images, seed, guidance, steps, detail], outputs, api_name="render_variations",
                concurrency_limit=1, concurrency_id="renderer")
     tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
                       concurrency_id="renderer")   # one pipeline: one job on it at a time

@@ -55,12 +55,32 @@ def all_claims() -> list[dict]:
             out.append({"count": n, "shape": s})
             out += [{"count": n, "shape": s, "colour": c} for c in world.COLOURS]
             out += [{"count": n, "shape": s, "size": z} for z in world.SIZES]
+    # relations between two objects named by colour or by shape, each in one spelling ("left of", "above";
+    # "B right of A" is "A left of B": world.captions.relation_values)
+    for names in (list(world.COLOURS), world.SHAPES):
+        out += [{"relation": f"{a} {r} {b}"} for r in ("left of", "above") for a in names for b in names if a != b]
     return out
+
+
+def claim_size(c: dict) -> int:
+    """Attributes a claim states, for the length penalty: a relation states two objects and where they are."""
+    return len(c) + ("relation" in c)
+
+
+def _relation(c: dict) -> tuple[str, str, str]:
+    a, rest = c["relation"].split(" ", 1)
+    rel, b = rest.rsplit(" ", 1)
+    return a, rel, b
 
 
 def claim_text(c: dict) -> str:
     """The displayed text: exactly what is claimed ("red", "a red star", "in the center", "two stars",
     "a large object in the top left", "red, on a gray background")."""
+    if "relation" in c:
+        a, rel, b = _relation(c)
+        if a in world.COLOURS:
+            return f"{world.article(a)} {a} object {rel} {world.article(b)} {b} object"
+        return f"{world.article(a)} {a} {rel} {world.article(b)} {b}"
     words = [w for w in (world.COUNT_WORDS.get(c.get("count")), c.get("size"), c.get("colour")) if w]
     if "shape" in c:
         words.append(world.PLURALS[c["shape"]] if c.get("count") else c["shape"])
@@ -83,11 +103,28 @@ def claim_captions(c: dict, counted: bool = False) -> list[str]:
     counted=True adds, for a claim without a count or position, "two / three / four ..." of them (the
     world's counted form states the colour or size of every object, so it reads "how red" rather than
     "one red object")."""
+    if "relation" in c:
+        return _relation_captions(c)
     shapes = [c["shape"]] if "shape" in c else world.SHAPES
     counts = [c["count"]] if "count" in c else [None] + ([2, 3, 4] if counted and "position" not in c else [])
     return [world.caption_text(world.Description(
         (world.Phrase(s, colour=c.get("colour"), size=c.get("size"), position=c.get("position")),),
         count=n, background=c.get("background"))) for s in shapes for n in counts]
+
+
+def _relation_captions(c: dict) -> list[str]:
+    """A relation in both spellings ("A left of B", "B right of A"); sides named by colour take every shape, the
+    same on both sides and the next one along (a phrase needs a noun; the average commits to none)."""
+    a, rel, b = _relation(c)
+    mirror = {"left of": "right of", "above": "below"}[rel]
+    if a in world.COLOURS:
+        n = len(world.SHAPES)
+        pairs = [(world.Phrase(s, colour=a), world.Phrase(world.SHAPES[(i + k) % n], colour=b))
+                 for i, s in enumerate(world.SHAPES) for k in (0, 1)]
+    else:
+        pairs = [(world.Phrase(a), world.Phrase(b))]
+    return [world.caption_text(world.Description(pair, relation=r))
+            for x, y in pairs for pair, r in (((x, y), rel), ((y, x), mirror))]
 
 
 READINGS = ("captions", "contrast", "counted captions", "counted contrast")
@@ -136,7 +173,7 @@ def claim_bank(ex: Explainer) -> ClaimBank:
             contrast[idx] -= m[idx].mean(0)
         readings += [m / np.linalg.norm(m, axis=1, keepdims=True), contrast]
     ex.claims = ClaimBank(claims, [claim_text(c) for c in claims], np.stack(readings, 1).astype(np.float32),
-                          np.array([len(c) for c in claims], dtype=np.float64))
+                          np.array([claim_size(c) for c in claims], dtype=np.float64))
     return ex.claims
 
 

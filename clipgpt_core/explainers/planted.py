@@ -8,7 +8,8 @@ explanation states ({"colour": "red"}), checked with world.captions.states_answe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class Planted:
     fn: Callable                       # (scene | None, image | None) -> float
     answer: dict
     needs_scene: bool = True           # False: computed from pixels alone (works on the user's images)
+    draw: Callable | None = None       # rng -> Scene: the scenes to measure it on, where random world scenes
+                                       # would leave it almost always 0 (world_sample(..., draw=))
 
     def score(self, scenes=None, images=None) -> np.ndarray:
         if self.needs_scene:
@@ -66,6 +69,27 @@ def _pixel_fraction(colour: str, tol: int = 40) -> Callable:
         a = np.asarray(image.convert("RGB"), dtype=np.int16)
         return float((np.abs(a - rgb).max(-1) <= tol).mean())
     return fn
+
+
+def _related(relation: str, first, second) -> Callable:
+    """1 when some object matching `first` stands in `relation` to another matching `second` (world.relation_holds:
+    centres at least RELATION_MIN_PX apart), else 0."""
+    return lambda scene, _im: float(any(first(a) and second(b) and world.relation_holds(relation, a, b)
+                                        for a in scene.objects for b in scene.objects if a is not b))
+
+
+def _with_pair(attr: str, x: str, y: str) -> Callable:
+    """rng -> a world scene of 2-3 objects, one with attr x and another with attr y, anywhere: the relation
+    between them holds or not by chance (a third of the time or so)."""
+    def draw(rng: random.Random) -> world.Scene:
+        while True:
+            scene = world.sample_scene(rng, n_objects=rng.choice([2, 2, 3]), split="any")
+            if attr == "colour" and scene.background in (x, y):
+                continue
+            objs = list(scene.objects)
+            objs[0], objs[1] = replace(objs[0], **{attr: x}), replace(objs[1], **{attr: y})
+            return world.Scene(scene.background, tuple(objs))
+    return draw
 
 
 def _background(name: str) -> Callable:
@@ -108,22 +132,42 @@ def _planted() -> dict[str, Planted]:
     p.append(Planted("circle_on_black", "a circle on a black background",
                      lambda s, _im: float(s.background == "black" and any(o.shape == "circle" for o in s.objects)),
                      {"shape": "circle", "background": "black"}))
+    # relations: which object is where, relative to another (a function "red and blue" reads only half of)
+    for (x, rel, y), attr in ((("red", "left of", "blue"), "colour"), (("green", "right of", "yellow"), "colour"),
+                              (("circle", "above", "square"), "shape")):
+        canonical = f"{x} {rel} {y}" if rel in ("left of", "above") else \
+            f"{y} {'left of' if rel == 'right of' else 'above'} {x}"
+        p.append(Planted(f"{x}_{rel.replace(' ', '_')}_{y}", f"a {x} object {rel} a {y} one",
+                         _related(rel, lambda o, x=x, a=attr: getattr(o, a) == x,
+                                  lambda o, y=y, a=attr: getattr(o, a) == y),
+                         {"relation": canonical, attr: (x, y)}, draw=_with_pair(attr, x, y)))
     return {x.name: x for x in p}
 
 
 PLANTED = _planted()
 
 
-def world_sample(n: int, seed: int = 0, renderer="ours"):
+def world_sample(n: int, seed: int = 0, renderer="ours", draw: Callable | None = None):
     """n ShapesWorld images (seeds seed..seed+n-1, all colour-shape pairs: the built-in gallery's first
     n when seed=0) and their scenes. renderer: "ours" (world.render), or a function (scenes, seed) ->
     images that redraws them, such as the benchmarks' independent renderer (benchmarks.alt_render.redraw):
-    the core never imports benchmark code."""
+    the core never imports benchmark code. draw: rng -> Scene instead of the world's own scenes (a Planted's
+    draw), one rng per seed."""
+    if draw is not None:
+        scenes = [draw(random.Random(seed + i)) for i in range(n)]
+        if renderer == "ours":
+            rngs = [random.Random(-(seed + i)) for i in range(n)]
+            return [world.render(sc, r, world.RenderStyle.random(r)) for sc, r in zip(scenes, rngs)], scenes
+        return _redrawn(renderer, scenes, seed), scenes
     exs = [world.example(seed + i, split="any") for i in range(n)]
     scenes = [e.scene for e in exs]
     if renderer == "ours":
         return [e.image for e in exs], scenes
+    return _redrawn(renderer, scenes, seed), scenes
+
+
+def _redrawn(renderer, scenes, seed: int):
     if not callable(renderer):
         raise TargetError(f"renderer must be 'ours' or a function (scenes, seed) -> images, got {renderer!r} "
                           f"(for the independent renderer pass benchmarks.alt_render.redraw)")
-    return renderer(scenes, seed), scenes
+    return renderer(scenes, seed)

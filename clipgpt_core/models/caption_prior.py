@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip import text_tower  # importing clip registers our open_clip configs (the tokenizer is named by model)
+from ..batching import batched
+from .clip import SHARED_BATCH_MAX, text_tower  # importing clip registers our open_clip configs (the tokenizer is named by model)
 from .component import load_component, save_component
 from ..errors import BundleError, InputError
 
@@ -147,7 +148,10 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> tor
     return logits
 
 
-def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+Generators = "torch.Generator | list[tuple[int, torch.Generator]] | None"   # one, or one per run of rows
+
+
+def _sample(logits: torch.Tensor, generator: Generators) -> torch.Tensor:
     """One token per row by inverting the CDF: (B, V) logits -> (B,). torch.multinomial draws an
     exponential per vocabulary entry (49408 per row); this draws one uniform per row, and on a
     CPU it was the larger part of a cached decoding step."""
@@ -156,15 +160,20 @@ def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Te
     # float64 running sum: in float32 its rounding over 49408 entries (~1e-5) would decide some
     # draws, so cached and uncached decoding (logits equal to ~1e-7) could pick different tokens
     cdf = logits.softmax(-1).double().cumsum_(-1)                                 # (B, V)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    if isinstance(generator, list):      # rows of several callers, each drawing from its own seeded generator
+        u = torch.cat([torch.rand(k, 1, generator=g, device=cdf.device, dtype=cdf.dtype) for k, g in generator])
+    else:
+        u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 
 
 @torch.no_grad()
 def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
              max_new_tokens: int | None = None, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float = 1.0, generator: torch.Generator | None = None, use_cache: bool = True) -> list[list[int]]:
+             top_p: float = 1.0, generator: Generators = None, use_cache: bool = True) -> list[list[int]]:
     """Sample continuations of start (B, T0) [after prefix embeddings (B, L, W)] until end-of-text.
+    generator: one for all rows, or [(k, generator), ...] for runs of k rows in order (callers batched together:
+    each run draws what it would alone, one uniform per row per step).
 
     temperature 0 = greedy. use_cache=False re-runs the whole sequence every step (the seed's
     clip_gpt did this); it exists to be compared with, and must give the same tokens."""
@@ -250,10 +259,25 @@ class CaptionPrior:
             raise InputError(f"the prefix is too long: {len(ids)} tokens, the context holds {self.cfg.context_length}")
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
-        start = torch.tensor([ids] * n, device=self.device)
-        rows = generate(self.gpt, start, temperature=temperature, top_k=top_k or None, top_p=top_p,
-                        generator=gen, use_cache=use_cache)
+        key = (tuple(ids), float(temperature), top_k or None, float(top_p), use_cache)
+        if n > SHARED_BATCH_MAX:
+            rows = self._generate([gen] * n, key)
+        else:     # callers with the same prefix and settings share decoding passes, each with its own generator
+            rows = batched(self, "sample", self._generate)([gen] * n, key)
         return [self.decode(ids[1:] + r) for r in rows]
+
+    def _generate(self, gens: list[torch.Generator], key: tuple) -> list[list[int]]:
+        """One row per entry of gens (runs of one generator: one caller's rows) -> token lists."""
+        ids, temperature, top_k, top_p, use_cache = key
+        runs: list[list] = []                                    # [[k, generator], ...] in row order
+        for g in gens:
+            if runs and runs[-1][1] is g:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, g])
+        start = torch.tensor([list(ids)] * len(gens), device=self.device)
+        return generate(self.gpt, start, temperature=temperature, top_k=top_k, top_p=top_p,
+                        generator=[(k, g) for k, g in runs], use_cache=use_cache)
 
     @torch.no_grad()
     def token_log_probs(self, texts: list[str]) -> list[np.ndarray]:

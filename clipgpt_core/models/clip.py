@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from ..errors import ClipGPTError, InputError
 from . import shapes_cnn  # noqa: F401  registers the built-in image tower with timm
+from ..batching import batched, yield_to_quick
 from ..images import load_image
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
@@ -28,6 +29,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"   # open_clip's own hub-export layout
+SHARED_BATCH_MAX = 64                   # calls with more items than this run alone (batching.py)
 MAX_TEXT_CHARS = 2000                   # longer input is cut; CLIP sees <= context_length tokens anyway
 
 
@@ -71,12 +73,23 @@ class ClipEncoder:
         """list of images (PIL, paths, arrays) -> (N, 3, H, W) normalised tensor."""
         return torch.stack([self.preprocess(load_image(im)) for im in images])
 
-    @torch.no_grad()
     def encode_images(self, images) -> np.ndarray:
+        """Images -> (N, D). A few images (a user's query) share model passes with other threads' (batching.py);
+        many (a folder being indexed) run in the calling thread, so they hold up no one's query."""
         images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        x = self.image_tensor(images)                        # decoded here: a bad image fails its caller alone
+        if len(x) > SHARED_BATCH_MAX:
+            return self._encode_image_tensor(list(x))
+        return np.stack(batched(self, "images", lambda xs, _: self._encode_image_tensor(xs))(list(x)))
+
+    @torch.no_grad()
+    def _encode_image_tensor(self, xs: list[torch.Tensor]) -> np.ndarray:
         out = [np.zeros((0, self.dim), np.float32)]
-        for i in range(0, len(images), self.batch_size):
-            x = self.image_tensor(images[i:i + self.batch_size]).to(self.device)
+        for i in range(0, len(xs), self.batch_size):
+            yield_to_quick()                                 # a long encode lets queries through between batches
+            x = torch.stack(xs[i:i + self.batch_size]).to(self.device)
             out.append(F.normalize(self.model.encode_image(x).float(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
@@ -93,11 +106,18 @@ class ClipEncoder:
             cleaned.append(t)
         return cleaned
 
-    @torch.no_grad()
     def encode_texts(self, texts) -> np.ndarray:
+        """Texts -> (N, D), batched across threads as encode_images is."""
         texts = self.clean_texts(texts)
+        if len(texts) > SHARED_BATCH_MAX or not texts:
+            return self._encode_texts(texts)
+        return np.stack(batched(self, "texts", lambda ts, _: self._encode_texts(ts))(texts))
+
+    @torch.no_grad()
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), np.float32)]
         for i in range(0, len(texts), self.batch_size):
+            yield_to_quick()
             tokens = self.tokenizer(texts[i:i + self.batch_size]).to(self.device)
             out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy())
         return np.concatenate(out)

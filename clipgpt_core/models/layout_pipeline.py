@@ -32,7 +32,8 @@ class LayoutDiffusionPipeline(StableDiffusionPipeline):
     def __call__(self, prompt: str | list[str], layout: torch.Tensor | None = None,
                  negative_prompt: str | list[str] | None = None, num_images_per_prompt: int = 1,
                  guidance_scale: float = 4.0, num_inference_steps: int = 20,
-                 generator: torch.Generator | None = None, output_type: str = "pil", return_dict: bool = True):
+                 generator: torch.Generator | None = None, output_type: str = "pil", return_dict: bool = True,
+                 callback_on_step_end=None):
         # 1. inputs: layout (len(prompt) * num_images_per_prompt, C, h, w) or None (the text alone)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch = len(prompts) * num_images_per_prompt
@@ -55,7 +56,7 @@ class LayoutDiffusionPipeline(StableDiffusionPipeline):
                                        size * self.vae_scale_factor, dtype, device, generator)
 
         # 4. denoise, the layout map beside the latent at every step
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             x = torch.cat([latents] * 2) if guided else latents
             x = torch.cat([self.scheduler.scale_model_input(x, t), cond_map], dim=1)   # (., 4 + C, h, w)
             pred = self.unet(x, t, encoder_hidden_states=text).sample
@@ -63,6 +64,8 @@ class LayoutDiffusionPipeline(StableDiffusionPipeline):
                 pred_uncond, pred_text = pred.chunk(2)
                 pred = pred_uncond + guidance_scale * (pred_text - pred_uncond)
             latents = self.scheduler.step(pred, t, latents, generator=generator).prev_sample
+            if callback_on_step_end is not None:     # diffusers' convention: (pipe, step, timestep, tensors)
+                latents = callback_on_step_end(self, i, t, {"latents": latents}).get("latents", latents)
 
         # 5. decode
         image = self.vae.decode(latents / self.vae.config.scaling_factor).sample

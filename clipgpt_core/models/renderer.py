@@ -32,6 +32,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..batching import yield_to_quick
 from ..errors import ClipGPTError
 from .planner import Plan, completions, layout_map, plan_prompts
 
@@ -46,6 +47,7 @@ STEPS = (1, 200)
 GUIDANCE = (0.0, 30.0)
 NUM_IMAGES = (1, 16)
 STEPS_DEFAULT = 20
+DETAIL_DEFAULT = True     # the detail pass on: better on every scene set of bench_render (docs/results.md, Render)
 GUIDANCE_DEFAULT = 2.5   # the best of 1.5-6 on bench_render's scenes (docs/results.md, Render)
 MAX_BATCH = 64                      # prompts x images per call
 MAX_PROMPT_CHARS = 2000
@@ -257,16 +259,18 @@ class Renderer:
 
     def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
                steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
-               via_prior: bool = False):
+               via_prior: bool = False, detail: bool = DETAIL_DEFAULT):
         """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
         the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off.
         via_prior=True: each prompt goes through the caption->CLIP prior to a CLIP image embedding, which is
-        read back and drawn as variations() draws an image's (DALL-E 2's full path)."""
-        return self.render_with_plans(prompts, num_images, guidance_scale, steps, seed, negative_prompt, via_prior)[0]
+        read back and drawn as variations() draws an image's (DALL-E 2's full path). detail: the detail pass
+        (small objects drawn large and scaled into place; a layout pipeline only)."""
+        return self.render_with_plans(prompts, num_images, guidance_scale, steps, seed, negative_prompt, via_prior,
+                                      detail)[0]
 
     def render_with_plans(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
                           steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
-                          via_prior: bool = False):
+                          via_prior: bool = False, detail: bool = DETAIL_DEFAULT):
         """render(), and the planner.Plan of each image: what was read of its prompt and the scene drawn."""
         if isinstance(prompts, str):
             raise TypeError("render takes a list of prompts, not one string")
@@ -281,16 +285,17 @@ class Renderer:
                                   "captioner (the built-in bundle has both)")
             prompts = self.read_embeddings(self.embedding_prior.predict(prompts))
         plans = plan_prompts(prompts, num_images, seed)
-        return self.draw(plans, guidance_scale, steps, seed, negative), plans
+        return self.draw(plans, guidance_scale, steps, seed, negative, detail), plans
 
     def variations(self, images, num_images: int = 1, seed: int | None = 0, guidance_scale: float = GUIDANCE_DEFAULT,
-                   steps: int = STEPS_DEFAULT):
+                   steps: int = STEPS_DEFAULT, detail: bool = DETAIL_DEFAULT):
         """Images as prompts: each image's CLIP embedding, read by the captioner, drawn num_images times with
         the objects, colours, shapes, sizes and background it says, and a new layout each time."""
-        return self.variations_with_plans(images, num_images, seed, guidance_scale, steps)[0]
+        return self.variations_with_plans(images, num_images, seed, guidance_scale, steps, detail)[0]
 
     def variations_with_plans(self, images, num_images: int = 1, seed: int | None = 0,
-                              guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT):
+                              guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
+                              detail: bool = DETAIL_DEFAULT):
         images = list(images)
         if not images:
             raise RenderError("No images: give at least one")
@@ -299,7 +304,7 @@ class Renderer:
         seed = self.check_options(num_images, guidance_scale, steps, seed, len(images))
         texts = self.read_embeddings(self.captioner.clip.encode_images(images))
         plans = plan_prompts(texts, num_images, seed, vary_layout=True)
-        return self.draw(plans, guidance_scale, steps, seed), plans
+        return self.draw(plans, guidance_scale, steps, seed, detail=detail), plans
 
     def read_embeddings(self, embeddings) -> list[str]:
         """CLIP image embeddings (N, D) -> what each says, in the world's caption language: the captioner's
@@ -319,20 +324,32 @@ class Renderer:
         return out
 
     def draw(self, plans: list[Plan], guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
-             seed: int = 0, negative_prompt: str | None = None):
+             seed: int = 0, negative_prompt: str | None = None, detail: bool = DETAIL_DEFAULT):
         """Plans -> one PIL image each: the plan's prompt through the text encoder and, for a layout
-        pipeline, its scene's layout map beside the latent."""
+        pipeline, its scene's layout map beside the latent. detail=True (a layout pipeline): each small
+        object is also drawn large in the same batch and scaled down over its place (models/detail_pass)."""
         import torch
+        from .detail_pass import detail_crops, paste_details
         generator = torch.Generator(device=self.pipe.device).manual_seed(seed)
         texts = [p.reading.text for p in plans]
+        scenes = [p.scene for p in plans]
+        crops = detail_crops(scenes) if detail and self.reads_layout else []
+        texts += [c.text for c in crops]
         negative = [negative_prompt] * len(texts) if negative_prompt else None
         kwargs = dict(prompt=texts, negative_prompt=negative, guidance_scale=float(guidance_scale),
-                      num_inference_steps=steps, generator=generator)
+                      num_inference_steps=steps, generator=generator, callback_on_step_end=_yield_to_quick)
         if self.reads_layout:
-            kwargs["layout"] = torch.from_numpy(layout_map([p.scene for p in plans], self.pipe.unet.config.sample_size,
-                                                           self.pipe.layout_channels))
+            kwargs["layout"] = torch.from_numpy(layout_map(scenes + [c.scene for c in crops],
+                                                           self.pipe.unet.config.sample_size, self.pipe.layout_channels))
         with torch.no_grad():
-            return self.pipe(**kwargs).images
+            images = self.pipe(**kwargs).images
+        return paste_details(images[:len(plans)], crops, images[len(plans):]) if crops else images
+
+
+def _yield_to_quick(pipe, step: int, timestep, tensors: dict) -> dict:
+    """Between denoising steps, let other users' quick requests run first (batching.yield_to_quick)."""
+    yield_to_quick()
+    return tensors
 
 
 def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:

@@ -152,7 +152,8 @@ def stated_values(text: str) -> dict[str, set[str]]:
     """{attribute: values} a text states about ShapesWorld attributes. A caption of the world's language
     is parsed exactly (parse_caption, every phrase); any other text (a concept word, learned
     tokens read out) is scanned for attribute words: "X background" is a background, position names
-    (longest first) are positions, then colours, shapes (and plurals) and sizes."""
+    (longest first) are positions, then colours, shapes (and plurals) and sizes. A relation is stated as
+    relation_values says ("red left of blue", "circle above square")."""
     out: dict[str, set[str]] = {}
     d = parse_caption(text)
     if d is not None:
@@ -160,8 +161,16 @@ def stated_values(text: str) -> dict[str, set[str]]:
             for k, v in stated_attributes(d, i).items():
                 if k != "count":
                     out.setdefault(k, set()).add(v)
+        if d.relation:
+            sides = [[v for v in (p.colour, p.shape) if v] for p in d.phrases]
+            out["relation"] = relation_values(sides[0], d.relation, sides[1])
         return out
     s = " " + " ".join(re.findall(r"[a-z]+", str(text).lower().replace("grey", "gray").replace("centre", "center"))) + " "
+    relations = _scan_relations(s)
+    if relations:
+        out["relation"] = relations
+        for r in world.RELATIONS:                  # "left of" names no position
+            s = s.replace(f" {r} ", " , ")
     for bg in world.BACKGROUNDS:
         if re.search(rf" {bg} background", s):
             out.setdefault("background", set()).add(bg)
@@ -175,6 +184,42 @@ def stated_values(text: str) -> dict[str, set[str]]:
     return out
 
 
+def relation_values(left: list[str], relation: str, right: list[str]) -> set[str]:
+    """What "<left> <relation> <right>" states, each side by each of its words (a colour, a shape), in one
+    spelling: "right of" and "below" turned round ("a blue star right of a red circle" states "red left of
+    blue", "circle left of star", "red left of star" and "circle left of blue")."""
+    if relation in ("right of", "below"):
+        left, right, relation = right, left, {"right of": "left of", "below": "above"}[relation]
+    return {f"{a} {relation} {b}" for a in left for b in right}
+
+
+def _scan_relations(s: str) -> set[str]:
+    """Relations in free text: the colour and shape words next to each relation ("a red object left of a blue
+    one" -> {"red left of blue"}), up to the words that end a phrase."""
+    words = s.split()
+    known = set(world.COLOURS) | set(world.SHAPES) | set(world.PLURALS.values())
+    out = set()
+    for i in range(len(words)):
+        for r in world.RELATIONS:
+            n = len(r.split())
+            if words[i:i + n] != r.split():
+                continue
+            before, after = [], []
+            for w in reversed(words[:i]):
+                if w in ("and", "or", "but", "not") or w in world.RELATIONS:
+                    break
+                if w in known:
+                    before.append(singular(w) or w)
+            for w in words[i + n:]:
+                if w in ("and", "or", "but", "not", "background"):
+                    break
+                if w in known:
+                    after.append(singular(w) or w)
+            if before and after:
+                out |= relation_values(before, r, after)
+    return out
+
+
 def states_answer(text: str, answer: dict) -> bool:
     """Does the text state the answer: for each of its attributes, a value it states is an accepted one
     and it states no other value of that attribute ("a red circle" states {"colour": "red"}; "a red
@@ -183,6 +228,10 @@ def states_answer(text: str, answer: dict) -> bool:
     for attr, want in answer.items():
         ok = set(want) if isinstance(want, (tuple, list, set, frozenset)) else {want}
         got = stated.get(attr, set())
+        if attr == "relation":       # one relation stated several ways (by colour, by shape): one must be it
+            if not got & ok:
+                return False
+            continue
         if not got or not got <= ok:
             return False
     return True
