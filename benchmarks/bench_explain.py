@@ -134,13 +134,14 @@ def main(argv=None):
         probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
         for m in methods:
             t = time.time()
+            options = {"relations": True} if m == "partial" and "relation" in answer else {}
             ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
-                             centre=centre)
+                             centre=centre, **options)
             sec = time.time() - t
             best = ranked[0]
             row = {"kind": kind, "family": family(kind, answer), "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
                    else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
-                   "recovered": states_answer(best.text, answer), "spearman": best.spearman,
+                   "recovered": recovered(best, answer), "spearman": best.spearman,
                    "spearman_h": best.spearman_h, "r2": best.r2, "minimal": minimal(best.text, answer),
                    "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
                    "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
@@ -207,6 +208,14 @@ def family(kind: str, answer: dict) -> str:
     if "relation" in answer:
         return "planted: relation"
     return f"planted: {next(iter(answer))}" if len(answer) == 1 else "planted: two attributes"
+
+
+def recovered(best, answer: dict) -> bool:
+    """The explanation states the answer: its text, or for a weighted sum its largest term (the rest are the
+    amounts by which the unit also moves)."""
+    if best.extra.get("kind") == "weighted sum":
+        return states_answer(best.terms[0]["text"], answer) and best.terms[0]["sign"] > 0
+    return states_answer(best.text, answer)
 
 
 def minimal(text: str, answer: dict) -> bool:

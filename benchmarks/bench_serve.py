@@ -1,10 +1,13 @@
 """Benchmark serving: many users at once on one app, against one user, and against the floor, in one run.
 
-    python -m benchmarks.bench_serve [--clients 20] [--requests 10] [--runs 1] [--out benchmarks/results/serve.json]
+    python -m benchmarks.bench_serve [--clients 20] [--requests 10] [--runs 1] [--baseline-root DIR]
+                                     [--out benchmarks/results/serve.json]
 
 Starts the app as a user does (`python app.py --port P`, the built-in bundle) and, for the floor, the same app
 with every measured endpoint answering its recorded reply without model work (`--serve floor`: the same
-components, queue and file serving; only the models are gone). Against each, with gradio_client as users call it:
+components, queue and file serving; only the models are gone); with --baseline-root, also the app of another
+checkout (e.g. the commit before batching: `git worktree add /tmp/before be2784f`), the same way. Against each,
+with gradio_client as users call it:
   1. one client: `--single` requests per endpoint, one at a time -> the single-client median;
   2. load: `--clients` clients, each its own gradio_client, each sending `--requests` mixed requests (sample,
      search, zero_shot, caption, in a per-client seeded order) back to back, `--runs` times -> p50 / p95 per
@@ -61,15 +64,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str) -> tuple[subprocess.Popen, str]:
-    """The app (`python app.py`) or the floor, on a free loopback port -> (process, url) once it answers."""
+def start(kind: str, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """The app (`python app.py` in `root`) or the floor, on a free loopback port -> (process, url) once it answers."""
     from gradio_client import Client
     port = free_port()
-    cmd = ([sys.executable, "app.py", "--port", str(port)] if kind == "app" else
+    cmd = ([sys.executable, "app.py", "--port", str(port)] if kind != "floor" else
            [sys.executable, "-m", "benchmarks.bench_serve", "--serve", "floor", "--port", str(port)])
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_{kind}.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                            env=os.environ | {"PYTHONPATH": str(root)})
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):
         if proc.poll() is not None:
@@ -209,8 +212,8 @@ def summary(lat: dict, single: dict) -> dict:
     return out
 
 
-def measure(kind: str, args) -> dict:
-    proc, url = start(kind)
+def measure(kind: str, args, root: Path = ROOT) -> dict:
+    proc, url = start(kind, root)
     try:
         single = single_client(url, args.single)
         report = {"single_client_median": {e: round(s, 3) for e, s in single.items()},
@@ -222,7 +225,7 @@ def measure(kind: str, args) -> dict:
                                    "requests_per_second": round(n / res["seconds"], 2), "failures": res["failures"],
                                    "memory_mb_after": memory_mb(proc)})
             print(kind, f"run {r + 1}:", json.dumps(report["runs"][-1]), flush=True)
-        if kind == "app" and not args.no_long_job:
+        if kind != "floor" and not args.no_long_job:
             res = with_long_job(url, args.single)
             report["long_job"] = {"endpoints": summary(res["latencies"], single), "renders_of_16": res["renders"]}
             print(kind, "long job:", json.dumps(report["long_job"]), flush=True)
@@ -240,6 +243,7 @@ def main():
     p.add_argument("--single", type=int, default=10, help="single-client requests per endpoint")
     p.add_argument("--no-floor", action="store_true", help="skip the floor (the app without model work)")
     p.add_argument("--no-long-job", action="store_true")
+    p.add_argument("--baseline-root", default=None, help="another checkout whose app.py runs as the baseline")
     p.add_argument("--out", default="benchmarks/results/serve.json")
     p.add_argument("--serve", choices=("floor",), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -249,6 +253,9 @@ def main():
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "clients": args.clients,
               "requests_per_client": args.requests, "machine": f"{os.cpu_count()} CPUs",
               "app": measure("app", args)}
+    if args.baseline_root:
+        report["baseline"] = measure("baseline", args, Path(args.baseline_root).resolve())
+        report["baseline_root"] = args.baseline_root
     if not args.no_floor:
         report["floor"] = measure("floor", args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -260,18 +267,18 @@ def print_report(report: dict) -> None:
     print(f"\n{report['clients']} clients x {report['requests_per_client']} mixed requests ({report['command']})")
     print("| server | endpoint | single median s | p50 s | p95 s | p95 / single | req/s | failures |\n"
           "|---|---|---|---|---|---|---|---|")
-    for kind in ("app", "floor"):
+    for kind in ("app", "baseline", "floor"):
         if kind not in report:
             continue
         for r in report[kind]["runs"]:
             for e, s in r["endpoints"].items():
                 print(f"| {kind} | {e} | {s['single']} | {s['p50']} | {s['p95']} | {s['p95_over_single']} | "
                       f"{r['requests_per_second']} | {len(r['failures'])} |")
-    if "long_job" in report.get("app", {}):
-        for e, s in report["app"]["long_job"]["endpoints"].items():
-            print(f"| app, beside a 16-image render | {e} | {s['single']} | {s['p50']} | {s['p95']} | "
+    for kind in ("app", "baseline"):
+        for e, s in report.get(kind, {}).get("long_job", {}).get("endpoints", {}).items():
+            print(f"| {kind}, beside a 16-image render | {e} | {s['single']} | {s['p50']} | {s['p95']} | "
                   f"{s['p95_over_single']} | | |")
-    for kind in ("app", "floor"):
+    for kind in ("app", "baseline", "floor"):
         if kind in report:
             print(f"{kind} memory MB: before {report[kind]['memory_mb_before']}, after each run "
                   f"{[r['memory_mb_after'] for r in report[kind]['runs']]}")

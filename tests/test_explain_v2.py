@@ -228,3 +228,32 @@ def test_relations_are_stated_planted_and_claimed():
     claim = {"relation": "red left of blue"}
     assert claim in all_claims() and claim_text(claim) == "a red object left of a blue object"
     assert all(states_answer(c, answer) for c in claim_captions(claim))   # every reading states the relation
+
+
+def test_a_unit_that_mixes_concepts_by_amounts_gets_a_weighted_sum(bundle, sample, fresh):
+    """f = red objects + stars + large objects + 2 x black background: partial answers with a weighted sum whose
+    terms state red, star and black, which predicts fresh images better than any claim or composition; with
+    weighted sums off it falls back to those."""
+    from clipgpt_core.world.captions import stated_values
+    from clipgpt_core.explainers import spearman_ties
+
+    def f_of(scenes):
+        return np.array([sum(o.colour == "red" for o in s.objects) + sum(o.shape == "star" for o in s.objects)
+                         + sum(o.size == "large" for o in s.objects) + 2 * (s.background == "black") for s in scenes],
+                        float)
+    images, scenes, emb = sample
+    ranked = explain(bundle, emb, f_of(scenes), method="partial", progress=False)
+    best = ranked[0]
+    assert best.extra.get("kind") == "weighted sum" and len(best.terms) >= 2, [e.text for e in ranked[:3]]
+    assert best.text.count("×") == len(best.terms) and best.render_text.count(" and ") >= 1
+    said = {}
+    for t in best.terms:
+        for k, v in stated_values(t["text"]).items():
+            said.setdefault(k, set()).update(v)
+    assert "red" in said["colour"] and "star" in said["shape"] and "black" in said["background"], best.text
+    _, fresh_scenes, fresh_emb = fresh
+    others = [e for e in ranked if e.extra.get("kind") != "weighted sum"]
+    rho = lambda e: spearman_ties(f_of(fresh_scenes), e.predict(fresh_emb))   # noqa: E731
+    assert rho(best) > rho(others[0]) + 0.02
+    without = explain(bundle, emb, f_of(scenes), method="partial", sum_terms=0, progress=False)
+    assert all(e.extra.get("kind") != "weighted sum" for e in without)

@@ -220,7 +220,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         # a function of pixels can be checked on renders of its explanation
         output = clf_output if KINDS.get(target_kind, target_kind) == "classifier" else None
         try:
-            prompt = best.text
+            prompt = best.render_text
             if best.token_file:
                 written_here(best.token_file)
                 if best.token not in r.tokens:
@@ -230,7 +230,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 check = explainers.render_check(bundle, ClassifierTarget(asks.classifier(), output), prompt, n=8)
                 return ([(upscale(im, 192), f"f = {v:.2f}") for im, v in zip(check.images, check.f_prompt)],
                         check.summary() + f" ({output}; contrast: random world captions)")
-            images = r.render([prompt], num_images=4, steps=20, seed=0)
+            images = r.render([prompt], num_images=4, seed=0)
         except (RenderError, *USER_ERRORS) as e:
             raise gr.Error(str(e)) from e
         return [(upscale(im, 192), prompt) for im in images], f"Rendered “{prompt}”."

@@ -1,5 +1,6 @@
 """Compositions: "A or B", "A and B", "A but not B" (and "A or B but not C") as sparse non-negative combinations of at most
-`max_terms` CLIP_t's (SpLiCE-style: a "not" is a non-negative weight on the negated CLIP_t).
+`max_terms` CLIP_t's (SpLiCE-style: a "not" is a non-negative weight on the negated CLIP_t); and weighted sums of
+more claims, for units that respond to several things by amounts (weighted_sum).
 
 The weights are non-negative least squares of f's standardised ranks on the z-scored CLIP_t's of the
 fit half, so the combination is again one direction in image-embedding space (it predicts like any
@@ -50,6 +51,52 @@ def compositions(p, texts: list[str], vectors: np.ndarray, n_attributes: np.ndar
         terms = [{"text": texts[i], "weight": float(wi), "sign": int(si)} for i, wi, si in zip(combo, w, signs)]
         out.append((_name(z[:, combo], signs, texts, combo, p.rf_fit), vector.astype(np.float32), objective, terms))
     return sorted(out, key=lambda t: -t[2])[:3]
+
+
+def weighted_sum(p, texts: list[str], vectors: np.ndarray, n_attributes: np.ndarray, best: float,
+                 cfg) -> tuple[str, np.ndarray, float, list[dict]] | None:
+    """A unit that responds to several things by amounts ("0.55 × red + 0.30 × a star − 0.15 × on a black
+    background"): claims chosen one at a time (orthogonal matching pursuit: the claim whose z-scored CLIP_t best
+    follows what the sum so far misses), signed least squares on f's standardised ranks over the fit half.
+    It stops when a term no longer pays `sum_penalty` an attribute (an amount needs less evidence than a claim
+    that f is about it); the sum is kept only with two terms or more and a fit-half objective above `best`
+    (the best claim or composition) by the margin.
+    -> (text, direction (D,), objective, terms) or None."""
+    x = p.emb[p.fit] @ vectors.T
+    mu, sd = x.mean(0), x.std(0) + 1e-12
+    z = (x - mu) / sd
+    target = p.rf_fit * np.sqrt(len(p.fit))
+    chosen: list[int] = []
+    w = np.zeros(0)
+    objective = -np.inf
+    while len(chosen) < cfg.sum_terms:
+        residual = target - (z[:, chosen] @ w if chosen else 0.0)
+        score = np.abs(z.T @ residual)
+        for i in chosen:
+            score[[j for j in range(len(texts)) if _overlaps(texts[i], texts[j])]] = -np.inf
+        j = int(np.argmax(score))
+        if not np.isfinite(score[j]):
+            break
+        trial = chosen + [j]
+        w_trial, *_ = np.linalg.lstsq(z[:, trial], target, rcond=None)
+        rho = float(rank_columns((z[:, trial] @ w_trial)[:, None])[:, 0] @ p.rf_fit)
+        obj = rho - cfg.sum_penalty * (n_attributes[trial].sum() - 1)
+        if obj <= objective:
+            break
+        chosen, w, objective = trial, w_trial, obj
+    if len(chosen) < 2 or objective <= best + cfg.compose_margin:
+        return None
+    share = w / np.abs(w).sum()
+    order = np.argsort(-share)
+    parts = []
+    for k, i in enumerate(order):                         # the largest weight first
+        term = f"{abs(share[i]):.2f} × {texts[chosen[i]]}"
+        sign = "−" if share[i] < 0 else "+"
+        parts.append(f"{sign} {term}" if k else ("−" + term if sign == "−" else term))
+    text = " ".join(parts)
+    vector = (w / sd[chosen]) @ vectors[chosen]
+    terms = [{"text": texts[chosen[i]], "weight": float(abs(share[i])), "sign": int(np.sign(share[i]))} for i in order]
+    return text, vector.astype(np.float32), objective, terms
 
 
 def _overlaps(a: str, b: str) -> bool:

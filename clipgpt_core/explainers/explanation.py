@@ -45,6 +45,14 @@ class Explanation:
     h_y: np.ndarray | None = field(default=None, repr=False)
     clip: object = field(default=None, repr=False, compare=False)   # encodes images that are not embeddings
 
+    @property
+    def render_text(self) -> str:
+        """What to draw for it: the text, or for a weighted sum (extra["kind"]) its positive terms, "A and B"
+        (a renderer reads no weights)."""
+        if self.extra.get("kind") == "weighted sum" and self.terms:
+            return " and ".join(t["text"] for t in self.terms if t["sign"] > 0)
+        return self.text
+
     def row(self) -> list:
         probe = None if self.probe_spearman is None else round(self.probe_spearman, 3)
         return [self.text, round(self.spearman_h, 3), round(self.spearman, 3), round(self.r2, 3), probe,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import world
-from .compose import compositions
+from .compose import compositions, weighted_sum
 from .errors import ExplainError
 from .problem import Explainer, Problem, Settings
 from .stats import spearman_columns
@@ -37,11 +37,18 @@ class Config:
                                       # and the best half as many claims of any length
     compose_margin: float = 0.06      # a composition must beat the best single claim (and every composition
                                       # without one of its terms) by this much fit-half objective
+    sum_terms: int = 8                # a weighted sum holds at most this many claims (0: no weighted sums)
+    sum_penalty: float = 0.01         # fit-half rho each of its attributes beyond the first must add
+    sum_pool: int = 60                # ... chosen among the best this many claims by |rho|
+    relations: bool = False           # also claim relations ("a red object left of a blue object"); off by
+                                      # default: this CLIP's image vectors barely hold them (docs/results.md,
+                                      # Explain), and their two-shape captions otherwise fit one-shape units
 
 
-def all_claims() -> list[dict]:
+def all_claims(relations: bool = True) -> list[dict]:
     """Every claim of one or two attributes (and "two/three/four <shape>s", optionally with a colour or a
-    size): what a ShapesWorld function of one or two attributes could be explained by."""
+    size), and with relations=True every relation between two colours or two shapes: what a ShapesWorld
+    function of one or two attributes could be explained by."""
     values = {"colour": list(world.COLOURS), "shape": world.SHAPES, "size": list(world.SIZES),
               "position": world.POSITIONS, "background": list(world.BACKGROUNDS)}
     out = [{a: v} for a, vs in values.items() for v in vs]
@@ -57,14 +64,14 @@ def all_claims() -> list[dict]:
             out += [{"count": n, "shape": s, "size": z} for z in world.SIZES]
     # relations between two objects named by colour or by shape, each in one spelling ("left of", "above";
     # "B right of A" is "A left of B": world.captions.relation_values)
-    for names in (list(world.COLOURS), world.SHAPES):
+    for names in (list(world.COLOURS), world.SHAPES) if relations else ():
         out += [{"relation": f"{a} {r} {b}"} for r in ("left of", "above") for a in names for b in names if a != b]
     return out
 
 
 def claim_size(c: dict) -> int:
-    """Attributes a claim states, for the length penalty: a relation states two objects and where they are."""
-    return len(c) + ("relation" in c)
+    """Attributes a claim states, for the length penalty: a relation states two objects and where one is."""
+    return len(c) + 2 * ("relation" in c)
 
 
 def _relation(c: dict) -> tuple[str, str, str]:
@@ -150,14 +157,16 @@ class ClaimBank:
         return v
 
 
-def claim_bank(ex: Explainer) -> ClaimBank:
-    """Built once per bundle (about 2,500 distinct captions through the text tower), cached on the Explainer."""
-    if ex.claims is not None:
-        return ex.claims
+def claim_bank(ex: Explainer, relations: bool = False) -> ClaimBank:
+    """Built once per bundle (about 2,500 distinct captions through the text tower; 5,000 with relations),
+    cached on the Explainer."""
+    ex.claims = ex.claims or {}
+    if relations in ex.claims:
+        return ex.claims[relations]
     if not ex.shapes_world:
         raise ExplainError(f"method 'partial' describes ShapesWorld attributes; bundle {ex.bundle.name} is not a "
                            f"ShapesWorld bundle (use 'search' or 'dissect')")
-    claims = all_claims()
+    claims = all_claims(relations)
     caps = [claim_captions(c, counted) for counted in (False, True) for c in claims]
     unique = list(dict.fromkeys(t for cs in caps for t in cs))
     index = {t: i for i, t in enumerate(unique)}
@@ -172,9 +181,9 @@ def claim_bank(ex: Explainer) -> ClaimBank:
         for idx in groups.values():
             contrast[idx] -= m[idx].mean(0)
         readings += [m / np.linalg.norm(m, axis=1, keepdims=True), contrast]
-    ex.claims = ClaimBank(claims, [claim_text(c) for c in claims], np.stack(readings, 1).astype(np.float32),
-                          np.array([claim_size(c) for c in claims], dtype=np.float64))
-    return ex.claims
+    ex.claims[relations] = ClaimBank(claims, [claim_text(c) for c in claims], np.stack(readings, 1).astype(np.float32),
+                                     np.array([claim_size(c) for c in claims], dtype=np.float64))
+    return ex.claims[relations]
 
 
 def objectives(rho: np.ndarray, bank: ClaimBank, cfg: Config, neg: float = 0.0) -> np.ndarray:
@@ -183,7 +192,7 @@ def objectives(rho: np.ndarray, bank: ClaimBank, cfg: Config, neg: float = 0.0) 
 
 
 def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
-    bank = claim_bank(ex)
+    bank = claim_bank(ex, cfg.relations)
     vectors = bank.vectors(p)                                                      # (M, 4, D)
     rho = spearman_columns(p.rf_fit, p.emb[p.fit] @ vectors.reshape(-1, vectors.shape[-1]).T).reshape(len(vectors), -1)
     fit = np.maximum(rho, -ex.decreasing * rho)
@@ -214,6 +223,16 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
                                                             bank.n_attributes[pool], float(obj[order[0]]), cfg):
             e = ex.evaluate(p, text, None, "partial", 0.0, 0.0, vector=vector)
             e.objective, e.terms = objective, terms
+            out.append(e)
+    if cfg.sum_terms >= 2:
+        strength = np.abs(rho[np.arange(len(rho)), reading]) - cfg.attribute_penalty * (bank.n_attributes - 1)
+        pool = np.argsort(-strength, kind="stable")[:cfg.sum_pool]
+        best_so_far = max(e.objective for e in out)
+        found = weighted_sum(p, [bank.texts[i] for i in pool], best[pool], bank.n_attributes[pool], best_so_far, cfg)
+        if found is not None:
+            text, vector, objective, terms = found
+            e = ex.evaluate(p, text, None, "partial", 0.0, 0.0, vector=vector)
+            e.objective, e.terms, e.extra["kind"] = objective, terms, "weighted sum"
             out.append(e)
     out = sorted(out, key=lambda e: -e.objective)[:s.keep]
     for e, lp in zip(out, ex.prior.log_prob([e.text for e in out])):

@@ -126,7 +126,7 @@ class Explainer:
         # every fluent text: it drops word salad ("a large small in the center") without the length
         # penalty a larger prior_weight brings (calibration in FLUENCY_FLOOR's comment)
         self.fluency_floor: float | None = FLUENCY_FLOOR
-        self.claims = None         # partial descriptions' ensembled text features, built on first use
+        self.claims = None         # partial descriptions' text features, {relations: bank}, built on first use
 
     # -- text -> ids -> features / prior ---------------------------------------------------------
     def ids(self, text: str) -> tuple[int, ...]:

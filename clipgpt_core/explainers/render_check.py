@@ -57,7 +57,7 @@ def render_check(bundle, f, explanation: Explanation | str, contrast: str | None
         raise ExplainError(f"bundle {bundle.name} has no renderer to render the explanation with")
     prompt = explanation
     if isinstance(explanation, Explanation):
-        prompt = explanation.text
+        prompt = explanation.render_text
         if explanation.token_file and explanation.token:
             if explanation.token not in renderer.tokens:
                 renderer.load_tokens(explanation.token_file)
