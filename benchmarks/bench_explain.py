@@ -80,6 +80,10 @@ def main(argv=None):
                     help="images (same renderer, other seeds) the linear-probe reference is fitted on")
     ap.add_argument("--fresh", type=int, default=512, metavar="N",
                     help="fresh images (the first N probe-set images) predict() is read on")
+    ap.add_argument("--units", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the hidden units of the classifier and the logits and hidden units of a second CNN "
+                         "trained here for another task (benchmarks/cells_cnn.py), and explain_units' time for its "
+                         "128-unit layer")
     ap.add_argument("--bundle", default="shapes", help="the bundle to explain with (a name or a directory)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "explain.json"))
     args = ap.parse_args(argv)
@@ -123,10 +127,14 @@ def main(argv=None):
                 t = ClassifierTarget(clf, out)
                 jobs.append(("classifier", out, "ours", t.score(images), t.answer, True, t.score(probe_sets["ours"][0]),
                              sets["ours"][2], probe_sets["ours"][2]))
+    layer_timing = None
+    if args.units:
+        more, layer_timing = unit_jobs(bundle, clf, sets["ours"], probe_sets["ours"])
+        jobs += more
     rows = []
     centre = {"auto": "auto", "yes": True, "no": False}[args.centre]
     for kind, fname, s, f, answer, single, f_probe, emb, probe_emb in jobs:
-        lp_answer = float(bundle.prior.log_prob([answer_caption(answer)])[0])
+        lp_answer = None if answer is None else float(bundle.prior.log_prob([answer_caption(answer)])[0])
         probe = linear_probe_spearman(probe_emb, f_probe, emb, f)
         # fresh images (the probe set's first --fresh): explanations predict there, beside a ridge probe
         # fitted on the same labels explain() got (all N explained images)
@@ -139,10 +147,13 @@ def main(argv=None):
                              centre=centre, **options)
             sec = time.time() - t
             best = ranked[0]
-            row = {"kind": kind, "family": family(kind, answer), "function": fname, "set": s, "method": m, "answer": {k: list(v) if isinstance(v, tuple)
-                   else v for k, v in answer.items()}, "single_attribute": single, "text": best.text,
-                   "recovered": recovered(best, answer), "spearman": best.spearman,
-                   "spearman_h": best.spearman_h, "r2": best.r2, "minimal": minimal(best.text, answer),
+            row = {"kind": kind, "family": family(kind, answer), "function": fname, "set": s, "method": m,
+                   "answer": None if answer is None else {k: list(v) if isinstance(v, tuple) else v
+                                                          for k, v in answer.items()},
+                   "single_attribute": single, "text": best.text,
+                   "recovered": None if answer is None else recovered(best, answer), "spearman": best.spearman,
+                   "spearman_h": best.spearman_h, "r2": best.r2,
+                   "minimal": None if answer is None else minimal(best.text, answer),
                    "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
                    "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
                    "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
@@ -155,7 +166,7 @@ def main(argv=None):
                 check = render_check(bundle, ClassifierTarget(clf, fname), best, n=args.render_check)
                 row["render_auc"] = check.auc
             rows.append(row)
-            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
+            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'·' if row['recovered'] is None else '✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
                   f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
                   f"{best.text}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +175,7 @@ def main(argv=None):
     print_table(summary)
     timing = end_to_end(bundle, args.end_to_end, methods) if args.end_to_end else None
     Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows, "summary": summary,
-                                         "end_to_end": timing}, indent=1))
+                                         "end_to_end": timing, "layer_timing": layer_timing}, indent=1))
     print(f"wrote {args.out}")
 
 
@@ -200,9 +211,43 @@ def fresh_probe(emb, f, fresh_emb, f_fresh) -> float:
     return spearman_ties(f_fresh, RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(emb, f).predict(fresh_emb))
 
 
-def family(kind: str, answer: dict) -> str:
+def unit_jobs(bundle, clf, explained, probe) -> tuple[list, dict]:
+    """Jobs for the classifier's hidden units and for a second CNN's logits and hidden units (trained here,
+    benchmarks/cells_cnn.py), each on the 'ours' images with the probe set's images as references; and the
+    seconds explain_units takes for that CNN's whole 128-unit layer on the explained images."""
+    from benchmarks import cells_cnn
+    from clipgpt_core.explainers import explain_units, layer_activations
+    images, scenes, emb = explained
+    p_images, p_scenes, p_emb = probe
+    t = time.time()
+    cells = cells_cnn.train(cells_cnn.CellsConfig())
+    print(f"cells CNN trained in {time.time() - t:.0f} s; accuracy on other images "
+          f"{cells_cnn.accuracy(cells, p_images[:512], p_scenes[:512])}", flush=True)
+    jobs = []
+    logits, p_logits = cells_cnn.outputs(cells, images), cells_cnn.outputs(cells, p_images)
+    jobs += [("cells CNN", name, "ours", f, cells_cnn.answer(name), True, p_logits[name], emb, p_emb)
+             for name, f in logits.items()]
+    for kind, model in (("classifier units", clf), ("cells CNN units", cells)):
+        acts = layer_activations(model, "penultimate", images)
+        p_acts = layer_activations(model, "penultimate", p_images)
+        alive = [u for u in range(acts.shape[1]) if np.ptp(acts[:, u]) > 1e-6 and np.ptp(p_acts[:, u]) > 1e-6]
+        jobs += [(kind, f"unit {u}", "ours", acts[:, u].astype(np.float64), None, True,
+                  p_acts[:, u].astype(np.float64), emb, p_emb) for u in alive]
+    t = time.time()
+    table = explain_units(bundle, cells, "penultimate", images)
+    timing = {"layer": "cells CNN penultimate", "units": len(table.rows), "images": len(images),
+              "seconds": round(time.time() - t, 1), "function": "explain_units (images embedded inside)"}
+    print(f"explain_units: {timing}", flush=True)
+    return jobs, timing
+
+
+def family(kind: str, answer: dict | None) -> str:
     """The attribute family a function belongs to (colour, shape, size, position, background), two
-    attributes, or the classifier's logits."""
+    attributes, relations, or a model's logits or hidden units."""
+    if kind == "cells CNN":
+        return "cells CNN logits"
+    if kind in ("classifier units", "cells CNN units"):
+        return f"{kind.replace(' units', '')} hidden units"
     if kind != "planted":
         return "classifier logits"
     if "relation" in answer:
@@ -246,12 +291,12 @@ def summarise(rows):
         groups.setdefault((key, r["set"], r["method"]), []).append(r)
     for (key, s, m), rs in groups.items():
         out[f"{key} | {s} | {m}"] = {
-            "n": len(rs), "recovery": float(np.mean([r["recovered"] for r in rs])),
+            "n": len(rs), "recovery": _mean(r["recovered"] for r in rs),
             "spearman": float(np.mean([r["spearman"] for r in rs])),
             "render_auc": (float(np.mean([r["render_auc"] for r in rs])) if all("render_auc" in r for r in rs)
                            else None),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
-            "minimal": float(np.mean([r["minimal"] for r in rs])),
+            "minimal": _mean(r["minimal"] for r in rs),
             "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),
             "fresh_probe_spearman": float(np.mean([r["fresh_probe_spearman"] for r in rs])),
             "fresh_over_probe": float(np.mean([r["fresh_spearman_h"] for r in rs])
@@ -266,9 +311,15 @@ def summarise(rows):
             "probe_fit_spearman_h": float(np.mean([r["probe_fit_spearman_h"] for r in rs])),
             "centred_share": float(np.mean([r["centred"] for r in rs])),
             "r2": float(np.mean([r["r2"] for r in rs])), "log_prior": float(np.mean([r["log_prior"] for r in rs])),
-            "log_prior_answer": float(np.mean([r["log_prior_answer"] for r in rs])),
+            "log_prior_answer": _mean(r["log_prior_answer"] for r in rs),
             "seconds": float(np.mean([r["seconds"] for r in rs]))}
     return out
+
+
+def _mean(values) -> float:
+    """The mean of the values that are not None (functions without a known answer have none); NaN if none are."""
+    xs = [float(v) for v in values if v is not None]
+    return float(np.mean(xs)) if xs else float("nan")
 
 
 def print_table(summary):

@@ -97,7 +97,8 @@ def serve_floor(port: int) -> None:
     (no model work while measured): the floor that Gradio's queue, HTTP and file serving set."""
     from gradio_client import Client
 
-    from clipgpt_app.main import QUEUE, build_demo
+    from clipgpt_app.main import QUEUE, build_demo, threads_per_call
+    threads_per_call(1)                                   # as the app runs (before torch is imported)
     from clipgpt_core.bundle import load_bundle
     demo = build_demo(load_bundle(), progress=False)
     demo.queue(**QUEUE).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)

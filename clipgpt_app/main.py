@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import gradio as gr
 
@@ -68,10 +69,14 @@ def main(argv=None):
     p.add_argument("--allow-backend", action="append", default=[], metavar="URL",
                    help="on a shared app, a clip-retrieval back-end users may query (repeatable); without it, "
                         "the Nearest tab's remote back-ends are off there")
+    p.add_argument("--torch-threads", type=int, default=int(os.environ.get("CLIPGPT_TORCH_THREADS", 1)), metavar="N",
+                   help="threads each model call uses (default 1: users' calls run side by side on the cores; see "
+                        "threads_per_call)")
     p.add_argument("--mcp", action="store_true",
                    help="also serve the app as an MCP server (at /gradio_api/mcp): search, caption, explain, "
                         "render and the other endpoints become tools, their docstrings the tools' schemas")
     args = p.parse_args(argv)
+    threads_per_call(args.torch_threads)
     if args.mcp:
         check_mcp(p)
     files = server_files(args.host, args.share, args.allow_dir, args.allow_backend)
@@ -88,6 +93,20 @@ def main(argv=None):
         bundle.start()
     finder.prepare_builtin_index()
     demo.block_thread()
+
+
+def threads_per_call(n: int) -> None:
+    """Each model call on n threads (OpenMP and MKL), set before torch is imported. A server runs calls from
+    many threads (Gradio's workers, the batchers, a render); every thread that has run torch keeps an OpenMP
+    team, and once there are more OpenMP threads than cores libgomp stops spin-waiting, so each small op of a
+    small model waits on a wake-up (a render went from 0.46 s to 1.2 s). With one thread a call there are no
+    teams: two calls run side by side on two cores, and a long render leaves a core to quick requests."""
+    if n < 1:
+        raise SystemExit(f"--torch-threads must be 1 or more, got {n}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:             # imported already (the app started from Python): set it directly
+        sys.modules["torch"].set_num_threads(n)
 
 
 def server_files(host: str, share: bool, allow_dirs, allow_backends=()) -> ServerFiles:
