@@ -142,7 +142,7 @@ def main(argv=None):
         probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
         for m in methods:
             t = time.time()
-            options = {"relations": True} if m == "partial" and "relation" in answer else {}
+            options = {"relations": True} if m == "partial" and answer and "relation" in answer else {}
             ranked = explain(bundle, emb, f, method=m, progress=False, prior_weight=args.prior_weight,
                              centre=centre, **options)
             sec = time.time() - t

@@ -73,6 +73,9 @@ def test_the_prior_and_clip_give_the_same_results_with_company(bundle):
     mixed = together(lambda a: prior.sample(2, seed=a, temperature=0 if a % 2 else 1.0,
                                             prefix="a red" if a % 2 else ""), list(range(6)))
     assert [mixed[i] for i in (1, 3, 5)] == [greedy] * 3 and mixed[0] == prior.sample(2, seed=0)
+    captions = ["a red star", "two small green stars on a black background", "circle red a"] * 2
+    scored = together(lambda t: prior.log_prob([t]), captions)
+    assert np.allclose(np.concatenate(scored), prior.log_prob(captions), atol=1e-4)
     texts = ["a red star", "a blue circle on a black background", "two green squares", ""] * 2
     vectors = together(lambda t: clip.encode_texts([t]), texts)
     for t, v in zip(texts, vectors):
@@ -103,3 +106,22 @@ def test_users_at_once_get_what_each_would_alone(client, bundle):
     assert sampler.calls - calls == 6 and sampler.batches - batches < 6       # they met in the prior's batcher
     assert [g["data"] if isinstance(g, dict) else g for g in got] == \
         [a["data"] if isinstance(a, dict) else a for a in alone]
+
+
+def test_gallery_images_are_files_written_once():
+    """Galleries get content-named files written atomically and never rewritten: a download of one user's gallery
+    cannot meet another user's rewrite of the same file (the dropped connections under load)."""
+    import os
+
+    from PIL import Image
+
+    from clipgpt_app.tabs import GALLERY_DIR, gallery_file, upscale
+    im = Image.new("RGB", (64, 64), (200, 30, 30))
+    first = gallery_file(im)
+    stamp = os.stat(first).st_mtime_ns
+    time.sleep(0.01)
+    assert gallery_file(im.copy()) == first and os.stat(first).st_mtime_ns == stamp      # not written again
+    assert gallery_file(Image.new("RGB", (64, 64), (0, 0, 200))) != first
+    big = upscale(im, 160)
+    assert big.startswith(str(GALLERY_DIR)) and Image.open(big).size == (128, 128)
+    assert not list(GALLERY_DIR.glob("*.tmp"))

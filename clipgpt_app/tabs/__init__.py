@@ -1,17 +1,45 @@
 """One UI module per tab of the app (clipgpt_app.main); each is a thin layer over clipgpt_core. What more than
 one tab shows lives here, so that no tab imports another."""
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 from PIL import Image
 
 from clipgpt_core.models.renderer import RenderError
 
 
-def upscale(image: Image.Image, side: int) -> Image.Image:
-    """Small (64x64) gallery images are upscaled with hard edges to about `side` px, so shapes stay crisp."""
-    if max(image.size) >= side:
-        return image
-    f = max(1, side // max(image.size))
-    return image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
+def upscale(image: Image.Image, side: int) -> str:
+    """A gallery image as a file: small (64x64) images upscaled with hard edges to about `side` px, so shapes stay
+    crisp, written once under its content's hash (see gallery_file)."""
+    if max(image.size) < side:
+        f = max(1, side // max(image.size))
+        image = image.resize((image.width * f, image.height * f), Image.Resampling.NEAREST)
+    return gallery_file(image)
+
+
+GALLERY_DIR = Path(tempfile.gettempdir()) / "clipgpt-gallery"
+
+
+def gallery_file(image: Image.Image) -> str:
+    """A PNG file holding the image, named by its content's hash, written atomically (a temporary file renamed into
+    place) and never rewritten. Why: given a PIL image, Gradio writes its cache file (also named by content) again on
+    every answer, truncating it first; two users shown the same image (the same search, the same seeded render) then
+    race, and the one whose download lands during the rewrite loses the connection ("peer closed connection without
+    sending complete message body", benchmarks/bench_serve.py). Given a path, Gradio copies it into its cache once."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    data = buf.getvalue()
+    path = GALLERY_DIR / f"{hashlib.sha1(data).hexdigest()}.png"
+    if not path.exists():
+        GALLERY_DIR.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=GALLERY_DIR, suffix=".tmp", delete=False) as f:
+            f.write(data)
+        os.replace(f.name, path)
+    return str(path)
 
 
 NO_RENDERER = ("This bundle has no renderer. Train one (about an hour on a 2-core CPU) with\n\n"

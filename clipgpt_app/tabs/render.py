@@ -9,7 +9,7 @@ from clipgpt_core.images import load_image
 from clipgpt_core.models.planner import draw_plan
 from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
                                          TokenAlreadyLoaded)
-from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, upscale
+from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, gallery_file, upscale
 from clipgpt_app.uploads import ImageFile
 
 EXAMPLES = ["a large red star and a large blue circle on a black background", "a red star left of a blue circle",
@@ -25,7 +25,8 @@ def build(bundle) -> None:
     def show(images, plans, seed, source: str = ""):
         """Renders, what was read, and the layout drawn for each image."""
         renders = [(upscale(im, 256), f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)]
-        layouts = [(draw_plan(p, im), ", ".join(f"{b['colour']} {b['shape']}" for b in p.boxes()) or "no layout")
+        layouts = [(gallery_file(draw_plan(p, im)),
+                    ", ".join(f"{b['colour']} {b['shape']}" for b in p.boxes()) or "no layout")
                    for p, im in zip(plans, images)]
         lines = [source] if source else []
         for reading in dict.fromkeys(p.reading for p in plans):

@@ -279,9 +279,18 @@ class CaptionPrior:
         return generate(self.gpt, start, temperature=temperature, top_k=top_k, top_p=top_p,
                         generator=[(k, g) for k, g in runs], use_cache=use_cache)
 
-    @torch.no_grad()
     def token_log_probs(self, texts: list[str]) -> list[np.ndarray]:
-        """Per-token log p(token | preceding), for each text's tokens and its end-of-text."""
+        """Per-token log p(token | preceding), for each text's tokens and its end-of-text. A few texts (a user's
+        samples) share a pass with other threads' (batching.py)."""
+        texts = list(texts)
+        if len(texts) > SHARED_BATCH_MAX or not texts:
+            return self._token_log_probs(texts)
+        return batched(self, "log_probs", lambda ts, _: self._token_log_probs(ts))(texts)
+
+    @torch.no_grad()
+    def _token_log_probs(self, texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
         tokens = self.token_batch(texts)
         logp = self.gpt(tokens).float().log_softmax(-1)[:, :-1]                  # (N, T-1, V)
         picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # (N, T-1)
