@@ -213,10 +213,10 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         e.objective, e.claim, e.terms = float(obj[i]), dict(bank.claims[i]), terms
         e.extra["reading"] = READINGS[reading[i]]
         out.append(e)
+    # the terms of compositions and sums are ranked by |rho| (a claim f falls with is a "but not" or negative term)
+    strength = np.abs(rho[np.arange(len(rho)), reading]) - cfg.attribute_penalty * (bank.n_attributes - 1)
     if cfg.compose and cfg.max_terms > 1:
-        # the terms: the best single-attribute claims (what "A or B" is usually made of; by |rho|, since a
-        # claim f falls with is a "but not" term) and the best claims of any length
-        strength = np.abs(rho[np.arange(len(rho)), reading]) - cfg.attribute_penalty * (bank.n_attributes - 1)
+        # the best single-attribute claims (what "A or B" is usually made of) and the best claims of any length
         singles = [i for i in np.argsort(-strength, kind="stable") if bank.n_attributes[i] == 1][:cfg.compose_pool]
         pool = np.array(list(dict.fromkeys(singles + list(order[:cfg.compose_pool // 2]))))
         for text, vector, objective, terms in compositions(p, [bank.texts[i] for i in pool], best[pool],
@@ -225,7 +225,6 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
             e.objective, e.terms = objective, terms
             out.append(e)
     if cfg.sum_terms >= 2:
-        strength = np.abs(rho[np.arange(len(rho)), reading]) - cfg.attribute_penalty * (bank.n_attributes - 1)
         pool = np.argsort(-strength, kind="stable")[:cfg.sum_pool]
         best_so_far = max(e.objective for e in out)
         found = weighted_sum(p, [bank.texts[i] for i in pool], best[pool], bank.n_attributes[pool], best_so_far, cfg)

@@ -148,7 +148,7 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> tor
     return logits
 
 
-Generators = "torch.Generator | list[tuple[int, torch.Generator]] | None"   # one, or one per run of rows
+Generators = torch.Generator | list[tuple[int, torch.Generator]] | None   # one, or one per run of rows
 
 
 def _sample(logits: torch.Tensor, generator: Generators) -> torch.Tensor:
