@@ -60,7 +60,7 @@ def test_nearest_image_matches_the_query(finder):
 def test_image_query_finds_itself(finder):
     idx, _ = gallery_scenes(finder)
     for i in (0, 17, 123):
-        path = idx.metadata.iloc[i].image_path
+        path = idx.metadata.column("image_path")[i].as_py()
         hit = finder.search(image=Image.open(path), k=1)[0]
         assert hit.id == i and hit.similarity > 0.99
 

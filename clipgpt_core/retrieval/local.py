@@ -92,20 +92,59 @@ def build_index(clip, image_paths: list[str], captions: list[str] | None, out_di
 # Up to this many vectors an exact (flat) index is the fastest; beyond it autofaiss picks one
 # (python -m benchmarks.bench_index; docs/results.md, Nearest at scale).
 FLAT_MAX = 50_000
+# What a built index is tuned to: recall@10 against exact search. autofaiss alone tunes for a time budget
+# (10 ms a query), which at 1M vectors buys recall nobody sees and makes search 2-3x slower than it need be.
+TARGET_RECALL = 0.95
+# The one knob per index family, swept from fast to exact. IVF indices also search their HNSW quantizer
+# (efSearch = 2 x nprobe, as clip_retrieval's back-end sets it).
+_SWEEPS = {"efSearch": [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024],
+           "nprobe": [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096]}
 
 
-def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memory: str = "4G") -> Path:
+def _autofaiss_with_opq():
+    """autofaiss 2.18 builds its OPQ indices with faiss.OPQMatrix(d, M=.., d2=..), keywords faiss 1.15's bindings
+    refuse: every index it picks past ~5M vectors (and any OPQ key) would fail with a TypeError. Its factory
+    module, and only it, gets a faiss whose OPQMatrix takes them."""
+    import types
+
+    import faiss
+    from autofaiss.indices import index_factory
+    if getattr(index_factory.faiss, "_clipgpt_opq", False):
+        return
+    shim = types.ModuleType("faiss")
+    shim.__dict__.update(faiss.__dict__)
+    shim.OPQMatrix = lambda d, M=1, d2=-1: faiss.OPQMatrix(d, M, d2)
+    shim._clipgpt_opq = True
+    index_factory.faiss = shim
+
+
+def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memory: str = "4G",
+                      index_key: str | None = None, target_recall: float = TARGET_RECALL) -> Path:
     """What `clip_retrieval.clip_index` does (autofaiss over embeddings/{img_emb,text_emb}, metadata
-    copied), except that small indices are flat. max_index_memory bounds the index autofaiss picks
-    beyond FLAT_MAX vectors (e.g. "4G"). Returns index_dir."""
+    copied), except that small indices are flat and approximate ones are tuned to target_recall.
+    max_index_memory bounds the index autofaiss picks beyond FLAT_MAX vectors (e.g. "4G"); index_key
+    names one instead (a faiss factory string, e.g. "OPQ32_128,IVF16384_HNSW32,PQ32": autofaiss's own pick
+    for 10M vectors trains 65,536 centroids, hours on two cores). Returns index_dir."""
     from autofaiss import build_index
     from autofaiss.utils.cast import cast_memory_to_bytes
     emb_dir, index_dir = Path(emb_dir), Path(index_dir)
+    _autofaiss_with_opq()
     # autofaiss wants the budget below what the machine has (its own default, 32G, is more than many have)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if cast_memory_to_bytes(max_index_memory) >= 0.9 * ram:
         raise GalleryError(f"The index memory budget {max_index_memory} is more than this machine has "
                            f"({ram / 2**30:.0f} GiB); give a smaller --max-index-memory")
+    if index_key is not None:
+        import faiss
+        from autofaiss.indices.index_factory import index_factory
+        first = next(iter(sorted((emb_dir / "img_emb").glob("*.npy"))), None)
+        try:      # autofaiss's factory: it refuses keys that faiss would build wrongly for inner product
+            index_factory(np.load(first, mmap_mode="r").shape[1] if first else 512, index_key,
+                          faiss.METRIC_INNER_PRODUCT)
+        except (RuntimeError, ValueError) as e:
+            raise InputError(f"--index-key {index_key!r} is not a faiss index factory string autofaiss builds "
+                             f"for inner product (e.g. 'OPQ32_128,IVF16384_HNSW32,PQ32', 'IVF4096,Flat', "
+                             f"'HNSW32'): {str(e).splitlines()[-1][:160]}") from None
     if index_dir.exists():
         shutil.rmtree(index_dir)
     index_dir.mkdir(parents=True)
@@ -114,12 +153,143 @@ def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memo
         if not parts:
             continue
         n = sum(np.load(p, mmap_mode="r").shape[0] for p in parts)
+        key = "Flat" if n <= FLAT_MAX else index_key
         build_index(str(emb_dir / sub), index_path=str(index_dir / f"{kind}.index"),
-                    index_infos_path=str(index_dir / f"{kind}.json"), index_key="Flat" if n <= FLAT_MAX else None,
+                    index_infos_path=str(index_dir / f"{kind}.json"), index_key=key,
                     max_index_memory_usage=max_index_memory, current_memory_available=f"{int(0.9 * ram) >> 20}M",
                     nb_cores=max(1, os.cpu_count() or 1), verbose=logging.WARNING)
+        if key != "Flat":
+            tune_index_file(index_dir / f"{kind}.index", parts, target_recall)
     shutil.copytree(emb_dir / "metadata", index_dir / "metadata")
     return index_dir
+
+
+def exact_top_k(parts: list[np.ndarray], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) similarities and int64 ids: exact inner-product top-k over memory-mapped (N_i, D) parts, a
+    slice at a time (a 10M-row collection never sits in memory)."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    offset = 0
+    for part in parts:
+        for start in range(0, len(part), 262144):
+            s = queries @ np.asarray(part[start:start + 262144], np.float32).T          # (Q, slice)
+            i = np.broadcast_to(np.arange(s.shape[1]) + offset + start, s.shape)
+            s, i = np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1)
+            top = np.argpartition(-s, min(k, s.shape[1]) - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+        offset += len(part)
+    order = np.argsort(-best_s, axis=1)
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+
+
+def read_rows(parts: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """(len(rows), D) float32: these global rows of the memory-mapped parts; only they are read."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), parts[0].shape[1]), np.float32)
+    start = 0
+    for part in parts:                                   # each part reads just the rows that fall in it, in order
+        inside = (rows >= start) & (rows < start + len(part))
+        if inside.any():
+            local = rows[inside] - start
+            order = np.argsort(local)
+            got = np.empty((len(local), out.shape[1]), np.float32)
+            got[order] = part[local[order]]
+            out[inside] = got
+        start += len(part)
+    return out
+
+
+# A PQ-coded index ranks by lossy codes; its top RERANK x k are re-scored exactly from the embeddings that
+# `clip-retrieval inference` wrote beside it (memory-mapped: a few hundred rows read a query).
+RERANK = 10
+
+
+def is_lossy(index) -> bool:
+    """Whether the index ranks by compressed codes (IVF-PQ) rather than the vectors (Flat, HNSW, IVF-Flat)."""
+    import faiss
+    ivf = faiss.try_extract_index_ivf(index)
+    return ivf is not None and ivf.code_size < 4 * ivf.d
+
+
+def search_index(index, parts: list[np.ndarray], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) similarities and ids from a faiss index, re-ranked exactly over `parts` when its codes are lossy
+    and the embeddings are at hand (ids -1 where fewer than k were found)."""
+    if not parts or not is_lossy(index):
+        return index.search(queries, k)
+    _, cand = index.search(queries, k * RERANK)
+    sims, ids = np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+    for j, (q, c) in enumerate(zip(queries, cand)):
+        c = c[c >= 0]
+        s = read_rows(parts, c) @ q
+        top = np.argsort(-s)[:k]
+        sims[j, :len(top)], ids[j, :len(top)] = s[top], c[top]
+    return sims, ids
+
+
+def tuning_queries(parts: list[np.ndarray], n: int = 200, seed: int = 0) -> np.ndarray:
+    """(n, D) unit queries near the indexed vectors but not on them: a sampled vector plus as much noise
+    again, so each query's neighbours are other vectors (as a text query's are), not itself."""
+    rng = np.random.default_rng(seed)
+    sizes = np.array([len(p) for p in parts])
+    x = np.concatenate([np.asarray(part[np.sort(rng.choice(len(part), size=min(m, len(part)), replace=False))],
+                                   np.float32) for part, m in zip(parts, rng.multinomial(n, sizes / sizes.sum()))])
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    noise = rng.standard_normal(x.shape).astype(np.float32)
+    q = x + 0.5 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def tune_search(index, queries: np.ndarray, truth: np.ndarray, target_recall: float = TARGET_RECALL,
+                parts: list[np.ndarray] = ()) -> tuple[str, float]:
+    """The fastest setting of the index's one search knob (efSearch for HNSW, nprobe for IVF) whose recall@k
+    against `truth` (Q, k) reaches target_recall, searched as LocalIndex searches (re-ranked over `parts`
+    when lossy), applied to the index; returns (faiss parameter string, its recall). The most exact setting
+    when none reaches it."""
+    import faiss
+    ivf = faiss.try_extract_index_ivf(index)
+    knob = "nprobe" if ivf is not None else "efSearch"
+    values = [v for v in _SWEEPS[knob] if ivf is None or v <= ivf.nlist]
+    k = truth.shape[1]
+    ps = faiss.ParameterSpace()
+    for v in values:
+        param = f"nprobe={v},efSearch={2 * v}" if knob == "nprobe" else f"efSearch={v}"
+        if knob == "nprobe" and not isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
+            param = f"nprobe={v}"
+        ps.set_index_parameters(index, param)
+        _, found = search_index(index, list(parts), queries, k)
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+        if recall >= target_recall:
+            break
+    return param, recall
+
+
+def tune_index_file(path: Path, parts: list[Path], target_recall: float = TARGET_RECALL, k: int = 10) -> None:
+    """Tune a built index to target_recall on queries drawn near its own vectors, re-ranked over them as
+    LocalIndex does when they sit beside the index; the setting is saved in the index file (faiss keeps efSearch and nprobe) and in autofaiss's infos JSON beside it (index_param)."""
+    import faiss
+    index = faiss.read_index(str(path))
+    vectors = [np.load(p, mmap_mode="r") for p in parts]
+    queries = tuning_queries(vectors)
+    param, recall = tune_search(index, queries, exact_top_k(vectors, queries, k)[1], target_recall, vectors)
+    faiss.write_index(index, str(path))
+    infos_path = path.with_suffix(".json")
+    infos = json.loads(infos_path.read_text()) if infos_path.exists() else {}
+    infos.update(index_param=param, **{f"tuned_recall@{k}": round(recall, 4), "target_recall": target_recall})
+    infos_path.write_text(json.dumps(infos, indent=2))
+
+
+def load_faiss_index(path: str | Path):
+    """A faiss index read as `clip-retrieval back` reads it with memory mapping on: IVF lists stay on disk and
+    are paged in as searched (a 10M-vector index answers without loading it), with the tuned search setting
+    from the infos JSON beside it applied."""
+    import faiss
+    path = Path(path)
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    infos_path = path.with_suffix(".json")
+    param = json.loads(infos_path.read_text()).get("index_param") if infos_path.exists() else None
+    if param:
+        faiss.ParameterSpace().set_index_parameters(index, param)
+    return index
 
 
 def existing_index(folder: str | Path) -> Path | None:
@@ -224,40 +394,29 @@ class LocalIndex:
     """A clip-retrieval index folder (image.index + metadata/), or an embeddings folder as
     `clip-retrieval inference` writes it (img_emb/*.npy + metadata/), searched in-process. An
     embeddings folder is searched exactly over memory-mapped parts: a million images need their
-    embeddings on disk, not in memory, and no images at all."""
+    embeddings on disk, not in memory, and no images at all. An index folder with that embeddings folder
+    beside it (as `clipgpt index --out` writes them) has its lossy (PQ) results re-ranked exactly from it."""
 
     def __init__(self, index_dir: str | Path):
-        import pandas as pd
         self.dir = Path(index_dir)
         self.faiss_index, self.parts = None, []
         if (self.dir / "image.index").exists():
-            import faiss
-            self.faiss_index = faiss.read_index(str(self.dir / "image.index"))
-        elif (self.dir / "img_emb").is_dir():
-            self.parts = [np.load(p, mmap_mode="r") for p in sorted((self.dir / "img_emb").glob("*.npy"))]
+            self.faiss_index = load_faiss_index(self.dir / "image.index")
+        for emb in (self.dir / "img_emb", self.dir.parent / "embeddings" / "img_emb"):
+            if emb.is_dir():
+                self.parts = [np.load(p, mmap_mode="r") for p in sorted(emb.glob("*.npy"))]
+                break
         if self.faiss_index is None and not self.parts:
             raise GalleryError(f"{self.dir} has no image.index (nor img_emb/*.npy): build it first "
                                f"(clipgpt index --folder ... --out ...)")
-        parts = sorted((self.dir / "metadata").glob("*.parquet"))
-        self.metadata = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        # Arrow, not pandas: 10M rows are a few hundred MB of column buffers, not 10M Python objects
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        self.metadata = pa.concat_tables([pq.read_table(p) for p in sorted((self.dir / "metadata").glob("*.parquet"))])
         self.dim = self.faiss_index.d if self.faiss_index is not None else self.parts[0].shape[1]
 
     def __len__(self) -> int:
         return self.faiss_index.ntotal if self.faiss_index is not None else sum(len(p) for p in self.parts)
-
-    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k cosine over the memory-mapped parts, a slice at a time."""
-        sims, ids, offset = [], [], 0
-        for part in self.parts:
-            for start in range(0, len(part), 65536):
-                s = np.asarray(part[start:start + 65536], np.float32) @ q[0]
-                top = np.argpartition(-s, min(k, len(s)) - 1)[:k]
-                sims.append(s[top])
-                ids.append(top + offset + start)
-            offset += len(part)
-        sims, ids = np.concatenate(sims), np.concatenate(ids)
-        order = np.argsort(-sims)[:k]
-        return sims[order][None], ids[order][None]
 
     def search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
         q = np.asarray(query, np.float32).reshape(1, -1)
@@ -265,14 +424,12 @@ class LocalIndex:
             raise GalleryError(f"Query has dimension {q.shape[1]} but the index holds {self.dim}-d "
                                f"vectors: it was built with another CLIP model.")
         k = min(k, len(self))
-        sims, ids = self.faiss_index.search(q, k) if self.faiss_index is not None else self._exact(q, k)
-        hits = []
-        for s, i in zip(sims[0], ids[0]):
-            if i < 0:
-                continue
-            row = self.metadata.iloc[int(i)]
-            hits.append(Hit(int(i), float(s), row.get("image_path"), row.get("caption") or None))
-        return hits
+        sims, ids = (search_index(self.faiss_index, self.parts, q, k) if self.faiss_index is not None
+                     else exact_top_k(self.parts, q, k))
+        keep = ids[0] >= 0
+        rows = self.metadata.take(ids[0][keep]).to_pylist()
+        return [Hit(int(i), float(s), row.get("image_path"), row.get("caption") or None)
+                for s, i, row in zip(sims[0][keep], ids[0][keep], rows)]
 
     def embeddings_for(self, paths: list[str]) -> np.ndarray:
         """(N, D) float32: the embeddings folder's rows for these images, matched by the path its metadata
@@ -281,7 +438,7 @@ class LocalIndex:
         if not self.parts:
             raise GalleryError(f"{self.dir} is an index folder; give the embeddings folder that `clip-retrieval "
                                f"inference` (or `clipgpt index`) wrote beside it (the one with img_emb/)")
-        keys = self.metadata["image_path"].astype(str).tolist()
+        keys = [str(k) for k in self.metadata.column("image_path").to_pylist()]
         row_of = {k: i for i, k in enumerate(keys)}
         rows = [row_of.get(str(p)) for p in paths]
         if any(r is None for r in rows):               # then by resolved path (relative metadata, symlinks)
@@ -291,19 +448,7 @@ class LocalIndex:
         if missing:
             raise InputError(f"{len(missing)} of {len(paths)} images are not in the embeddings folder {self.dir} "
                              f"(e.g. {missing[0]}); its metadata names images like {keys[0] if keys else '(none)'}")
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.dim), np.float32)
-        start = 0
-        for part in self.parts:                         # each part reads just the rows that fall in it
-            inside = (rows >= start) & (rows < start + len(part))
-            if inside.any():
-                local = rows[inside] - start
-                order = np.argsort(local)
-                got = np.empty((len(local), self.dim), np.float32)
-                got[order] = part[local[order]]
-                out[inside] = got
-            start += len(part)
-        return out
+        return read_rows(self.parts, rows)
 
 
 def combine(text_emb: np.ndarray | None, image_emb: np.ndarray | None, text_weight: float = 0.5) -> np.ndarray:
@@ -335,6 +480,11 @@ def main(argv=None):
     p.add_argument("--input-format", choices=["files", "webdataset"], default="files")
     p.add_argument("--max-index-memory", default="4G",
                    help=f"memory budget of the index beyond {FLAT_MAX:,} vectors (smaller ones are flat)")
+    p.add_argument("--index-key", default=None,
+                   help="a faiss index factory string instead of autofaiss's pick, e.g. 'OPQ32_128,IVF16384_HNSW32,PQ32' "
+                        "(autofaiss trains 65,536 centroids for 10M vectors: hours on a small machine)")
+    p.add_argument("--target-recall", type=float, default=TARGET_RECALL,
+                   help="recall@10 against exact search the index is tuned to (the fastest setting that reaches it)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-prepro-workers", type=int, default=2, help="image-decoding processes per worker")
     p.add_argument("--write-batch-size", type=int, default=10**6, help="images per output partition (Spark task)")
@@ -350,7 +500,8 @@ def main(argv=None):
             emb_dir = embed_with_clip_retrieval(
                 bundle, args.folder, args.out, args.distribution_strategy, args.input_format, args.batch_size,
                 args.num_prepro_workers, args.write_batch_size, args.spark_workers)
-            index_dir = build_faiss_index(emb_dir, Path(args.out).expanduser() / "index", args.max_index_memory)
+            index_dir = build_faiss_index(emb_dir, Path(args.out).expanduser() / "index", args.max_index_memory,
+                                          args.index_key, args.target_recall)
         elif args.out:
             index_dir = build_world_gallery(bundle.clip, args.out, args.world, args.seed)
         else:
