@@ -86,13 +86,34 @@ def main(argv=None):
     bundle = load_bundle(spec) if spec.startswith("open_clip:") else LoadingBundle(spec)
     finder = NearestImages(bundle, files=files)
     demo = build_demo(bundle, files=files, finder=finder, prepare=False)
-    demo.queue(**QUEUE).launch(share=args.share, server_name=args.host, server_port=args.port,
-                                   mcp_server=args.mcp, prevent_thread_lock=True)
+    launch(demo.queue(**QUEUE), share=args.share, server_name=args.host, server_port=args.port, mcp_server=args.mcp,
+           prevent_thread_lock=True)
     # only now the models and the gallery, which would otherwise compete with the launch for the CPU
     if isinstance(bundle, LoadingBundle):
         bundle.start()
     finder.prepare_builtin_index()
     demo.block_thread()
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """demo.launch(**kwargs), with every default in the MCP tools' schemas: Gradio 6.17 writes a parameter's
+    default there only when it is truthy, so an agent reading the schema cannot tell that seed=0, budget=0 or
+    text="" need not be sent."""
+    out = demo.launch(**kwargs)
+    server = demo.mcp_server_obj
+    if server is not None:
+        schema_of = server.get_input_schema
+
+        def get_input_schema(tool_name, parameters=None):
+            schema, files = schema_of(tool_name, parameters)
+            info = server.api_info["named_endpoints"][server.tool_to_endpoint[tool_name]]
+            for param in info["parameters"]:
+                prop = schema["properties"].get(param["parameter_name"])
+                if prop is not None and param.get("parameter_has_default") and "default" not in prop:
+                    prop["default"] = param["parameter_default"]
+            return schema, files
+        server.get_input_schema = get_input_schema
+    return out
 
 
 def threads_per_call(n: int) -> None:

@@ -35,8 +35,8 @@ def launched_app(bundle, launch: dict | None = None, queue: dict | None = None, 
     from clipgpt_app import main as app
     from gradio_client import Client
     demo = app.build_demo(bundle, progress=False, **kwargs)
-    _, url, _ = demo.queue(**(queue or {})).launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None,
-                                    **(launch or {}))
+    _, url, _ = app.launch(demo.queue(**(queue or {})), prevent_thread_lock=True, server_name="127.0.0.1",
+                           server_port=None, **(launch or {}))
     try:
         yield Client(url, verbose=False)
     finally:

@@ -21,7 +21,7 @@ from clipgpt_core.models.classifier import load_classifier
 from clipgpt_core.world.captions import stated_values, states_answer
 
 N = 256                  # dissect (the baseline) needs about this many to find "red" reliably
-BUDGET = {"search": 2, "dissect": 0, "inversion": 60, "gumbel": 30}
+BUDGET = {"search": 2, "dissect": 0, "inversion": 60, "gumbel": 30, "rl": 25}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def sample(bundle):
     return images, scenes, bundle.clip.encode_images(images)
 
 
-@pytest.mark.parametrize("method", ["search", "dissect", "inversion", "gumbel"])
+@pytest.mark.parametrize("method", ["search", "dissect", "inversion", "gumbel", "rl"])
 def test_each_method_recovers_a_planted_function(bundle, sample, method, tmp_path):
     images, scenes, emb = sample
     planted = PLANTED["has_red"]
@@ -44,6 +44,21 @@ def test_each_method_recovers_a_planted_function(bundle, sample, method, tmp_pat
         assert best.spearman > 0.3
     if method == "inversion":
         assert best.token_file and best.token.startswith("<")
+    if method == "rl":                                # the policy learned: its groups' mean reward rose
+        curve = best.extra["reward_curve"]
+        assert len(curve) == BUDGET["rl"] and np.mean(curve[-5:]) > np.mean(curve[:5]) + 0.1, curve
+
+
+def test_rl_leaves_the_prior_untouched_and_is_seeded(bundle, sample):
+    """The policy is a copy: the bundle's prior samples the same afterwards; the same seed, the same answer."""
+    images, scenes, emb = sample
+    f = PLANTED["has_blue"].score(scenes, images)
+    before = {k: v.clone() for k, v in bundle.prior.gpt.state_dict().items()}
+    a = explain(bundle, emb, f, method="rl", budget=6, progress=False, seed=3)
+    assert all(torch.equal(before[k], v) for k, v in bundle.prior.gpt.state_dict().items())
+    assert all(w.grad is None for w in bundle.prior.gpt.parameters())
+    b = explain(bundle, emb, f, method="rl", budget=6, progress=False, seed=3)
+    assert [e.text for e in a] == [e.text for e in b] and a[0].extra["reward_curve"] == b[0].extra["reward_curve"]
 
 
 def test_images_or_embeddings_give_the_same_answer(bundle, sample):

@@ -75,6 +75,9 @@ def test_every_tool_answers_with_only_what_it_needs(bundle, files):
                     for name, tool in tools.items():
                         assert tool.description and not tool.inputSchema.get("required"), name
                         assert set(calls[name]) <= set(tool.inputSchema["properties"]), name
+                        missing = [k for k, v in tool.inputSchema["properties"].items() if "default" not in v]
+                        assert set(missing) <= set(calls[name]), (name, missing)   # falsy defaults too
+                    assert tools["search"].inputSchema["properties"]["folder"]["default"] == ""
                     return {name: await session.call_tool(name, args) for name, args in calls.items()}
         results = asyncio.run(run())
         for name, result in results.items():

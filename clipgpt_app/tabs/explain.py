@@ -28,7 +28,8 @@ from clipgpt_app.tabs import bundle_renderer, upscale
 TARGETS = list(KINDS)                          # the radio shows the user's words; the core reads them
 SOURCES = list(IMAGE_SOURCES)
 METHOD_NAMES = {"partial": "partial descriptions (+ compositions)", "search": "prior-guided search", "dissect": "CLIP-Dissect baseline (SoftWPMI)",
-                "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior"}
+                "inversion": "textual inversion", "gumbel": "Gumbel-softmax over the prior",
+                "rl": "RL: the prior fine-tuned as the policy"}
 USER_ERRORS = (ClipGPTError, OSError)   # project errors and unreadable files are messages; the rest are bugs
 CENTRE = {"auto": "auto", "centred": True, "raw cosine": False}   # the radio's choices -> explain(centre=...)
 HEADERS = ["explanation", "held-out ρ(f, h(CLIP_t))", "held-out ρ(f, CLIP_t)", "held-out R²",
@@ -84,7 +85,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
             image_source: the images f is read on: "Built-in gallery sample" or "My images (folder)".
             n_images: how many gallery images to use.
             image_folder: the folder, when image_source is "My images (folder)".
-            method: partial, search, dissect, inversion or gumbel (empty: the bundle's default).
+            method: partial, search, dissect, inversion, gumbel or rl (empty: the bundle's default).
             budget: the method's search budget (empty: its default).
             prior_weight: weight of the caption prior's log p in the score.
             seed: splits the images into fit and held-out halves.
@@ -261,8 +262,8 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                                  "(“red”, “two stars”, “a red star”), or “A or B” / “A but not B” when that fits "
                                  "clearly better")
             budget = gr.Number(value=0, precision=0, minimum=0, label="Budget (0 = default)",
-                               info="search: rounds ({search}); inversion / gumbel: optimisation steps "
-                                    "({inversion} / {gumbel}); partial, dissect: none".format(**DEFAULT_BUDGET))
+                               info="search: rounds ({search}); inversion / gumbel / rl: optimisation steps "
+                                    "({inversion} / {gumbel} / {rl}); partial, dissect: none".format(**DEFAULT_BUDGET))
             prior_weight = gr.Slider(0, 0.1, value=DEFAULT_PRIOR_WEIGHT, step=0.005,
                                      label="Prior weight (× log p of the text, against Spearman ρ)")
             seed = gr.Number(value=0, precision=0, label="Seed (fit / held-out split and sampling)")

@@ -18,6 +18,7 @@ One module per method, each with a `Config` of its own options (a misspelled opt
   dissect    CLIP-Dissect's SoftWPMI ranking of a concept list (the baseline)
   inversion  textual inversion: k learned token embeddings, read out as the nearest vocabulary tokens
   gumbel     seed 000's proposal: a straight-through Gumbel-softmax token sequence under the prior
+  rl         seed 000's second idea: a copy of the prior fine-tuned as the policy (REINFORCE, group baseline)
 
 Shared: problem.py (the embedded problem and the Explainer that scores texts), stats.py, tokens.py (the
 text tower on token ids and the prior's restricted vocabulary), explanation.py (the predictor and its

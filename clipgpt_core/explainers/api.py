@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import dissect, gumbel, inversion, partial, search
+from . import dissect, gumbel, inversion, partial, rl, search
 from .defaults import DEFAULT_BUDGET, default_method
 from .errors import ExplainError
 from .explanation import Explanation
 from .problem import DEFAULT_PRIOR_WEIGHT, Settings, explainer_for
 from .stats import monotone_fit, spearman_ceiling, spearman_columns
 
-MODULES = {"search": search, "dissect": dissect, "inversion": inversion, "gumbel": gumbel, "partial": partial}
+MODULES = {"search": search, "dissect": dissect, "inversion": inversion, "gumbel": gumbel, "partial": partial, "rl": rl}
 METHODS = tuple(MODULES)
-GRAD_METHODS = ("inversion", "gumbel")
+GRAD_METHODS = ("inversion", "gumbel", "rl")
 
 
 def method_config(method: str, options: dict):
@@ -48,9 +48,9 @@ def explain(bundle, images, scores, method: str | None = None, budget: int | Non
     """Explain scores (one per image) with text: -> up to `keep` Explanations, best first.
 
     images: PIL images / paths, or their CLIP embeddings (N, D) from bundle.clip.encode_images.
-    method: "partial" (partial descriptions and their compositions), "search", "dissect" (baseline), "inversion"
-    or "gumbel"; None: defaults.default_method(bundle) (partial for a ShapesWorld bundle, else search).
-    budget: search rounds, or optimisation steps (inversion, gumbel); None = DEFAULT_BUDGET.
+    method: "partial" (partial descriptions and their compositions), "search", "dissect" (baseline), "inversion",
+    "gumbel" or "rl" (a copy of the prior fine-tuned as the policy); None: defaults.default_method(bundle) (partial for a ShapesWorld bundle, else search).
+    budget: search rounds, or optimisation steps (inversion, gumbel, rl); None = DEFAULT_BUDGET.
     prior_weight: weight of the text's log-prob under the prior (nats) against Spearman's rho.
     concepts: the dissect baseline's concept list (default: ShapesWorld words and phrases).
     progress: False hides the tqdm bars (gr.Progress(track_tqdm=True) shows them in the app).

@@ -117,9 +117,7 @@ class TokenSpace:
         out = []
         for i in range(0, len(rows), chunk):
             part = [(self.sot,) + tuple(r)[:self.cfg.context_length - 2] + (self.eot,) for r in rows[i:i + chunk]]
-            ids = torch.zeros(len(part), max(map(len, part)), dtype=torch.long, device=self.ids.device)
-            for j, r in enumerate(part):
-                ids[j, :len(r)] = torch.tensor(r)
+            ids = self._padded(part)
             states = self.gpt.hidden(self.gpt.embed(ids))[:, :-1]                 # (B, T-1, W)
             logp = self.logits(states).float().log_softmax(-1)                    # (B, T-1, K)
             for j, r in enumerate(part):
@@ -132,6 +130,24 @@ class TokenSpace:
                     out.append(full[torch.arange(n), torch.tensor(r[1:])].cpu().numpy())
         return out
 
+    def _padded(self, part: list[tuple[int, ...]]) -> torch.Tensor:       # -> (B, T) ids, 0 after each row
+        ids = torch.zeros(len(part), max(map(len, part)), dtype=torch.long, device=self.ids.device)
+        for j, r in enumerate(part):
+            ids[j, :len(r)] = torch.tensor(r)
+        return ids
+
+    def row_log_probs(self, rows: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) log p of each token of each row, end-of-text included, and its (B, T) mask; rows in this
+        vocabulary (as sample() draws them). Differentiable in the prior's weights: rl fine-tunes a copy."""
+        part = [(self.sot,) + tuple(r) + (self.eot,) for r in rows]
+        ids = self._padded(part)
+        logp = self.logits(self.gpt.hidden(self.gpt.embed(ids))[:, :-1]).float().log_softmax(-1)   # (B, T, K)
+        target = torch.tensor([[self.index.get(int(t), 0) for t in row] for row in ids[:, 1:].tolist()],
+                              device=logp.device)                                               # (B, T)
+        mask = torch.arange(ids.shape[1] - 1, device=logp.device)[None] < torch.tensor([len(r) - 1 for r in part],
+                                                                                      device=logp.device)[:, None]
+        return logp.gather(-1, target[..., None])[..., 0] * mask, mask
+
     def log_probs(self, rows: list[tuple[int, ...]], chunk: int = 512) -> np.ndarray:
         """Mean log p per token (end-of-text included) in this vocabulary: (M,)."""
         return np.array([lp.mean() for lp in self.token_log_probs(rows, chunk)])
@@ -140,9 +156,7 @@ class TokenSpace:
     def next_tokens(self, rows: list[tuple[int, ...]], top: int) -> list[list[list[int]]]:
         """For each row and each position 0..len: the prior's `top` likeliest next tokens there."""
         part = [(self.sot,) + tuple(r) for r in rows]
-        ids = torch.zeros(len(part), max(map(len, part)), dtype=torch.long, device=self.ids.device)
-        for j, r in enumerate(part):
-            ids[j, :len(r)] = torch.tensor(r)
+        ids = self._padded(part)
         z = self.logits(self.gpt.hidden(self.gpt.embed(ids)))                     # (B, T, K)
         z[..., self.eot_k] = float("-inf")
         best = self.ids[z.topk(min(top, len(self) - 1), dim=-1).indices].tolist()
