@@ -161,6 +161,9 @@ def main(argv=None):
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
                    "log_prior_answer": lp_answer, "seconds": sec,
                    "top3": [e.text for e in ranked[:3]]}
+            if "reward_curve" in best.extra:          # rl: the policy's mean reward, first and last five steps
+                curve = best.extra["reward_curve"]
+                row["reward_first_last"] = [float(np.mean(curve[:5])), float(np.mean(curve[-5:]))]
             if kind == "classifier" and args.render_check and bundle.renderer is not None:
                 # f is a function of pixels: does it fire on renders of its explanation?
                 check = render_check(bundle, ClassifierTarget(clf, fname), best, n=args.render_check)

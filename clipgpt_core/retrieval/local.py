@@ -160,31 +160,37 @@ def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memo
             keys = [index_key]
         else:   # autofaiss's pick, and an IVF-Flat beside it where its vectors fit the budget: the faster one stays
             keys = [None] + ([ivf_flat_key(n)] if 1.1 * n * dim * 4 <= cast_memory_to_bytes(max_index_memory) else [])
+        budget = dict(max_index_memory_usage=max_index_memory, current_memory_available=f"{int(0.9 * ram) >> 20}M",
+                      nb_cores=max(1, os.cpu_count() or 1), verbose=logging.WARNING)
         tried = []
         for i, key in enumerate(keys):
             path = index_dir / f"{kind}.{i}.index"
             build_index(str(emb_dir / sub), index_path=str(path), index_infos_path=str(path.with_suffix(".json")),
-                        index_key=key, max_index_memory_usage=max_index_memory,
-                        current_memory_available=f"{int(0.9 * ram) >> 20}M", nb_cores=max(1, os.cpu_count() or 1),
-                        verbose=logging.WARNING)
+                        index_key=key, **budget)
             tried.append((tune_index_file(path, parts, target_recall) if key != "Flat" else {}, path))
-        def rank(t):       # those reaching the target first, the fastest of them; short of it, the nearest
-            recall = t[0].get("tuned_recall@10", 1.0)
-            return (0, t[0].get("query_ms", 0.0)) if recall >= target_recall else (1, -recall)
-        infos, best = min(tried, key=rank)
-        if len(tried) > 1:
-            infos["candidates"] = [{k: t.get(k) for k in ("index_key", "index_param", "query_ms", "tuned_recall@10")}
-                                   for t, _ in tried]
-            best.with_suffix(".json").write_text(json.dumps(infos, indent=2))
-        for _, path in tried:
-            if path == best:
-                path.rename(index_dir / f"{kind}.index")
-                path.with_suffix(".json").rename(index_dir / f"{kind}.json")
-            else:
-                path.unlink()
-                path.with_suffix(".json").unlink(missing_ok=True)
+        _keep_fastest(tried, index_dir, kind, target_recall)
     shutil.copytree(emb_dir / "metadata", index_dir / "metadata")
     return index_dir
+
+
+def _keep_fastest(tried: list[tuple[dict, Path]], index_dir: Path, kind: str, target_recall: float) -> None:
+    """Of the (infos, path) built, keep the fastest that reaches the target (short of it, the nearest) as
+    KIND.index / KIND.json, the candidates listed in its infos; remove the others."""
+    def rank(t):
+        recall = t[0].get("tuned_recall@10", 1.0)
+        return (0, t[0].get("query_ms", 0.0)) if recall >= target_recall else (1, -recall)
+    infos, best = min(tried, key=rank)
+    if len(tried) > 1:
+        infos["candidates"] = [{k: t.get(k) for k in ("index_key", "index_param", "query_ms", "tuned_recall@10")}
+                               for t, _ in tried]
+        best.with_suffix(".json").write_text(json.dumps(infos, indent=2))
+    for _, path in tried:
+        if path == best:
+            path.rename(index_dir / f"{kind}.index")
+            path.with_suffix(".json").rename(index_dir / f"{kind}.json")
+        else:
+            path.unlink()
+            path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def exact_top_k(parts: list[np.ndarray], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
