@@ -99,7 +99,8 @@ def bench(n: int, key: str, dim: int, n_queries: int, k: int, workdir: Path, see
                                "exact": round(float(np.percentile(lat_e, 95)), 3)},
             "exact_queries_timed": n_timed,
             "speedup_vs_exact": round(float(np.median(lat_e) / np.median(lat)), 1),
-            f"recall@{k}_vs_exact": round(recall, 4), f"tuned_recall@{k}": infos.get(f"tuned_recall@{k}")}
+            f"recall@{k}_vs_exact": round(recall, 4), f"tuned_recall@{k}": infos.get(f"tuned_recall@{k}"),
+            "candidates": infos.get("candidates")}    # each built and tuned; query_ms: the index alone, at tuning
 
 
 def main():

@@ -91,10 +91,10 @@ def build_index(clip, image_paths: list[str], captions: list[str] | None, out_di
 
 
 # Up to this many vectors an exact (flat) index is the fastest; beyond it autofaiss picks one
-# (python -m benchmarks.bench_index; docs/results.md, Nearest at scale).
+# (python -m benchmarks.bench_index; docs/results.md, Index).
 FLAT_MAX = 50_000
 # What a built index is tuned to: recall@10 against exact search. autofaiss alone tunes for a time budget
-# (10 ms a query), which at 1M vectors buys recall nobody sees and makes search 2-3x slower than it need be.
+# (10 ms a query) and spends it (docs/results.md, Index).
 TARGET_RECALL = 0.95
 # The one knob per index family, swept from fast to exact. IVF indices also search their HNSW quantizer
 # (efSearch = 2 x nprobe, as clip_retrieval's back-end sets it).
