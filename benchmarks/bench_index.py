@@ -4,7 +4,7 @@
                                      [--dim 128] [--workdir /tmp/bench_index] [--out benchmarks/results/index.json]
 
 For each size: write synthetic embeddings in `clip-retrieval inference`'s layout (img_emb/*.npy float16, 1M
-rows a part, + metadata parquet), build the index with clipgpt_core.retrieval.local.build_faiss_index (autofaiss,
+rows a part, + metadata parquet), build the index with clipgpt_core.retrieval.faiss_index.build_faiss_index (autofaiss,
 "auto" = its own pick, else the named faiss key; then tuned to TARGET_RECALL), and serve it in a fresh process
 exactly as the app does (LocalIndex: the index read memory-mapped, metadata as Arrow). 500 single-vector
 queries (how the app queries) give median/p95 latency of LocalIndex.search and recall@10 against exact search;
@@ -63,7 +63,7 @@ def serve(index_dir: str, queries: np.ndarray, k: int) -> dict:
 
 def bench(n: int, key: str, dim: int, n_queries: int, k: int, workdir: Path, seed: int) -> dict:
     import faiss
-    from clipgpt_core.retrieval.local import build_faiss_index
+    from clipgpt_core.retrieval.faiss_index import build_faiss_index
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((1000, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -50,15 +50,14 @@ def _space(argv):
     space.main(argv)
 
 
-TRAINERS = ("clip", "prior", "captioner", "embedding_prior", "renderer", "classifier", "bundle")   # clipgpt_train.<stage>
-
-
 def _train(argv):
-    import importlib
-    if not argv or argv[0] not in TRAINERS:
-        sys.exit(f"clipgpt train: name a stage, one of {', '.join(TRAINERS)} (e.g. `clipgpt train clip --help`)")
+    from clipgpt_train import bundle, captioner, classifier, clip, embedding_prior, prior, renderer
+    trainers = {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
+                "renderer": renderer, "classifier": classifier, "bundle": bundle}
+    if not argv or argv[0] not in trainers:
+        sys.exit(f"clipgpt train: name a stage, one of {', '.join(trainers)} (e.g. `clipgpt train clip --help`)")
     sys.argv = [f"clipgpt train {argv[0]}", *argv[1:]]
-    importlib.import_module(f"clipgpt_train.{argv[0]}").main(argv[1:])     # only the stage asked for
+    trainers[argv[0]].main(argv[1:])
 
 
 COMMANDS = {"index": _index, "caption": _caption, "explain": _explain, "serve": _serve, "app": _app,

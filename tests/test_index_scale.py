@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipgpt_core.errors import InputError
-from clipgpt_core.retrieval import local
-from clipgpt_core.retrieval.local import LocalIndex, build_faiss_index, exact_top_k
+from clipgpt_core.retrieval import faiss_index
+from clipgpt_core.retrieval.faiss_index import build_faiss_index, exact_top_k
+from clipgpt_core.retrieval.local import LocalIndex
 
 DIM = 32
 
@@ -25,7 +26,7 @@ def embeddings(tmp_path_factory):
     the tests build their indices beside it (OUT/<name>), as `clipgpt index --out OUT` does."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((200, DIM))
-    x = clustered(local.FLAT_MAX + 10_000, rng, centres)
+    x = clustered(faiss_index.FLAT_MAX + 10_000, rng, centres)
     d = tmp_path_factory.mktemp("out") / "embeddings"
     (d / "img_emb").mkdir(parents=True)
     (d / "metadata").mkdir()
@@ -44,12 +45,12 @@ def test_approximate_index_is_tuned_to_the_recall_target_and_read_mapped(embeddi
     emb_dir, x, queries = embeddings
     out = build_faiss_index(emb_dir, emb_dir.parent / f"index-{key}", index_key=key)
     infos = json.loads((out / "image.json").read_text())
-    assert infos["tuned_recall@10"] >= local.TARGET_RECALL and infos["query_ms"] > 0
+    assert infos["tuned_recall@10"] >= faiss_index.TARGET_RECALL and infos["query_ms"] > 0
     assert sorted(f.name for f in out.iterdir()) == ["image.index", "image.json", "metadata"]
     if key is None:
         tried = {c["index_key"]: c for c in infos["candidates"]}
-        assert set(tried) == {"HNSW32", local.ivf_flat_key(len(x))}
-        fastest = min((c for c in tried.values() if c["tuned_recall@10"] >= local.TARGET_RECALL),
+        assert set(tried) == {"HNSW32", faiss_index.ivf_flat_key(len(x))}
+        fastest = min((c for c in tried.values() if c["tuned_recall@10"] >= faiss_index.TARGET_RECALL),
                       key=lambda c: c["query_ms"])
         assert infos["index_key"] == fastest["index_key"] and infos["index_param"] == fastest["index_param"]
     else:

@@ -108,7 +108,7 @@ def embed_with_clip_retrieval(bundle, source: str, out: str | Path, distribution
                               write_batch_size: int = 10**6, spark_workers: int | None = None) -> Path:
     """Embed `source` (a folder, or webdataset shards with input_format="webdataset") with the bundle's
     CLIP through clip_retrieval.clip_inference into OUT/embeddings, which it returns (index it with
-    clipgpt_core.retrieval.local.build_faiss_index). write_batch_size images a partition: Spark runs one task a
+    clipgpt_core.retrieval.faiss_index.build_faiss_index). write_batch_size images a partition: Spark runs one task a
     partition."""
     out = Path(out).expanduser().resolve()
     if input_format == "files":
