@@ -77,6 +77,7 @@ def main(argv=None):
                         "render and the other endpoints become tools, their docstrings the tools' schemas")
     args = p.parse_args(argv)
     threads_per_call(args.torch_threads)
+    fewer_malloc_arenas()
     if args.mcp:
         check_mcp(p)
     files = server_files(args.host, args.share, args.allow_dir, args.allow_backend)
@@ -114,6 +115,19 @@ def launch(demo: gr.Blocks, **kwargs):
             return schema, files
         server.get_input_schema = get_input_schema
     return out
+
+
+def fewer_malloc_arenas(n: int = 2) -> None:
+    """At most n glibc malloc arenas (M_ARENA_MAX), unless MALLOC_ARENA_MAX says otherwise. glibc gives threads that
+    allocate at once arenas of their own, up to 8 a core, and memory freed into one stays there: a server's many
+    worker threads then grow the process under load (docs/results.md, Serving: memory). Before any thread starts."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)            # -8: M_ARENA_MAX in glibc's malloc.h
+    except (OSError, AttributeError):                        # not glibc (musl): nothing to do
+        pass
 
 
 def threads_per_call(n: int) -> None:
