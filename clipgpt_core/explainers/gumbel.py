@@ -81,7 +81,7 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         pearson = (sims @ target) / sims.norm(dim=1).clamp_min(1e-8)
         loss = -(fit_weight * pearson + prior_weight * logp).sum()
         opt.zero_grad()
-        loss.backward()
+        loss.backward(inputs=[theta])            # the offsets only: the bundle's prior and CLIP are shared, and frozen
         opt.step()
         with torch.no_grad():
             tok = y.argmax(-1)

@@ -47,7 +47,7 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
         pearson = (sims @ target) / sims.norm(dim=1).clamp_min(1e-8)                   # (R,)
         loss = -pearson.sum()
         opt.zero_grad()
-        loss.backward()
+        loss.backward(inputs=[v])                # the learned tokens only: the bundle's CLIP is shared, and frozen
         opt.step()
     v = v.detach()
     # read out: per position the 3 nearest tokens of the space (cosine), every combination
