@@ -57,9 +57,10 @@ def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memo
     _autofaiss_with_opq()
     # autofaiss wants the budget below what the machine has (its own default, 32G, is more than many have)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if cast_memory_to_bytes(max_index_memory) >= 0.9 * ram:
+    budget_bytes = cast_memory_to_bytes(max_index_memory)
+    if budget_bytes >= 0.9 * ram:
         raise InputError(f"The index memory budget {max_index_memory} is more than this machine has "
-                           f"({ram / 2**30:.0f} GiB); give a smaller --max-index-memory")
+                         f"({ram / 2**30:.0f} GiB); give a smaller --max-index-memory")
     if index_key is not None:
         import faiss
         from autofaiss.indices.index_factory import index_factory
@@ -78,13 +79,14 @@ def build_faiss_index(emb_dir: str | Path, index_dir: str | Path, max_index_memo
         parts = sorted((emb_dir / sub).glob("*.npy"))
         if not parts:
             continue
-        n, dim = sum(np.load(p, mmap_mode="r").shape[0] for p in parts), np.load(parts[0], mmap_mode="r").shape[1]
+        shapes = [np.load(p, mmap_mode="r").shape for p in parts]
+        n, dim = sum(r for r, _ in shapes), shapes[0][1]
         if n <= FLAT_MAX:
             keys = ["Flat"]
         elif index_key is not None:
             keys = [index_key]
         else:   # autofaiss's pick, and an IVF-Flat beside it where its vectors fit the budget: the faster one stays
-            keys = [None] + ([ivf_flat_key(n)] if 1.1 * n * dim * 4 <= cast_memory_to_bytes(max_index_memory) else [])
+            keys = [None] + ([ivf_flat_key(n)] if 1.1 * n * dim * 4 <= budget_bytes else [])
         budget = dict(max_index_memory_usage=max_index_memory, current_memory_available=f"{int(0.9 * ram) >> 20}M",
                       nb_cores=max(1, os.cpu_count() or 1), verbose=logging.WARNING)
         tried = []
