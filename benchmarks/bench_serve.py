@@ -14,7 +14,10 @@ with gradio_client as users call it:
      endpoint, the p95 over the single-client median, requests per second, failures (with their messages);
   3. a long job (the app only): one client renders 16 images over and over while another sends quick requests
      one at a time -> the quick requests' p50 / p95 beside their single-client medians.
-The server's resident memory (psutil, the process and its children) is read before the load and after each run.
+Queries are new each run, as users bring their own: 256 ShapesWorld images drawn by the independent renderer
+(benchmarks/alt_render.py) and 864 world phrases, so no cache sees a run's queries before it.
+The server's resident memory (psutil, the process and its children) is read before the load and after each run, and
+its CPU time over each run: CPU seconds a request, and the share of the two cores the server and the clients used.
 Whole-request latencies as a client sees them, gradio_client's `predict`, on the same 2 cores as the server.
 """
 from __future__ import annotations
@@ -34,20 +37,41 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ("sample", "search", "zero_shot", "caption")
-TEXTS = ["a red circle", "a large blue star on a black background", "a small yellow triangle in the top left",
-         "two green squares", "a white diamond above an orange circle", "a purple cross on a white background"]
+def query_text(i: int) -> str:
+    """The i-th search query: 864 distinct world phrases ("a small red circle in the top left"), phrased as users do."""
+    from clipgpt_core import world
+    sizes, colours = list(world.SIZES), list(world.COLOURS)
+    size, colour = sizes[i % 2], colours[(i // 2) % 8]
+    shape, position = world.SHAPES[(i // 16) % 6], world.POSITIONS[(i // 96) % 9]
+    return f"a {size} {colour} {shape} in the {position}"
+
+
+IMAGES = 256        # distinct query images: users bring their own, so no cache sees the same image twice in a run
+
+
+def query_images(n: int = IMAGES, seed: int = 0) -> list[Path]:
+    """n ShapesWorld scenes drawn by the independent renderer (benchmarks/alt_render.py), as PNG files, made once."""
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_images_{n}_{seed}"
+    files = [folder / f"{i:04d}.png" for i in range(n)]
+    if not all(f.is_file() for f in files):
+        from benchmarks.alt_render import redraw
+        from clipgpt_core import world
+        rng = random.Random(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, im in zip(files, redraw([world.sample_scene(rng) for _ in range(n)], seed)):
+            im.save(f)
+    return files
 
 
 def request(endpoint: str, i: int) -> tuple[tuple, dict]:
     """The i-th request to an endpoint -> (args, kwargs) for Client.predict."""
     from gradio_client import handle_file
 
-    from clipgpt_core.paths import EXAMPLES
-    image = handle_file(str(EXAMPLES / f"example_{i % 6}.png"))
+    image = handle_file(str(query_images()[i % IMAGES]))
     if endpoint == "sample":
         return (), {"n": 8, "seed": i}
     if endpoint == "search":
-        return (TEXTS[i % len(TEXTS)],), {"k": 12}
+        return (query_text(i),), {"k": 12}
     if endpoint == "zero_shot":
         return (image,), {}
     if endpoint == "caption":
@@ -84,6 +108,14 @@ def start(kind: str, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     proc.kill()
     raise SystemExit(f"the {kind} server did not answer in 300 s; see {log.name}")
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (default: this one, the clients) and its children so far (a live
+    child counts: psutil reads each process's own times)."""
+    import psutil
+    p = psutil.Process(pid)
+    return sum(t.user + t.system for t in (q.cpu_times() for q in [p, *p.children(recursive=True)]))
 
 
 def memory_mb(proc: subprocess.Popen) -> float:
@@ -166,7 +198,7 @@ def load(url: str, clients: int, requests: int, seed: int) -> dict:
         rng.shuffle(order)
         barrier.wait()
         for k, endpoint in enumerate(order):
-            s, err = timed(pool[c], endpoint, c * requests + k)
+            s, err = timed(pool[c], endpoint, (seed * clients + c) * requests + k)   # new queries each run
             with lock:
                 (failures.append(f"{endpoint}: {err}") if err else lat[endpoint].append(s))
 
@@ -220,11 +252,19 @@ def measure(kind: str, args, root: Path = ROOT) -> dict:
         report = {"single_client_median": {e: round(s, 3) for e, s in single.items()},
                   "memory_mb_before": memory_mb(proc), "runs": []}
         for r in range(args.runs):
+            server, clients = cpu_seconds(proc.pid), cpu_seconds()
             res = load(url, args.clients, args.requests, seed=r)
             n = sum(len(x) for x in res["latencies"].values())
+            server = cpu_seconds(proc.pid) - server
+            clients = cpu_seconds() - clients - server              # the server is this process's child
             report["runs"].append({"endpoints": summary(res["latencies"], single),
                                    "requests_per_second": round(n / res["seconds"], 2), "failures": res["failures"],
-                                   "memory_mb_after": memory_mb(proc)})
+                                   "memory_mb_after": memory_mb(proc),
+                                   # where the two cores went: the server's CPU a request, and the share of the
+                                   # run's 2-core capacity the server and the clients (this process) used
+                                   "server_cpu_s_per_request": round(server / max(n, 1), 3),
+                                   "cpu_share": {"server": round(server / (2 * res["seconds"]), 2),
+                                                 "clients": round(clients / (2 * res["seconds"]), 2)}})
             print(kind, f"run {r + 1}:", json.dumps(report["runs"][-1]), flush=True)
         if kind != "floor" and not args.no_long_job:
             res = with_long_job(url, args.single)

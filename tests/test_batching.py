@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import launched_app
 
 from clipgpt_core.batching import Batcher, yield_to_quick
@@ -86,6 +87,38 @@ def test_the_prior_and_clip_give_the_same_results_with_company(bundle):
     images = [np.full((64, 64, 3), c, np.uint8) for c in (0, 128, 255, 60)]
     got = together(lambda im: clip.encode_images([im]), images)
     assert all(np.allclose(g, clip.encode_images([im]), atol=1e-5) for g, im in zip(got, images))
+
+
+def test_captions_with_company_are_the_captions_alone(bundle):
+    """Users' images share beam search passes; each gets the candidates it would alone (scores to float rounding)."""
+    from clipgpt_core.world import render, sample_scene
+    import random
+    rng = random.Random(3)
+    images = [render(sample_scene(rng), rng) for _ in range(6)]
+    captioner = bundle.captioner
+    alone = [captioner.candidates([im], num_beams=3)[0] for im in images]
+    beams = captioner._batcher_beams
+    calls, batches = beams.calls, beams.batches
+    got = together(lambda im: captioner.candidates([im], num_beams=3)[0], images)
+    assert beams.calls - calls == 6 and beams.batches - batches < 6                  # they met in the batcher
+    for g, a in zip(got, alone):
+        assert [r["caption"] for r in g] == [r["caption"] for r in a]
+        assert np.allclose([r["score"] for r in g], [r["score"] for r in a], atol=1e-5)
+
+
+def test_clip_text_cache_follows_the_weights(bundle):
+    """Texts seen lately come from the cache, equal to a fresh encode; changing the weights in place empties it."""
+    from clipgpt_core.models.clip import load_clip
+    clip = load_clip(bundle.path / bundle.manifest["components"]["clip"]["path"])
+    texts = ["a red star", "two green squares", "a red star"]
+    first = clip.encode_texts(texts)
+    assert np.array_equal(first[0], first[2]) and len(clip.text_cache._vectors) == 2
+    assert np.array_equal(clip.encode_texts(texts[:1])[0], first[0])                 # served from the cache
+    with torch.no_grad():
+        clip.model.token_embedding.weight.mul_(1.5)                                  # a training step, in place
+    changed = clip.encode_texts(texts[:1])
+    assert not np.allclose(changed[0], first[0], atol=1e-4)
+    assert np.allclose(changed, clip._encode_texts(texts[:1]), atol=1e-6)           # the new weights' embedding
 
 
 @pytest.fixture(scope="module")

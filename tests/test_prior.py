@@ -80,6 +80,25 @@ def test_log_prob_is_the_sum_of_token_log_probs(fresh):
     assert (prior.log_prob(texts) < 0).all()
 
 
+def test_target_log_probs_equal_the_full_log_softmax(fresh):
+    """Logits once per distinct context (shared beginnings, padding skipped) give what every position's full
+    log_softmax gives, with and without prefix embeddings (rows of one group share their contexts)."""
+    _, prior = fresh
+    texts = ["a red circle", "a red star in the top left", "a red star in the top right", "two blue stars", "a"]
+    tokens = prior.token_batch(texts)
+    gpt = prior.gpt
+    with torch.no_grad():
+        plain = gpt(tokens).float().log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0] * (tokens[:, 1:] != 0)
+        assert torch.allclose(gpt.target_log_probs(tokens), plain, atol=1e-5)
+        prefix = torch.randn(2, 3, prior.cfg.width).repeat_interleave(torch.tensor([3, 2]), dim=0)
+        full = gpt(tokens, prefix)[:, -tokens.shape[1]:-1].float().log_softmax(-1)
+        want = full.gather(-1, tokens[:, 1:, None])[..., 0] * (tokens[:, 1:] != 0)
+        assert torch.allclose(gpt.target_log_probs(tokens, prefix, groups=[0, 0, 0, 1, 1]), want, atol=1e-5)
+        assert torch.allclose(gpt.target_log_probs(tokens, prefix), want, atol=1e-5)     # every row its own group
+        # the training loss is their mean over real tokens
+        assert torch.isclose(gpt(tokens, loss=True), -plain.sum() / (tokens[:, 1:] != 0).sum(), atol=1e-5)
+
+
 def test_training_lowers_the_loss(tmp_path):
     held_out = world_captions(random.Random(123), 64)
     before = CaptionPrior.from_clip(load_bundle().clip).log_prob(held_out).mean()

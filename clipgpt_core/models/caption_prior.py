@@ -124,17 +124,48 @@ class CaptionGPT(nn.Module):
     def forward(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
                 loss: bool = False) -> torch.Tensor:
         """tokens (B, T) [, prefix (B, L, W)] -> next-token logits (B, L + T, V); or, with loss=True,
-        the mean cross-entropy of tokens[:, 1:] (0 = padding after end-of-text). The loss computes
-        logits only where there is a target: the 49408-way head is most of the cost."""
-        x = self.embed(tokens)
-        if prefix_embeds is not None:
-            x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
-        states = self.hidden(x)
-        if not loss:
-            return self.logits(states)
-        states, targets = states[:, -tokens.shape[1]:-1], tokens[:, 1:]       # (B, T-1, W), (B, T-1)
+        the mean cross-entropy of tokens[:, 1:] (0 = padding after end-of-text)."""
+        if loss:
+            return -self.target_log_probs(tokens, prefix_embeds).sum() / (tokens[:, 1:] != 0).sum()
+        return self.logits(self.hidden(self._inputs(tokens, prefix_embeds)))
+
+    def target_log_probs(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
+                         groups: list | None = None, chunk: int = 64) -> torch.Tensor:
+        """log p(tokens[:, 1:] | what precedes) -> (B, T-1), 0 where the target is padding (0).
+
+        The 49408-way head is most of the cost, so logits are made only where there is a target (not at the
+        padding of shorter rows), and once per distinct context: rows in the same group (the same prefix
+        embeddings; without them, all rows) that begin with the same tokens share the next-token distribution
+        there (a caption's one-word edits share everything before the edit). `chunk` contexts at a time: torch's
+        fused log_softmax on a small chunk was ~4x faster here than logsumexp, which makes full-size temporaries."""
+        states = self.hidden(self._inputs(tokens, prefix_embeds))[:, -tokens.shape[1]:-1]   # (B, T-1, W)
+        targets = tokens[:, 1:]
         keep = targets != 0
-        return F.cross_entropy(self.logits(states[keep]).float(), targets[keep])
+        if groups is None:
+            groups = [0] * len(tokens) if prefix_embeds is None else list(range(len(tokens)))
+        where, first = [], {}                   # per target: its context's index; context -> its first (row, pos)
+        for r, row in enumerate(tokens.tolist()):
+            for j in range(len(row) - 1):
+                if row[j + 1] != 0:
+                    where.append(first.setdefault((groups[r], tuple(row[:j + 1])), (len(first), r, j))[0])
+        rows, cols = zip(*[(r, j) for _, r, j in first.values()]) if first else ((), ())
+        unique = states[list(rows), list(cols)]                                              # (U, W)
+        picked = targets[keep]                                                              # (M,)
+        where = torch.tensor(where, dtype=torch.long, device=tokens.device)
+        parts = []
+        for i in range(0, len(unique), chunk):
+            z = self.logits(unique[i:i + chunk]).float().log_softmax(-1)                     # (u, V)
+            mine = (where >= i) & (where < i + chunk)
+            parts.append((mine.nonzero().squeeze(1), z[where[mine] - i, picked[mine]]))
+        flat = torch.zeros(len(picked), dtype=torch.float32, device=tokens.device)
+        for at, values in parts:
+            flat = flat.index_put((at,), values)
+        out = torch.zeros(targets.shape, dtype=torch.float32, device=tokens.device)
+        return out.masked_scatter(keep, flat)
+
+    def _inputs(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None) -> torch.Tensor:
+        x = self.embed(tokens)                                                               # (B, T, W)
+        return x if prefix_embeds is None else torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
 
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> torch.Tensor:
     if top_k:
@@ -151,19 +182,24 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float) -> tor
 Generators = torch.Generator | list[tuple[int, torch.Generator]] | None   # one, or one per run of rows
 
 
-def _sample(logits: torch.Tensor, generator: Generators) -> torch.Tensor:
+def _sample(logits: torch.Tensor, generator: Generators, rows: torch.Tensor | None = None,
+            total: int | None = None) -> torch.Tensor:
     """One token per row by inverting the CDF: (B, V) logits -> (B,). torch.multinomial draws an
     exponential per vocabulary entry (49408 per row); this draws one uniform per row, and on a
-    CPU it was the larger part of a cached decoding step."""
+    CPU it was the larger part of a cached decoding step. rows: which of `total` rows these are (the rest
+    finished): every row still draws its uniform, so each row's draws are the same however many others run."""
     # softmax, not exp(logits - max): torch's plain exp takes a slow path on the many entries that
     # underflow (10x slower here); u is scaled by the last entry, so rounding never overshoots
     # float64 running sum: in float32 its rounding over 49408 entries (~1e-5) would decide some
     # draws, so cached and uncached decoding (logits equal to ~1e-7) could pick different tokens
     cdf = logits.softmax(-1).double().cumsum_(-1)                                 # (B, V)
+    total = cdf.shape[0] if total is None else total
     if isinstance(generator, list):      # rows of several callers, each drawing from its own seeded generator
         u = torch.cat([torch.rand(k, 1, generator=g, device=cdf.device, dtype=cdf.dtype) for k, g in generator])
     else:
-        u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+        u = torch.rand(total, 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    if rows is not None:
+        u = u[rows]
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1).squeeze(1)
 
 
@@ -175,8 +211,10 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
     generator: one for all rows, or [(k, generator), ...] for runs of k rows in order (callers batched together:
     each run draws what it would alone, one uniform per row per step).
 
-    temperature 0 = greedy. use_cache=False re-runs the whole sequence every step (the seed's
-    clip_gpt did this); it exists to be compared with, and must give the same tokens."""
+    A row that reaches end-of-text leaves the batch (its cache rows too): rows of a batch end at very different
+    lengths, and the 49408-way head is most of a step. temperature 0 = greedy. use_cache=False re-runs the whole
+    sequence every step (the seed's clip_gpt did this); it exists to be compared with, and must give the same
+    tokens."""
     cfg = gpt.cfg
     b = start.shape[0]
     used = start.shape[1] + (prefix_embeds.shape[1] if prefix_embeds is not None else 0)
@@ -187,22 +225,29 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
     if prefix_embeds is not None:
         x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
     cache = KVCache(cfg, b, x.device, x.dtype) if use_cache else None
-    out = start.new_zeros(b, 0)
-    done = torch.zeros(b, dtype=torch.bool, device=start.device)
+    out: list[list[int]] = [[] for _ in range(b)]
+    live = torch.arange(b, device=start.device)                                  # rows still decoding
     for _ in range(max_new):
-        logits = gpt.logits(gpt.hidden(x, cache)[:, -1]).float()                 # (B, V)
+        logits = gpt.logits(gpt.hidden(x, cache)[:, -1]).float()                 # (A, V), A = len(live)
         if temperature <= 0:
             nxt = logits.argmax(-1)
         else:
-            nxt = _sample(_filter_logits(logits / temperature, top_k, top_p), generator)
-        nxt = nxt.masked_fill(done, 0)
-        out = torch.cat([out, nxt[:, None]], dim=1)
-        done |= nxt == cfg.eot_token
-        if done.all():
+            nxt = _sample(_filter_logits(logits / temperature, top_k, top_p), generator, live, b)
+        for row, token in zip(live.tolist(), nxt.tolist()):
+            out[row].append(token)
+        going = nxt != cfg.eot_token
+        if not going.any():
             break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            live, nxt = live[keep], nxt[keep]
+            if cache is not None:
+                cache.reorder(keep)
+            else:
+                x = x[keep]
         step = gpt.embed(nxt[:, None])
         x = step if use_cache else torch.cat([x, step], dim=1)
-    return [until_eot(row, cfg.eot_token) for row in out.tolist()]
+    return [until_eot(row, cfg.eot_token) for row in out]
 
 
 def until_eot(ids: list[int], eot: int) -> list[int]:
@@ -292,8 +337,7 @@ class CaptionPrior:
         if not texts:
             return []
         tokens = self.token_batch(texts)
-        logp = self.gpt(tokens).float().log_softmax(-1)[:, :-1]                  # (N, T-1, V)
-        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)                 # (N, T-1)
+        picked = self.gpt.target_log_probs(tokens)                                 # (N, T-1)
         lengths = (tokens != 0).sum(1) - 1
         return [picked[i, :lengths[i]].cpu().numpy() for i in range(len(texts))]
 

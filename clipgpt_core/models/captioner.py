@@ -26,8 +26,10 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .component import load_component, save_component
+from ..batching import batched
 from ..errors import BundleError
 from .caption_prior import CaptionPrior, KVCache, until_eot, generate
+from .clip import SHARED_BATCH_MAX
 
 CONFIG_FILE = "mapper_config.json"
 WEIGHTS_FILE = "mapper.safetensors"
@@ -199,8 +201,7 @@ class Captioner:
             return self._fallback(embs, max(num_beams, num_samples, 1))
         prefix = self.prefix(embs)
         dec = self.decoder
-        per_image = [[(dec.decode(ids), s) for ids, s in beams]
-                     for beams in beam_search(dec, prefix, max(1, num_beams))]
+        per_image = [[(dec.decode(ids), s) for ids, s in beams] for beams in self._beams(prefix, max(1, num_beams))]
         if num_samples:
             gen = torch.Generator(device=dec.device)
             gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
@@ -208,13 +209,21 @@ class Captioner:
             start = torch.full((rep.shape[0], 1), dec.cfg.sot_token, device=rep.device)
             rows = generate(dec.gpt, start, rep, temperature=temperature, generator=gen)
             texts = [dec.decode(r) for r in rows]
-            logps = self._log_prob(rep, texts)
+            logps = self._log_prob(rep, texts, [i // num_samples for i in range(len(texts))])
             for i in range(len(embs)):
                 per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
                                          logps[i * num_samples:(i + 1) * num_samples]))
         if self.edits:
             self._add_edits(prefix, per_image)
         return [self._rank(e, cands) for e, cands in zip(embs, per_image)]
+
+    def _beams(self, prefix: torch.Tensor, num_beams: int) -> list[list[tuple[list[int], float]]]:
+        """beam_search for prefixes (N, L, W). Users' images with the same beam width share its passes (batching.py):
+        a step's cost is mostly reading the 49408-way head, about the same for 5 beams or 50. The rest of a caption
+        (edits, ranking) is compute, not reading, and runs in each caller's thread, side by side on the cores."""
+        if len(prefix) > SHARED_BATCH_MAX:
+            return beam_search(self.decoder, prefix, num_beams)
+        return batched(self, "beams", lambda ps, k: beam_search(self.decoder, torch.stack(ps), k))(list(prefix), num_beams)
 
     def one_word_edits(self, text: str) -> list[str]:
         """Every text that replaces one word of `text` by another of its group."""
@@ -234,8 +243,8 @@ class Captioner:
             new += [(i, e) for e in extra]
         if not new:
             return
-        rows = torch.tensor([i for i, _ in new], device=prefix.device)
-        logps = self._log_prob(prefix[rows], [e for _, e in new])
+        images = [i for i, _ in new]
+        logps = self._log_prob(prefix[torch.tensor(images, device=prefix.device)], [e for _, e in new], images)
         for (i, text), lp in zip(new, logps):
             per_image[i].append((text, lp))
 
@@ -258,14 +267,16 @@ class Captioner:
         return self._log_prob(self.prefix(self.clip.encode_images(images)).repeat_interleave(repeats, dim=0), texts)
 
     @torch.no_grad()
-    def _log_prob(self, prefix: torch.Tensor, texts: list[str], chunk: int = 128) -> list[float]:
+    def _log_prob(self, prefix: torch.Tensor, texts: list[str], images: list[int] | None = None,
+                  chunk: int = 128) -> list[float]:
+        """Mean log p per token of each text after its prefix; images: which image each prefix row is (rows of
+        one image share their contexts: target_log_probs)."""
         out = []
-        for i in range(0, len(texts), chunk):       # chunks: logits are (chunk, T, 49408) floats
+        for i in range(0, len(texts), chunk):
             tokens = self.decoder.token_batch(texts[i:i + chunk], reserve=prefix.shape[1])
-            logits = self.decoder.gpt(tokens, prefix[i:i + chunk])[:, -tokens.shape[1]:-1].float().log_softmax(-1)
-            picked = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-            mask = tokens[:, 1:] != 0
-            out += ((picked * mask).sum(1) / mask.sum(1)).tolist()
+            groups = None if images is None else images[i:i + chunk]
+            picked = self.decoder.gpt.target_log_probs(tokens, prefix[i:i + chunk], groups)  # (n, T-1)
+            out += (picked.sum(1) / (tokens[:, 1:] != 0).sum(1)).tolist()
         return out
 
     def _rank(self, image_embed: np.ndarray, cands: list[tuple[str, float]]) -> list[dict]:

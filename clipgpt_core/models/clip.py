@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,36 @@ SHARED_BATCH_MAX = 64                   # calls with more items than this run al
 MAX_TEXT_CHARS = 2000                   # longer input is cut; CLIP sees <= context_length tokens anyway
 
 
+class TextCache:
+    """Text -> its CLIP embedding, the most recent `size` texts: a shared app encodes the same texts again and again
+    (zero-shot's fixed prompts, the world's captions a captioner ranks, popular queries). Emptied when the model's
+    weights change in place (a training step, load_state_dict), read through each parameter's version counter."""
+
+    def __init__(self, size: int = 8192):
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._version = None
+
+    def get(self, texts: list[str], version) -> dict[str, np.ndarray]:
+        with self._lock:
+            if version != self._version:
+                self._vectors.clear()
+                self._version = version
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for t in found:
+                self._vectors.move_to_end(t)
+            return found
+
+    def put(self, vectors: dict[str, np.ndarray], version) -> None:
+        with self._lock:
+            if version != self._version:
+                return
+            self._vectors.update(vectors)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+
 class WeightsNotAvailable(ClipGPTError, RuntimeError):
     """Pretrained weights are not on this machine; the message says how to get them."""
 
@@ -48,6 +80,7 @@ class ClipEncoder:
     model_name: str
     pretrained: str | None = None
     batch_size: int = 256
+    text_cache: TextCache = field(default_factory=TextCache, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -107,9 +140,24 @@ class ClipEncoder:
         return cleaned
 
     def encode_texts(self, texts) -> np.ndarray:
-        """Texts -> (N, D), batched across threads as encode_images is."""
+        """Texts -> (N, D), batched across threads as encode_images is; texts seen lately come from text_cache."""
         texts = self.clean_texts(texts)
-        if len(texts) > SHARED_BATCH_MAX or not texts:
+        if not texts:
+            return self._encode_texts(texts)
+        if self.model.training:                 # dropout: nothing to cache
+            return self._encode_new(texts)
+        version = (id(self.model), sum(p._version for p in self.model.parameters()))
+        known = self.text_cache.get(texts, version)
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        if new:
+            fresh = dict(zip(new, self._encode_new(new)))
+            if len(fresh) <= self.text_cache.size // 4:     # a user's texts; not a folder's or an explainer's
+                self.text_cache.put({t: v.copy() for t, v in fresh.items()}, version)   # rows, not the batch
+            known.update(fresh)
+        return np.stack([known[t] for t in texts])
+
+    def _encode_new(self, texts: list[str]) -> np.ndarray:
+        if len(texts) > SHARED_BATCH_MAX:
             return self._encode_texts(texts)
         return np.stack(batched(self, "texts", lambda ts, _: self._encode_texts(ts))(texts))
 
