@@ -114,6 +114,8 @@ def test_clip_text_cache_follows_the_weights(bundle):
     first = clip.encode_texts(texts)
     assert np.array_equal(first[0], first[2]) and len(clip.text_cache._vectors) == 2
     assert np.array_equal(clip.encode_texts(texts[:1])[0], first[0])                 # served from the cache
+    import copy
+    assert len(copy.deepcopy(clip.text_cache)._vectors) == 0                         # a copy starts empty
     with torch.no_grad():
         clip.model.token_embedding.weight.mul_(1.5)                                  # a training step, in place
     changed = clip.encode_texts(texts[:1])

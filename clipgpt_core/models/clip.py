@@ -46,6 +46,9 @@ class TextCache:
         self._lock = threading.Lock()
         self._version = None
 
+    def __reduce__(self):               # a copy (deepcopy, pickle) starts empty: it holds a lock, and is a cache
+        return TextCache, (self.size,)
+
     def get(self, texts: list[str], version) -> dict[str, np.ndarray]:
         with self._lock:
             if version != self._version:
