@@ -113,6 +113,8 @@ def test_caption_tab(client, tmp_path):
     assert "ClipCap" in best and len(table["data"]) >= 3
     sims = [r[1] for r in table["data"]]
     assert sims == sorted(sims, reverse=True)
+    _, three = client.predict(handle_file(str(path)), 3, 2, 1.0, 0, 3, api_name="/caption")
+    assert three["data"] == table["data"][:3]                     # the best 3: the first 3 of the default 10
     with pytest.raises(Exception, match="Upload an image"):
         client.predict(None, 3, 0, 1.0, 0, api_name="/caption")
 

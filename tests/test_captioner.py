@@ -124,6 +124,36 @@ def test_edits_let_ranking_reach_a_pair_the_decoder_never_wrote(bundle):
     assert beams < edited and len(edited) > len(beams) + 5
 
 
+def test_the_best_few_candidates_are_the_first_of_all_without_scoring_every_edit(bundle):
+    """top=k gives the first k of all candidates (captions and scores), scoring only the edits that could be
+    among them; caption() (top=1) picks what ranking every candidate picks."""
+    cap = bundle.captioner
+    images = [world.example(i, n_objects=n).image for i, n in ((5, 1), (6, 2), (7, 3))]
+    scored = []
+    real = cap._log_prob
+
+    def counting(prefix, texts, *args):
+        scored.append(len(texts))
+        return real(prefix, texts, *args)
+    cap._log_prob = counting
+    try:
+        for im in images:
+            scored.clear()
+            full = cap.candidates([im], num_beams=5)[0]
+            every = sum(scored)
+            for k in (1, 5):
+                scored.clear()
+                best = cap.candidates([im], num_beams=5, top=k)[0]
+                assert [r["caption"] for r in best] == [r["caption"] for r in full[:k]]
+                assert np.allclose([r["score"] for r in best], [r["score"] for r in full[:k]], atol=1e-5)
+                assert sum(scored) < every
+    finally:
+        del cap._log_prob
+    assert cap.caption(images) == [cap.candidates([im], num_beams=5)[0][0]["caption"] for im in images]
+    with pytest.raises(ValueError, match="top"):
+        cap.candidates(images[:1], top=0)
+
+
 def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
     images, captions, _, _ = world_pairs(random.Random(11), 64)
     img = bundle.clip.encode_images(images)

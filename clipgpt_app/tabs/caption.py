@@ -13,7 +13,7 @@ def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab. The bundle's captioner is read at each event,
     so a bundle still loading (bundle.LoadingBundle) is waited for then, not here."""
 
-    def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0):
+    def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0, top=10):
         """Caption an image: CLIP embeds it, a GPT decodes captions from the embedding, and the candidates
         are ranked by CLIP similarity plus the caption's log-probability.
 
@@ -23,6 +23,7 @@ def build(bundle) -> None:
             num_samples: extra sampled candidates, 0 to 32.
             temperature: sampling temperature for the extra candidates, 0.1 to 2.
             seed: random seed for the sampled candidates.
+            top: how many candidates to return, best first, 1 to 100 (the best `top` of all of them).
 
         Returns:
             The best caption (Markdown) and a table of candidates: caption, score, CLIP similarity,
@@ -33,7 +34,8 @@ def build(bundle) -> None:
         try:
             captioner = bundle.captioner        # a bundle still loading is waited for
             ranked = captioner.candidates([load_image(image)], num_beams=int(num_beams), num_samples=int(num_samples),
-                                          temperature=float(temperature), seed=int(seed or 0))[0]
+                                          temperature=float(temperature), seed=int(seed or 0),
+                                          top=max(1, min(100, int(top or 10))))[0]
         except ClipGPTError as e:       # bad uploads (BadImageError) and the like; anything else is a bug
             raise gr.Error(str(e)) from e
         best = ranked[0]   # candidates come ranked by score, as caption() chooses
@@ -49,13 +51,14 @@ def build(bundle) -> None:
             num_samples = gr.Slider(0, 32, value=0, step=1, label="Extra sampled candidates")
             temperature = gr.Slider(0.1, 2, value=1.0, step=0.05, label="Sampling temperature")
             seed = gr.Number(value=0, precision=0, label="Seed")
+            top = gr.Slider(1, 100, value=10, step=1, label="Candidates shown")
             go = gr.Button("Caption", variant="primary")
         with gr.Column(scale=3):
             best = gr.Markdown(elem_id="caption-best")
             table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
-                                 label="Candidates, ranked by score (CLIP similarity + weight × log p per token)",
+                                 label="Best candidates, ranked by score (CLIP similarity + weight × log p per token)",
                                  wrap=True, elem_id="caption-table")
-    inputs = [image, num_beams, num_samples, temperature, seed]
+    inputs = [image, num_beams, num_samples, temperature, seed, top]
     go.click(caption, inputs, [best, table], api_name="caption")
     examples = sorted(EXAMPLES.glob("*.png"))
     if examples:   # cached on first click (not at launch, which they would slow): a click then shows at once

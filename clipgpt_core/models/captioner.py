@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .component import load_component, save_component
 from ..batching import batched
-from ..errors import BundleError
+from ..errors import BundleError, InputError
 from .caption_prior import CaptionPrior, KVCache, until_eot, generate
 from .clip import SHARED_BATCH_MAX
 
@@ -179,26 +179,31 @@ class Captioner:
             return self.mapper(torch.from_numpy(image_embeds).to(self.decoder.device))
 
     def candidates(self, images, num_beams: int = 3, num_samples: int = 0, temperature: float = 1.0,
-                   seed: int | None = 0) -> list[list[dict]]:
+                   seed: int | None = 0, top: int | None = None) -> list[list[dict]]:
         """Per image: candidate captions with their log-probability under the captioner (or the
         prior), their CLIP similarity to the image and the ranking score, best score first.
 
         Beam search gives num_beams candidates; num_samples > 0 adds sampled ones; with edit
-        groups every candidate also brings its one-word edits."""
+        groups every candidate also brings its one-word edits. top: only the best `top` candidates (None: all);
+        the same as the first `top` of all, but an edit is scored by the captioner only when it could be among
+        them (its CLIP similarity, which its score cannot exceed, beats the top-th best score so far)."""
         images = list(images)
         if not images:
             return []
         embs = self.clip.encode_images(images)          # once: for the prefix and for ranking
-        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed)
+        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed, top)
 
     def candidates_from_embeddings(self, embs: np.ndarray, num_beams: int = 3, num_samples: int = 0,
-                                   temperature: float = 1.0, seed: int | None = 0) -> list[list[dict]]:
+                                   temperature: float = 1.0, seed: int | None = 0,
+                                   top: int | None = None) -> list[list[dict]]:
         """candidates() for CLIP image embeddings (N, D), L2-normalised: what a CLIP image vector says,
         however it was made (an image, the caption->CLIP prior)."""
         if not len(embs):
             return []
+        if top is not None and top < 1:
+            raise InputError(f"top must be 1 or more (or None: every candidate), got {top}")
         if self.mapper is None:
-            return self._fallback(embs, max(num_beams, num_samples, 1))
+            return [ranked[:top] for ranked in self._fallback(embs, max(num_beams, num_samples, 1))]
         prefix = self.prefix(embs)
         dec = self.decoder
         per_image = [[(dec.decode(ids), s) for ids, s in beams] for beams in self._beams(prefix, max(1, num_beams))]
@@ -213,8 +218,16 @@ class Captioner:
             for i in range(len(embs)):
                 per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
                                          logps[i * num_samples:(i + 1) * num_samples]))
-        if self.edits:
-            self._add_edits(prefix, per_image)
+        edits = [self._edit_texts(cands) for cands in per_image]
+        if top is not None:
+            return [self._rank_top(prefix[i:i + 1], e, cands, edits[i], top)
+                    for i, (e, cands) in enumerate(zip(embs, per_image))]
+        new = [(i, t) for i, texts in enumerate(edits) for t in texts]
+        if new:                                             # every edit scored, all images' in one pass
+            images = [i for i, _ in new]
+            logps = self._log_prob(prefix[torch.tensor(images, device=prefix.device)], [t for _, t in new], images)
+            for (i, text), lp in zip(new, logps):
+                per_image[i].append((text, lp))
         return [self._rank(e, cands) for e, cands in zip(embs, per_image)]
 
     def _beams(self, prefix: torch.Tensor, num_beams: int) -> list[list[tuple[list[int], float]]]:
@@ -232,31 +245,45 @@ class Captioner:
                   for i, w in enumerate(words) for alt in self.edits.get(w, []))
         return [_fix_articles(e) for e in edited]
 
-    def _add_edits(self, prefix: torch.Tensor, per_image: list[list[tuple[str, float]]]) -> None:
-        """Append the one-word edits of each image's `edit_beams` likeliest candidates, scored by
-        the captioner."""
-        new = []
-        for i, cands in enumerate(per_image):
-            have = {t for t, _ in cands}
-            top = sorted(cands, key=lambda c: -c[1])[:self.edit_beams]
-            extra = list(dict.fromkeys(e for t, _ in top for e in self.one_word_edits(t) if e not in have))
-            new += [(i, e) for e in extra]
-        if not new:
-            return
-        images = [i for i, _ in new]
-        logps = self._log_prob(prefix[torch.tensor(images, device=prefix.device)], [e for _, e in new], images)
-        for (i, text), lp in zip(new, logps):
-            per_image[i].append((text, lp))
+    def _edit_texts(self, cands: list[tuple[str, float]]) -> list[str]:
+        """The one-word edits of the `edit_beams` likeliest candidates that are not candidates already."""
+        if not self.edits:
+            return []
+        have = {t for t, _ in cands}
+        likeliest = sorted(cands, key=lambda c: -c[1])[:self.edit_beams]
+        return list(dict.fromkeys(e for t, _ in likeliest for e in self.one_word_edits(t) if e not in have))
+
+    def _rank_top(self, prefix: torch.Tensor, image_embed: np.ndarray, cands: list[tuple[str, float]],
+                  edits: list[str], top: int, chunk: int = 16) -> list[dict]:
+        """The best `top` of cands and edits. score = similarity + prior_weight x log p per token and log p <= 0,
+        so an edit whose similarity is below the top-th best score so far cannot enter: edits are scored by the
+        captioner in order of similarity until the next one could not."""
+        rows = self._rank(image_embed, cands)
+        edits = [t for t in edits if t.strip()]
+        sims = self.clip.encode_texts(edits) @ image_embed if edits else np.zeros(0)
+        order = [int(j) for j in np.argsort(-sims, kind="stable")]
+        while order:
+            scores = sorted((r["score"] for r in rows), reverse=True)
+            bar = scores[top - 1] if len(scores) >= top and self.prior_weight >= 0 else -np.inf
+            pick = [j for j in order[:chunk] if sims[j] > bar]
+            if not pick:
+                break
+            order = order[chunk:]
+            logps = self._log_prob(prefix.expand(len(pick), -1, -1), [edits[j] for j in pick], [0] * len(pick))
+            rows += [self._row(edits[j], lp, sims[j]) for j, lp in zip(pick, logps)]
+        return sorted(rows, key=lambda r: -r["score"])[:top]
 
     def caption(self, images, num_beams: int = 5, num_samples: int = 0, rerank: bool = True,
                 temperature: float = 1.0, seed: int | None = 0) -> list[str]:
         """One caption per image: the best-scored candidate (rerank=True, the default: CLIP
         similarity plus `prior_weight` x log p per token), or the likeliest beam (rerank=False)."""
-        return self._best(self.candidates(images, num_beams, num_samples, temperature, seed), rerank)
+        return self._best(self.candidates(images, num_beams, num_samples, temperature, seed, 1 if rerank else None),
+                          rerank)
 
     def caption_embeddings(self, embs: np.ndarray, num_beams: int = 5, rerank: bool = True) -> list[str]:
         """caption() for CLIP image embeddings (N, D): the caption each vector reads as."""
-        return self._best(self.candidates_from_embeddings(np.asarray(embs, np.float32), num_beams), rerank)
+        return self._best(self.candidates_from_embeddings(np.asarray(embs, np.float32), num_beams,
+                                                          top=1 if rerank else None), rerank)
 
     def _best(self, ranked: list[list[dict]], rerank: bool) -> list[str]:
         key = "score" if rerank or self.mapper is None else "log_prob"
