@@ -88,9 +88,8 @@ def caption_folder(captioner, folder: str | Path, out: str | Path, batch_size: i
                     kept.append(p)
                 except BadImageError as e:
                     run.skipped.append(f"{p}: {e}")
-            # candidates() scores every caption by CLIP similarity already: the best one's is the record's
-            for p, cands in zip(kept, captioner.candidates(images, num_beams=num_beams, top=1) if images else []):
-                best = max(cands, key=lambda c: c["score"])
+            # the best candidate (top=1) carries its CLIP similarity already: the record's
+            for p, (best,) in zip(kept, captioner.candidates(images, num_beams=num_beams, top=1) if images else []):
                 record = {"path": p, "caption": best["caption"], "similarity": round(float(best["clip_similarity"]), 4)}
                 if writer:
                     writer.writerow(record)
