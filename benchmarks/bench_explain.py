@@ -140,6 +140,7 @@ def main(argv=None):
         # fitted on the same labels explain() got (all N explained images)
         fresh_emb, f_fresh = probe_emb[:args.fresh], f_probe[:args.fresh]
         probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
+        probe["fresh_answer_alone"] = answer_alone(bundle, emb, f, answer, fresh_emb, f_fresh)
         for m in methods:
             t = time.time()
             options = {"relations": True} if m == "partial" and answer and "relation" in answer else {}
@@ -154,6 +155,7 @@ def main(argv=None):
                    "recovered": None if answer is None else recovered(best, answer), "spearman": best.spearman,
                    "spearman_h": best.spearman_h, "r2": best.r2,
                    "minimal": None if answer is None else minimal(best.text, answer),
+                   "minimal_headline": None if answer is None else minimal(headline(best), answer),
                    "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
                    "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
                    "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
@@ -266,6 +268,30 @@ def recovered(best, answer: dict) -> bool:
     return states_answer(best.text, answer)
 
 
+def headline(best) -> str:
+    """What an explanation claims first: a weighted sum's headline term (the rest are amounts), else its text."""
+    return best.terms[0]["text"] if best.extra.get("kind") == "weighted sum" else best.text
+
+
+def answer_alone(bundle, emb, f, answer, fresh_emb, f_fresh) -> float | None:
+    """Fresh rho of the answer stated alone (partial's claim of exactly the answer, its better reading, h fitted
+    on the fit half): what a minimal explanation reaches, beside what the chosen one reaches. None: no answer, or
+    one partial has no claim for (a relation)."""
+    from clipgpt_core.explainers.partial import claim_bank
+    from clipgpt_core.explainers.problem import explainer_for
+    from clipgpt_core.explainers.stats import spearman_columns
+    claim = answer and {k: v[0] if isinstance(v, (tuple, list)) else v for k, v in answer.items()}
+    ex = explainer_for(bundle)
+    bank = claim_bank(ex)
+    if not claim or claim not in bank.claims:
+        return None
+    p = ex.problem(emb, f, 0, "auto")
+    v = bank.vectors(p)[bank.claims.index(claim)]                                 # (readings, D)
+    rho = spearman_columns(p.rf_fit, p.emb[p.fit] @ v.T)
+    e = ex.evaluate(p, claim_text(claim), None, "partial", 0.0, 0.0, vector=v[int(np.argmax(rho))])
+    return spearman_ties(f_fresh, e.predict(fresh_emb))
+
+
 def minimal(text: str, answer: dict) -> bool:
     """The explanation states the answer and no attribute the function does not depend on."""
     return states_answer(text, answer) and set(stated_values(text)) <= set(answer)
@@ -300,6 +326,8 @@ def summarise(rows):
                            else None),
             "spearman_h": float(np.mean([r["spearman_h"] for r in rs])),
             "minimal": _mean(r["minimal"] for r in rs),
+            "minimal_headline": _mean(r["minimal_headline"] for r in rs),
+            "fresh_answer_alone": _mean(r["fresh_answer_alone"] for r in rs),
             "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),
             "fresh_probe_spearman": float(np.mean([r["fresh_probe_spearman"] for r in rs])),
             "fresh_over_probe": float(np.mean([r["fresh_spearman_h"] for r in rs])

@@ -38,8 +38,8 @@ class Config:
     compose_margin: float = 0.06      # a composition must beat the best single claim (and every composition
                                       # without one of its terms) by this much fit-half objective
     sum_terms: int = 8                # a weighted sum holds at most this many claims (0: no weighted sums)
-    sum_penalty: float = 0.01         # fit-half rho each of its attributes beyond the first must add
-    sum_pool: int = 60                # ... chosen among the best this many claims by |rho|
+    sum_penalty: float = 0.005        # fit-half rho each of its attributes beyond the first must add
+    sum_margin: float = 0.03          # ... and the sum must beat the best claim or composition by this much
     relations: bool = False           # also claim relations ("a red object left of a blue object"); off by
                                       # default: this CLIP's image vectors barely hold them (docs/results.md,
                                       # Explain), and their two-shape captions otherwise fit one-shape units
@@ -57,6 +57,7 @@ def all_claims(relations: bool = True) -> list[dict]:
             out += [{a: c, b: g} for c in values[a] for g in values[b] if c != g]   # never the same colour
         else:
             out += [{a: x, b: y} for x in values[a] for y in values[b]]
+    out += [{"count": n} for n in (1, 2, 3, 4)]          # how many objects, whatever they are
     for n in (2, 3, 4):
         for s in world.SHAPES:
             out.append({"count": n, "shape": s})
@@ -88,6 +89,8 @@ def claim_text(c: dict) -> str:
         if a in world.COLOURS:
             return f"{world.article(a)} {a} object {rel} {world.article(b)} {b} object"
         return f"{world.article(a)} {a} {rel} {world.article(b)} {b}"
+    if set(c) == {"count"}:
+        return f"{world.COUNT_WORDS[c['count']]} object" + "s" * (c["count"] > 1)
     words = [w for w in (world.COUNT_WORDS.get(c.get("count")), c.get("size"), c.get("colour")) if w]
     if "shape" in c:
         words.append(world.PLURALS[c["shape"]] if c.get("count") else c["shape"])
@@ -112,11 +115,24 @@ def claim_captions(c: dict, counted: bool = False) -> list[str]:
     "one red object")."""
     if "relation" in c:
         return _relation_captions(c)
+    if set(c) == {"count"}:
+        return _count_captions(c["count"])
     shapes = [c["shape"]] if "shape" in c else world.SHAPES
     counts = [c["count"]] if "count" in c else [None] + ([2, 3, 4] if counted and "position" not in c else [])
     return [world.caption_text(world.Description(
         (world.Phrase(s, colour=c.get("colour"), size=c.get("size"), position=c.get("position")),),
         count=n, background=c.get("background"))) for s in shapes for n in counts]
+
+
+def _count_captions(n: int) -> list[str]:
+    """n objects, whatever they are: n of one shape ("three stars") and n different shapes listed ("a circle,
+    a square and a star"), every shape in turn first."""
+    k = len(world.SHAPES)
+    caps = [world.caption_text(world.Description((world.Phrase(s),), count=None if n == 1 else n)) for s in world.SHAPES]
+    if n > 1:
+        caps += [world.caption_text(world.Description(tuple(world.Phrase(world.SHAPES[(i + j) % k]) for j in range(n))))
+                 for i in range(k)]
+    return caps
 
 
 def _relation_captions(c: dict) -> list[str]:
@@ -225,9 +241,11 @@ def run(ex: Explainer, p: Problem, s: Settings, cfg: Config):
             e.objective, e.terms = objective, terms
             out.append(e)
     if cfg.sum_terms >= 2:
-        pool = np.argsort(-strength, kind="stable")[:cfg.sum_pool]
+        # the headline: the best claim of one attribute of the objects or the background. Not a count: in scenes
+        # of one to four objects "four objects" follows every "number of <X> objects" and would head them all
+        head = next(i for i in order if bank.n_attributes[i] == 1 and "count" not in bank.claims[i])
         best_so_far = max(e.objective for e in out)
-        found = weighted_sum(p, [bank.texts[i] for i in pool], best[pool], bank.n_attributes[pool], best_so_far, cfg)
+        found = weighted_sum(p, bank.texts, best, bank.n_attributes, head, best_so_far, cfg)
         if found is not None:
             text, vector, objective, terms = found
             e = ex.evaluate(p, text, None, "partial", 0.0, 0.0, vector=vector)
