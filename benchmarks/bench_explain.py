@@ -275,15 +275,17 @@ def headline(best) -> str:
 
 def answer_alone(bundle, emb, f, answer, fresh_emb, f_fresh) -> float | None:
     """Fresh rho of the answer stated alone (partial's claim of exactly the answer, its better reading, h fitted
-    on the fit half): what a minimal explanation reaches, beside what the chosen one reaches. None: no answer, or
-    one partial has no claim for (a relation)."""
+    on the fit half): what a minimal explanation reaches, beside what the chosen one reaches. None: no answer, one
+    of several accepted values ("in the top row": three positions), or one partial has no claim for (a relation)."""
     from clipgpt_core.explainers.partial import claim_bank
     from clipgpt_core.explainers.problem import explainer_for
     from clipgpt_core.explainers.stats import spearman_columns
-    claim = answer and {k: v[0] if isinstance(v, (tuple, list)) else v for k, v in answer.items()}
+    if not answer or any(isinstance(v, (tuple, list)) and len(v) > 1 for v in answer.values()):
+        return None
+    claim = {k: v[0] if isinstance(v, (tuple, list)) else v for k, v in answer.items()}
     ex = explainer_for(bundle)
     bank = claim_bank(ex)
-    if not claim or claim not in bank.claims:
+    if claim not in bank.claims:
         return None
     p = ex.problem(emb, f, 0, "auto")
     v = bank.vectors(p)[bank.claims.index(claim)]                                 # (readings, D)

@@ -49,7 +49,7 @@ class Explanation:
     def render_text(self) -> str:
         """What to draw for it: the text, or for a weighted sum (extra["kind"]) its headline, the claim it leads
         with. A renderer reads no weights: drawn together, every positive term makes one crowded scene the unit
-        never answers to as a whole (the render check, docs/results.md: 0.77 against 0.92 for the headline)."""
+        never answers to as a whole (the render check in docs/results.md, Explain v3, compares the two)."""
         if self.extra.get("kind") == "weighted sum" and self.terms:
             return self.terms[0]["text"]
         return self.text
