@@ -15,8 +15,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-import gradio as gr
-
 import clipgpt_app
 import clipgpt_core
 from clipgpt_core.errors import InputError
@@ -26,15 +24,19 @@ HUB_FILE_LIMIT = 10 * 1024 * 1024          # bytes; the Hub's limit for a file o
 LFS = "filter=lfs diff=lfs merge=lfs -text"
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.npy", "*.parquet", "*.index")
 NOT_ON_A_SPACE = ("pytest", "playwright", "pyspark")     # tests and distributed indexing: not the app's
-FRONT_MATTER = {"title": "CLIP GPT", "emoji": "🖼️", "colorFrom": "indigo", "colorTo": "pink", "sdk": "gradio",
-                "sdk_version": gr.__version__, "python_version": '"3.11"', "app_file": "app.py", "pinned": "false"}
 APP_PY = '"""The Space\'s entry point: the CLIP GPT app (clipgpt_app.main)."""\nfrom clipgpt_app.main import main\n\n' \
          'if __name__ == "__main__":\n    main()\n'
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "*.egg-info")
 
 
-def front_matter() -> str:
-    return "---\n" + "".join(f"{k}: {v}\n" for k, v in FRONT_MATTER.items()) + "---\n"
+def front_matter(readme: Path | None = None) -> str:
+    """The front matter of this checkout's README (title, sdk, sdk_version, app_file: what the Hub reads), the
+    one place it is written."""
+    readme = readme or ASSETS.parent / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if not text.startswith("---\n") or "\n---\n" not in text[3:]:
+        raise InputError(f"no front matter at the top of {readme}: write the Space from a checkout of the repository")
+    return text[:text.index("\n---\n", 3) + 5]
 
 
 def requirements(source: Path | None = None) -> str:

@@ -36,8 +36,10 @@ def test_the_space_folder_holds_the_app_and_sends_big_files_through_lfs(space):
         assert attr.strip().endswith("filter: lfs"), attr
     requirements = (space / "requirements.txt").read_text()
     assert "gradio[mcp]==" in requirements and "torch==" in requirements and "pytest" not in requirements
-    assert (ROOT / "README.md").read_text().startswith(front_matter())      # one front matter: the repository's
-    assert (space / "README.md").read_text().startswith(front_matter())
+    import gradio as gr
+    matter = front_matter()                                                 # the repository README's, copied
+    assert (space / "README.md").read_text().startswith(matter) and "app_file: app.py" in matter
+    assert f"sdk_version: {gr.__version__}\n" in matter                    # the Hub runs the Gradio we pin
     with pytest.raises(SystemExit):                                         # never over a folder with files in it
         clipgpt(["space", "--out", str(space)])
 
