@@ -14,7 +14,8 @@ CLIP_t was centred (explain()'s centre="auto" chooses per function), held-out R^
 of the top explanation and of the answer written as a caption, and seconds per explanation (images embedded beforehand; embedding 512 images takes ~2-4 s more).
 Also per row: whether the explanation is minimal (states the answer and no attribute the function does not
 depend on), and on --fresh other images of the same renderer, rho(f, predict()) beside a ridge probe fitted
-on the labels explain() got; the summary groups functions by attribute family. For the classifier's
+on the labels explain() got (for the classifier's logits, also on the independent renderer's fresh images: fitted
+on ours, read on its); the summary groups functions by attribute family. For the classifier's
 logits, which are functions of pixels, the render check (--render-check N): the AUC of the logit between
 N renders of the best explanation and renders of N random world captions.
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
@@ -141,6 +142,12 @@ def main(argv=None):
         fresh_emb, f_fresh = probe_emb[:args.fresh], f_probe[:args.fresh]
         probe["fresh_probe_spearman"] = fresh_probe(emb, f, fresh_emb, f_fresh)
         probe["fresh_answer_alone"] = answer_alone(bundle, emb, f, answer, fresh_emb, f_fresh)
+        # the classifier's logits on the independent renderer's fresh images: explanations fitted on ours, read there
+        other = None
+        if kind == "classifier" and "alt" in probe_sets:
+            other_images, _, other_emb = probe_sets["alt"]
+            other = (ClassifierTarget(clf, fname).score(other_images[:args.fresh]), other_emb[:args.fresh])
+            probe["other_renderer_probe_spearman"] = fresh_probe(emb, f, other[1], other[0])
         for m in methods:
             t = time.time()
             options = {"relations": True} if m == "partial" and answer and "relation" in answer else {}
@@ -158,6 +165,7 @@ def main(argv=None):
                    "minimal_headline": None if answer is None else minimal(headline(best), answer),
                    "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
                    "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
+                   "other_renderer_spearman_h": None if other is None else spearman_ties(other[0], best.predict(other[1])),
                    "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
                    "spearman_ceiling": best.extra["spearman_ceiling"], **probe,
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
@@ -330,6 +338,8 @@ def summarise(rows):
             "minimal": _mean(r["minimal"] for r in rs),
             "minimal_headline": _mean(r["minimal_headline"] for r in rs),
             "fresh_answer_alone": _mean(r["fresh_answer_alone"] for r in rs),
+            "other_renderer_spearman_h": _mean(r["other_renderer_spearman_h"] for r in rs),
+            "other_renderer_probe_spearman": _mean(r.get("other_renderer_probe_spearman") for r in rs),
             "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),
             "fresh_probe_spearman": float(np.mean([r["fresh_probe_spearman"] for r in rs])),
             "fresh_over_probe": float(np.mean([r["fresh_spearman_h"] for r in rs])
