@@ -75,13 +75,15 @@ def weighted_sum(p, texts: list[str], vectors: np.ndarray, n_attributes: np.ndar
         rho = float(rank_columns((z[:, trial] @ w)[:, None])[:, 0] @ p.rf_fit)
         return w, rho - cfg.sum_penalty * (n_attributes[trial].sum() - 1)
 
+    def overlapping(i: int) -> np.ndarray:        # (M,) the claims that restate claim i
+        return np.array([_overlaps(texts[i], t) for t in texts])
+
     chosen = [head]
     w, objective = fit(chosen)
+    blocked = overlapping(head)
     while len(chosen) < cfg.sum_terms:
         residual = target - z[:, chosen] @ w
-        score = np.abs(z.T @ residual)
-        for i in chosen:
-            score[[j for j in range(len(texts)) if _overlaps(texts[i], texts[j])]] = -np.inf
+        score = np.where(blocked, -np.inf, np.abs(z.T @ residual))
         j = int(np.argmax(score))
         if not np.isfinite(score[j]):
             break
@@ -89,6 +91,7 @@ def weighted_sum(p, texts: list[str], vectors: np.ndarray, n_attributes: np.ndar
         if obj <= objective:
             break
         chosen, w, objective = chosen + [j], w_trial, obj
+        blocked |= overlapping(j)
     if len(chosen) < 2 or objective <= best + cfg.sum_margin:
         return None
     share = w / np.abs(w).sum()

@@ -152,14 +152,14 @@ class CaptionGPT(nn.Module):
         unique = states[list(rows), list(cols)]                                              # (U, W)
         picked = targets[keep]                                                              # (M,)
         where = torch.tensor(where, dtype=torch.long, device=tokens.device)
-        parts = []
+        at, values = [torch.zeros(0, dtype=torch.long, device=tokens.device)], [torch.zeros(0, device=tokens.device)]
         for i in range(0, len(unique), chunk):
             z = self.logits(unique[i:i + chunk]).float().log_softmax(-1)                     # (u, V)
             mine = (where >= i) & (where < i + chunk)
-            parts.append((mine.nonzero().squeeze(1), z[where[mine] - i, picked[mine]]))
-        flat = torch.zeros(len(picked), dtype=torch.float32, device=tokens.device)
-        for at, values in parts:
-            flat = flat.index_put((at,), values)
+            at.append(mine.nonzero().squeeze(1))
+            values.append(z[where[mine] - i, picked[mine]])
+        flat = torch.zeros(len(picked), dtype=torch.float32, device=tokens.device).index_put((torch.cat(at),),
+                                                                                             torch.cat(values))
         out = torch.zeros(targets.shape, dtype=torch.float32, device=tokens.device)
         return out.masked_scatter(keep, flat)
 
