@@ -7,7 +7,8 @@ Reports, separately for seen colour-shape combinations and held-out ones:
   * binding: two-object image, true caption vs the caption with the two colours swapped;
   * presence in 3-object scenes: AUC of "is there a {shape}" read as the cosine to "a {shape}" minus
     the mean over the other shapes, and of each colour read the same way through the text embedding
-    averaged over "a {colour} {shape}" for all shapes;
+    averaged over "a {colour} {shape}" for all shapes, and of each position through "a {shape} in the
+    {position}" averaged over shapes (what Explain's "in the top left" reads);
   * counting: scenes of 1-4 objects that share one shape, candidates "one circle / two circles /
     three circles / four circles" (chance 0.25);
   * text->image recall@1/@5 of full single-object descriptions over N images (a hit is an image
@@ -85,7 +86,7 @@ def binding(clip, n: int, split: str, seed: int, renderer: str = "world") -> flo
 
 
 def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
-    """AUC per shape and per colour of zero-shot presence on n 3-object scenes."""
+    """AUC per shape, colour and position of zero-shot presence on n 3-object scenes."""
     from sklearn.metrics import roc_auc_score
     rng = random.Random(seed)
     scenes = [world.sample_scene(rng, n_objects=3, split=split) for _ in range(n)]
@@ -94,8 +95,12 @@ def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "
     colour_txt = clip.encode_texts([f"a {c} {s}" for c in world.COLOURS for s in world.SHAPES])
     colour_txt = colour_txt.reshape(len(world.COLOURS), len(world.SHAPES), -1).mean(1)
     colour_txt /= np.linalg.norm(colour_txt, axis=1, keepdims=True)
+    position_txt = clip.encode_texts([f"{world.article(s)} {s} in the {p}" for p in world.POSITIONS for s in world.SHAPES])
+    position_txt = position_txt.reshape(len(world.POSITIONS), len(world.SHAPES), -1).mean(1)
+    position_txt /= np.linalg.norm(position_txt, axis=1, keepdims=True)
     out = {}
-    for kind, values, txt in (("shape", world.SHAPES, shape_txt), ("colour", list(world.COLOURS), colour_txt)):
+    for kind, values, txt in (("shape", world.SHAPES, shape_txt), ("colour", list(world.COLOURS), colour_txt),
+                              ("position", world.POSITIONS, position_txt)):
         sims = embs @ txt.T
         score = sims - sims.mean(axis=1, keepdims=True)
         out[kind] = {}

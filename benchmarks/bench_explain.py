@@ -15,7 +15,8 @@ of the top explanation and of the answer written as a caption, and seconds per e
 Also per row: whether the explanation is minimal (states the answer and no attribute the function does not
 depend on), and on --fresh other images of the same renderer, rho(f, predict()) beside a ridge probe fitted
 on the labels explain() got (for the classifier's logits, also on the independent renderer's fresh images: fitted
-on ours, read on its); the summary groups functions by attribute family. For the classifier's
+on ours, read on its), and beside both the claims oracle: as many claims as the explanation has, read from ground
+truth instead of CLIP (claims_oracle); the summary groups functions by attribute family. For the classifier's
 logits, which are functions of pixels, the render check (--render-check N): the AUC of the logit between
 N renders of the best explanation and renders of N random world captions.
 Image sets: "alt" = benchmarks/alt_render.py (an independent renderer, written from WORLD.md) and
@@ -34,7 +35,7 @@ import torch
 
 from benchmarks import alt_render
 from clipgpt_core import load_bundle
-from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, claim_text, explain
+from clipgpt_core.explainers import DEFAULT_PRIOR_WEIGHT, METHODS, all_claims, claim_holds, claim_text, explain
 from clipgpt_core.explainers import render_check, spearman_ties
 from clipgpt_core.explainers.planted import PLANTED, world_sample
 from clipgpt_core.explainers.targets import ClassifierTarget
@@ -44,6 +45,7 @@ from clipgpt_core.world.captions import stated_values, states_answer
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"alt": alt_render.redraw, "ours": "ours"}   # image set -> world_sample's renderer
 SEEDS = {"alt": 1_000_000, "ours": 2_000_000}            # image set -> its first seed (no training run draws these)
+CLAIMS = all_claims(relations=True)                      # what claims_oracle reads perfectly
 
 
 def answer_caption(answer: dict) -> str:
@@ -106,7 +108,8 @@ def main(argv=None):
             print(f"{name}: {args.n} images embedded in {time.time() - t:.1f} s", flush=True)
             images, scenes = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[name])
             probe_sets[name] = (images, scenes, bundle.clip.encode_images(images))
-    # (kind, function name, set, scores, answer, single attribute, probe scores, embeddings, probe embeddings)
+    # (kind, function name, set, scores, answer, single attribute, probe scores, embeddings, probe embeddings,
+    #  scenes, probe scenes)
     jobs = []
     for s in [x for x in args.sets.split(",") if x]:     # --sets "": the classifier only
         fns = list(PLANTED.values()) if s == "alt" else list(PLANTED.values())[:args.ours_functions]
@@ -119,7 +122,7 @@ def main(argv=None):
                 pi, ps = world_sample(args.probe_train, seed=seed + 500_000, renderer=RENDERERS[s], draw=p.draw)
                 emb, pe = bundle.clip.encode_images(images), bundle.clip.encode_images(pi)
             jobs.append(("planted", p.name, s, p.score(scenes, images), p.answer, p.single_attribute,
-                         p.score(ps, pi), emb, pe))
+                         p.score(ps, pi), emb, pe, scenes, ps))
     clf = load_classifier() if args.classifier else None
     if clf is not None:
         images, _, _ = sets["ours"]
@@ -127,14 +130,14 @@ def main(argv=None):
             if not out.startswith("unit"):
                 t = ClassifierTarget(clf, out)
                 jobs.append(("classifier", out, "ours", t.score(images), t.answer, True, t.score(probe_sets["ours"][0]),
-                             sets["ours"][2], probe_sets["ours"][2]))
+                             sets["ours"][2], probe_sets["ours"][2], sets["ours"][1], probe_sets["ours"][1]))
     layer_timing = None
     if args.units:
         more, layer_timing = unit_jobs(bundle, clf, sets["ours"], probe_sets["ours"])
         jobs += more
     rows = []
     centre = {"auto": "auto", "yes": True, "no": False}[args.centre]
-    for kind, fname, s, f, answer, single, f_probe, emb, probe_emb in jobs:
+    for kind, fname, s, f, answer, single, f_probe, emb, probe_emb, scenes, probe_scenes in jobs:
         lp_answer = None if answer is None else float(bundle.prior.log_prob([answer_caption(answer)])[0])
         probe = linear_probe_spearman(probe_emb, f_probe, emb, f)
         # fresh images (the probe set's first --fresh): explanations predict there, beside a ridge probe
@@ -166,6 +169,8 @@ def main(argv=None):
                    "fresh_spearman_h": spearman_ties(f_fresh, best.predict(fresh_emb)),
                    "fresh_spearman": spearman_ties(f_fresh, best.clip_t(fresh_emb)),
                    "other_renderer_spearman_h": None if other is None else spearman_ties(other[0], best.predict(other[1])),
+                   "fresh_claims_oracle": claims_oracle(scenes, f, probe_scenes, f_fresh,
+                                                        len(best.terms or [best.text])),
                    "learned_spearman": best.learned_spearman,   # inversion: the learned tokens themselves
                    "spearman_ceiling": best.extra["spearman_ceiling"], **probe,
                    "centred": best.extra["centred"], "log_prior": best.log_prior,
@@ -179,7 +184,7 @@ def main(argv=None):
                 check = render_check(bundle, ClassifierTarget(clf, fname), best, n=args.render_check)
                 row["render_auc"] = check.auc
             rows.append(row)
-            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'·' if row['recovered'] is None else '✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
+            print(f"{kind:10s} {fname:22s} {s:4s} {m:9s} {'·' if row['recovered'] is None else '✓' if row['recovered'] else '✗'}{'m' if row['minimal'] else ' '} fresh={row['fresh_spearman_h']:5.2f}/{probe['fresh_probe_spearman']:4.2f}/{row['fresh_claims_oracle']:4.2f} rho={best.spearman:6.3f} rho_h={row['spearman_h']:5.2f} "
                   f"(ceil {row['spearman_ceiling']:.2f}) r2={best.r2:6.3f} lp={best.log_prior:6.1f} {sec:5.1f}s  "
                   f"{best.text}", flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +229,27 @@ def fresh_probe(emb, f, fresh_emb, f_fresh) -> float:
     return spearman_ties(f_fresh, RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(emb, f).predict(fresh_emb))
 
 
+_TRUTH: dict[int, tuple] = {}      # id(scene list) -> (the list, kept so that its id is not reused; claim truth)
+
+
+def claims_oracle(scenes, f, fresh_scenes, f_fresh, k: int) -> float:
+    """rho on fresh images of the best sum of k claims read without error: orthogonal matching pursuit over every
+    claim's ground truth (claim_holds, each column standardised), fitted on the labels explain() got. What an
+    explanation of k claims would reach if CLIP read each claim perfectly: the gap below it is CLIP's reading of
+    the claims, the gap between it and the probe what no k claims state."""
+    from sklearn.linear_model import OrthogonalMatchingPursuit
+
+    def truth(xs):
+        if id(xs) not in _TRUTH:
+            _TRUTH[id(xs)] = (xs, np.array([[claim_holds(c, x) for c in CLAIMS] for x in xs], np.float64))
+        return _TRUTH[id(xs)][1]
+    t, t_fresh = truth(scenes), truth(fresh_scenes)[:len(f_fresh)]   # fresh: the first len(f_fresh) scenes
+    keep = t.std(0) > 0
+    mu, sd = t[:, keep].mean(0), t[:, keep].std(0)
+    omp = OrthogonalMatchingPursuit(n_nonzero_coefs=min(k, int(keep.sum()))).fit((t[:, keep] - mu) / sd, f)
+    return spearman_ties(f_fresh, omp.predict((t_fresh[:, keep] - mu) / sd))
+
+
 def unit_jobs(bundle, clf, explained, probe) -> tuple[list, dict]:
     """Jobs for the classifier's hidden units and for a second CNN's logits and hidden units (trained here,
     benchmarks/cells_cnn.py), each on the 'ours' images with the probe set's images as references; and the
@@ -238,14 +264,14 @@ def unit_jobs(bundle, clf, explained, probe) -> tuple[list, dict]:
           f"{cells_cnn.accuracy(cells, p_images[:512], p_scenes[:512])}", flush=True)
     jobs = []
     logits, p_logits = cells_cnn.outputs(cells, images), cells_cnn.outputs(cells, p_images)
-    jobs += [("cells CNN", name, "ours", f, cells_cnn.answer(name), True, p_logits[name], emb, p_emb)
+    jobs += [("cells CNN", name, "ours", f, cells_cnn.answer(name), True, p_logits[name], emb, p_emb, scenes, p_scenes)
              for name, f in logits.items()]
     for kind, model in (("classifier units", clf), ("cells CNN units", cells)):
         acts = layer_activations(model, "penultimate", images)
         p_acts = layer_activations(model, "penultimate", p_images)
         alive = [u for u in range(acts.shape[1]) if np.ptp(acts[:, u]) > 1e-6 and np.ptp(p_acts[:, u]) > 1e-6]
         jobs += [(kind, f"unit {u}", "ours", acts[:, u].astype(np.float64), None, True,
-                  p_acts[:, u].astype(np.float64), emb, p_emb) for u in alive]
+                  p_acts[:, u].astype(np.float64), emb, p_emb, scenes, p_scenes) for u in alive]
     t = time.time()
     table = explain_units(bundle, cells, "penultimate", images)
     timing = {"layer": "cells CNN penultimate", "units": len(table.rows), "images": len(images),
@@ -342,6 +368,7 @@ def summarise(rows):
             "other_renderer_probe_spearman": _mean(r.get("other_renderer_probe_spearman") for r in rs),
             "fresh_spearman_h": float(np.mean([r["fresh_spearman_h"] for r in rs])),
             "fresh_probe_spearman": float(np.mean([r["fresh_probe_spearman"] for r in rs])),
+            "fresh_claims_oracle": _mean(r.get("fresh_claims_oracle") for r in rs),
             "fresh_over_probe": float(np.mean([r["fresh_spearman_h"] for r in rs])
                                       / max(1e-6, np.mean([r["fresh_probe_spearman"] for r in rs]))),
             "learned_spearman": (float(np.mean([r["learned_spearman"] for r in rs]))
@@ -366,11 +393,11 @@ def _mean(values) -> float:
 
 
 def print_table(summary):
-    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'minim':>6s} {'fresh':>6s} {'f.probe':>7s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
+    print(f"\n{'functions | images | method':58s} {'n':>3s} {'recov':>6s} {'minim':>6s} {'fresh':>6s} {'f.probe':>7s} {'oracle':>6s} {'rho':>6s} {'rho_h':>6s} {'rho/ceil':>8s} "
           f"{'probe':>6s} {'probe_h':>7s} {'fit_h':>6s} {'ceil':>5s} {'R2':>6s} {'log p':>6s} {'log p ans':>9s} {'s/expl':>6s} {'centred':>7s}")
     for k, v in summary.items():
         print(f"{k:58s} {v['n']:3d} {v['recovery']:6.2f} {v['minimal']:6.2f} {v['fresh_spearman_h']:6.3f} "
-              f"{v['fresh_probe_spearman']:7.3f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
+              f"{v['fresh_probe_spearman']:7.3f} {v['fresh_claims_oracle']:6.3f} {v['spearman']:6.3f} {v['spearman_h']:6.3f} "
               f"{v['spearman_over_ceiling']:8.3f} {v['probe_spearman']:6.3f} {v['probe_spearman_h']:7.3f} {v['probe_fit_spearman_h']:6.3f} {v['spearman_ceiling']:5.2f} {v['r2']:6.3f} "
               f"{v['log_prior']:6.1f} {v['log_prior_answer']:9.1f} {v['seconds']:6.1f} {v['centred_share']:7.2f}")
 

@@ -290,3 +290,22 @@ def test_how_many_objects_is_a_claim(bundle, sample, fresh):
     assert any(t.endswith("objects") for t in said), best.text
     _, fresh_scenes, fresh_emb = fresh
     assert spearman_ties(np.array([len(s.objects) for s in fresh_scenes], float), best.predict(fresh_emb)) > 0.8
+
+
+def test_a_claim_holds_of_a_scene_by_ground_truth():
+    """claim_holds (the benchmark's perfect reader of claims) follows the world's meaning of each claim."""
+    from clipgpt_core import world
+    from clipgpt_core.explainers import claim_holds
+    star = world.Obj("red", "star", "large", 10, 10, 20, 0)          # top left
+    circle = world.Obj("blue", "circle", "small", 32, 32, 10, 0)     # center
+    scene = world.Scene("gray", (star, circle))
+    holds = [{"colour": "red"}, {"colour": "red", "shape": "star"}, {"shape": "star", "position": "top left"},
+             {"size": "small", "position": "center"}, {"background": "gray"}, {"colour": "blue", "background": "gray"},
+             {"count": 2}, {"relation": "red left of blue"}, {"relation": "star above circle"}]
+    fails = [{"colour": "green"}, {"colour": "red", "shape": "circle"}, {"shape": "star", "position": "center"},
+             {"size": "large", "colour": "blue"}, {"background": "black"}, {"colour": "red", "background": "white"},
+             {"count": 1}, {"count": 2, "shape": "star"}, {"relation": "blue left of red"}, {"relation": "circle above star"}]
+    assert [claim_holds(c, scene) for c in holds] == [True] * len(holds)
+    assert [claim_holds(c, scene) for c in fails] == [False] * len(fails)
+    two_stars = world.Scene("black", (star, world.Obj("yellow", "star", "small", 50, 50, 10, 0)))
+    assert claim_holds({"count": 2, "shape": "star"}, two_stars) and not claim_holds({"count": 3, "shape": "star"}, two_stars)

@@ -33,7 +33,7 @@ _WHERE = {
     "ExplainError": "errors", "Explanation": "explanation",
     "LayerTable": "layer", "explain_layer": "layer", "layer_activations": "layer",
     "explain_units": "units", "load_vision_model": "units",
-    "all_claims": "partial", "claim_bank": "partial", "claim_text": "partial",
+    "all_claims": "partial", "claim_bank": "partial", "claim_holds": "partial", "claim_text": "partial",
     "RenderCheck": "render_check", "render_check": "render_check",
     "DISFLUENT_PENALTY": "problem", "FLUENCY_FLOOR": "problem", "MAX_IMAGES": "problem", "Explainer": "problem",
     "Problem": "problem", "Settings": "problem", "explainer_for": "problem", "world_concepts": "problem",

@@ -70,6 +70,23 @@ def all_claims(relations: bool = True) -> list[dict]:
     return out
 
 
+def claim_holds(c: dict, scene: world.Scene) -> bool:
+    """Is the claim true of the scene, by ground truth: some object has every object attribute it states (a
+    count: exactly that many objects, all of them so), the background is the one it names, and for a relation
+    some object named by its first side stands so to some object named by its second."""
+    if "background" in c and scene.background != c["background"]:
+        return False
+    if "relation" in c:
+        a, rel, b = _relation(c)
+        named = lambda o, v: v in (o.colour, o.shape)          # noqa: E731
+        return any(named(x, a) and named(y, b) and world.relation_holds(rel, x, y)
+                   for x in scene.objects for y in scene.objects if x is not y)
+    match = [o for o in scene.objects if all(getattr(o, a) == c[a] for a in OBJECT_ATTRS if a in c)]
+    if "count" in c:
+        return len(match) == c["count"] == len(scene.objects)
+    return bool(match)
+
+
 def claim_size(c: dict) -> int:
     """Attributes a claim states, for the length penalty: a relation states two objects and where one is."""
     return len(c) + 2 * ("relation" in c)
