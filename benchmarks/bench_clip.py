@@ -33,6 +33,7 @@ from benchmarks import alt_render
 from clipgpt_core import world
 from clipgpt_core.world import zeroshot
 from clipgpt_core.bundle import load_bundle
+from clipgpt_core.explainers.partial import claim_captions
 from clipgpt_core.models.clip import create_clip
 
 EVAL_SEED = 1_000_000_007  # training draws from random.Random(0); evaluation seeds are separate
@@ -85,6 +86,12 @@ def binding(clip, n: int, split: str, seed: int, renderer: str = "world") -> flo
     return correct / n
 
 
+def averaged(clip, groups: list[list[str]]) -> np.ndarray:
+    """(G, D): each group of texts' unit mean embedding (a value read without committing to a shape)."""
+    txt = clip.encode_texts([t for g in groups for t in g]).reshape(len(groups), len(groups[0]), -1).mean(1)
+    return txt / np.linalg.norm(txt, axis=1, keepdims=True)
+
+
 def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "world") -> dict:
     """AUC per shape, colour and position of zero-shot presence on n 3-object scenes."""
     from sklearn.metrics import roc_auc_score
@@ -92,12 +99,8 @@ def three_object_presence(clip, n: int, split: str, seed: int, renderer: str = "
     scenes = [world.sample_scene(rng, n_objects=3, split=split) for _ in range(n)]
     embs = clip.encode_images([draw(s, rng, renderer) for s in scenes])
     shape_txt = clip.encode_texts([f"a {s}" for s in world.SHAPES])
-    colour_txt = clip.encode_texts([f"a {c} {s}" for c in world.COLOURS for s in world.SHAPES])
-    colour_txt = colour_txt.reshape(len(world.COLOURS), len(world.SHAPES), -1).mean(1)
-    colour_txt /= np.linalg.norm(colour_txt, axis=1, keepdims=True)
-    position_txt = clip.encode_texts([f"{world.article(s)} {s} in the {p}" for p in world.POSITIONS for s in world.SHAPES])
-    position_txt = position_txt.reshape(len(world.POSITIONS), len(world.SHAPES), -1).mean(1)
-    position_txt /= np.linalg.norm(position_txt, axis=1, keepdims=True)
+    colour_txt = averaged(clip, [[f"a {c} {s}" for s in world.SHAPES] for c in world.COLOURS])
+    position_txt = averaged(clip, [claim_captions({"position": p}) for p in world.POSITIONS])   # as Explain reads it
     out = {}
     for kind, values, txt in (("shape", world.SHAPES, shape_txt), ("colour", list(world.COLOURS), colour_txt),
                               ("position", world.POSITIONS, position_txt)):
