@@ -4,6 +4,7 @@
     python -m clipgpt_train.bundle --stages clip,prior  # only these (each still only if stale)
     python -m clipgpt_train.bundle --force captioner    # retrain it (and what depends on it) anyway
     python -m clipgpt_train.bundle --device cuda        # the long stages on a GPU
+    python -m clipgpt_train.bundle --from-clip DIR      # the CLIP's first stage is that saved CLIP's
 
 Stages: clip -> prior -> captioner -> embedding_prior -> renderer. A component is stale when the
 recipe it was trained with (its config, without paths and thread counts) or the fingerprint of what
@@ -66,8 +67,9 @@ def trainer(stage: str):
 
 def recipe(cfg) -> str:
     """A short hash of the settings that decide the weights (not paths, threads or devices)."""
-    # from_pipeline: stage 3 continued from a saved renderer's stages 1-2, which are this recipe's own
-    key = {k: v for k, v in run_key(cfg).items() if k not in ("bundle", "clip", "text_from", "from_pipeline")}
+    # from_pipeline / from_clip: a saved renderer's stages 1-2 / a saved CLIP's first stage, this recipe's own
+    key = {k: v for k, v in run_key(cfg).items()
+           if k not in ("bundle", "clip", "text_from", "from_pipeline", "from_clip")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -141,13 +143,17 @@ def main(argv=None):
     p.add_argument("--device", default=None, help="cpu or cuda, for every stage that takes one")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--checkpoints", default="runs/train_bundle", help="where each stage keeps its resumable state")
+    p.add_argument("--from-clip", default=None, help="a saved CLIP that stands for the clip stage's first stage "
+                   "(the same recipe's, e.g. a copy of the bundle's clip before its position stage): only the "
+                   "position stage runs")
     args = p.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     force = [s for s in args.force.split(",") if s]
     for s in stages + force:
         if s not in ORDER:
             p.error(f"unknown stage {s!r}; stages: {', '.join(ORDER)}")
-    overrides = {k: v for k, v in (("device", args.device), ("threads", args.threads)) if v is not None}
+    overrides = {k: v for k, v in (("device", args.device), ("threads", args.threads), ("from_clip", args.from_clip))
+                 if v is not None}
     done = run(Path(args.out), stages, force, overrides, args.checkpoints)
     print(json.dumps(done, indent=2))
 

@@ -24,18 +24,16 @@ What v2 changes, and why. Where shape was lost, by linear probes for "the scene 
     0.98-0.995 (two-object binding 0.55-0.67 at 1,400-2,500 steps): every probe asked for a bag of
     attributes. Colour-shape conjunctions as facts and as presence ("a red circle" among all pairs)
     took binding to 0.99 by 4,000 steps, with 3-object presence >= 0.998 and counting 1.00;
-  * held-out pairs: in that run zero-shot colour and shape of held-out pairs fell to 0.00 (seen: 1.00).
-    Hard negatives had stated them ("a red star" only ever as a false caption, 6 % of negatives), so
-    the CLIP learned that text matches nothing (cosine -0.14 to red-star images). No training text
-    names a held-out pair now;
-  * more multi-object scenes (1-4 objects: 30/25/25/20 %), a share with one shape throughout so
-    count captions ("three stars") occur, and colour-swap partners from the start;
-  * training-only heads beside v1's fact probe on the image embedding: the same facts from the
-    tower's pooled features (before the projection), the stated facts from the text embedding, and
-    three read through CLIP's own text embeddings so that zero-shot readings are what they train:
-    presence ("a star" against the other shapes, each colour averaged over shapes), count
-    ("one/two/three/four stars" on one-shape scenes) and binding (the whole listing against the same
-    listing with two objects' colours swapped).
+  * held-out pairs: zero-shot colour and shape of held-out pairs once fell to 0.00 (seen: 1.00): hard
+    negatives had stated them, so the CLIP learned that text matches nothing. No training text names one now;
+  * 1-4 objects (30/25/25/20 %), some of one shape throughout (count captions), colour-swap partners;
+  * training-only heads beside v1's fact probe: the same facts from the tower's pooled features, the stated
+    facts from the text embedding, and three read through CLIP's own text so that zero-shot readings are
+    what they train: presence ("a star" against the other shapes, each colour averaged over shapes), count
+    ("one/two/three/four stars") and binding (the listing against it with two objects' colours swapped);
+  * a second stage, position_stage: "in the top left" was read at AUC 0.87 in 3-object scenes (shapes and
+    colours 1.00), which capped Explain on units that respond to places. 1,500 steps on the pooling and
+    projection learn position presence through the frozen text, held near the first stage's embedding.
 
 Recipe kept from v1 (seed 001's symmetric cross-entropy with a learned temperature, plus):
   * every batch is made of scene pairs: a scene and a copy with one attribute changed (a
@@ -49,6 +47,7 @@ Recipe kept from v1 (seed 001's symmetric cross-entropy with a learned temperatu
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import shutil
@@ -64,8 +63,8 @@ from torch import nn
 from clipgpt_core import world
 from clipgpt_core.models.clip import ClipEncoder, create_clip, is_text_tower, load_clip
 from clipgpt_core.errors import InputError
-from .clip_facts import (COUNTS, FACTS, PAIRS, PRESENCE_COLOURS, PRESENCE_SHAPES, TRAIN_PAIRS, binding_texts,
-                         scene_facts, stated_facts, states_only_train_pairs, truth_matrix)
+from .clip_facts import (COUNTS, FACTS, PAIRS, PRESENCE_COLOURS, PRESENCE_POSITIONS, PRESENCE_SHAPES, TRAIN_PAIRS,
+                         binding_texts, scene_facts, stated_facts, states_only_train_pairs, truth_matrix)
 from .loop import Resume, fit, run_cli, run_key, write_train_record
 
 
@@ -101,14 +100,15 @@ class TrainConfig:
     device: str = "cpu"          # "cuda" on a machine with a GPU
     save_every: int = 100
     stop_after: int = 0          # stop (checkpoint and save) after this many steps in all, keeping the schedule
-    # an optional second stage, as v1 had: a fresh optimizer and a short cosine from a lower lr on
-    # batches that stress binding (more two-object scenes, half the partners colour-swapped, the binding
-    # loss doubled). Off: with conjunctions among the facts, binding reached 0.99 in the first stage.
-    binding_stage_steps: int = 0
-    binding_stage_lr: float = 5e-4
-    binding_stage_object_mix: tuple = (0.2, 0.5, 0.2, 0.1)
-    binding_stage_swap_share: float = 0.5
-    binding_stage_weight: float = 2.0
+    # a second stage (position_stage): the image tower learns where objects are in scenes of several objects
+    # as CLIP's own text states it, its text tower frozen so that the prior and the renderer stay valid
+    position_weight: float = 0.0          # the position-presence loss; the first stage leaves it off
+    position_stage_steps: int = 1500      # 0: none
+    position_stage_lr: float = 1e-3
+    position_stage_weight: float = 3.0
+    position_stage_trunk: bool = False    # also train the convolutions (False: attention pool and projection)
+    position_stage_anchor: float = 10.0   # x (1 - cos) to the first stage's image embedding: keeps what it read
+    from_clip: str = ""                   # a saved CLIP that is this recipe's first stage: run the second only
 
 
 # ----------------------------------------------------------------------------- data
@@ -214,6 +214,7 @@ class AuxHeads(nn.Module):
         self.shape_bias = nn.Parameter(torch.zeros(len(world.SHAPES)))
         self.colour_bias = nn.Parameter(torch.zeros(len(world.COLOURS)))
         self.pair_bias = nn.Parameter(torch.zeros(len(TRAIN_PAIRS)))
+        self.position_bias = nn.Parameter(torch.zeros(len(world.POSITIONS)))
 
 
 def centred(sims: torch.Tensor) -> torch.Tensor:
@@ -250,6 +251,14 @@ def aux_losses(clip: ClipEncoder, heads: AuxHeads, img, trunk, scenes, rng, cfg:
         loss = loss + cfg.presence_weight * (F.binary_cross_entropy_with_logits(s_logits, has_shape)
                                              + F.binary_cross_entropy_with_logits(c_logits, has_colour)
                                              + F.binary_cross_entropy_with_logits(p_logits, has_pair))
+    if cfg.position_weight:
+        # "an object in the top left", as Explain reads it: "a {shape} in the {position}" averaged over shapes
+        pos_txt = F.normalize(encode(PRESENCE_POSITIONS).view(len(world.POSITIONS), len(world.SHAPES), -1).mean(1),
+                              dim=-1)                                                    # (9, D)
+        has_pos = torch.tensor([[any(o.position == p for o in sc.objects) for p in world.POSITIONS]
+                                for sc in scenes], dtype=torch.float, device=dev)
+        logits = heads.presence_scale * centred(img @ pos_txt.T) + heads.position_bias
+        loss = loss + cfg.position_weight * F.binary_cross_entropy_with_logits(logits, has_pos)
     scale = model.logit_scale.exp()
     one_shape = [(i, world.SHAPES.index(sc.objects[0].shape), len(sc.objects)) for i, sc in enumerate(scenes)
                  if len({o.shape for o in sc.objects}) == 1]
@@ -299,9 +308,28 @@ def make_optimizer(model, heads, cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig) -> ClipEncoder:
-    """One warm-up + cosine schedule of `steps`, checkpointed every `save_every` steps; a run
-    restarted with the same config continues from its checkpoint exactly."""
+    """One warm-up + cosine schedule of `steps`, then the position stage, each checkpointed every `save_every`
+    steps; a run restarted with the same config continues from its checkpoint exactly. With `from_clip`, that
+    saved CLIP stands for the first stage and only the position stage runs."""
     torch.set_num_threads(cfg.threads)
+    first = 0 if cfg.from_clip else cfg.steps                       # steps before the position stage
+    if cfg.from_clip:
+        clip, seconds, ema = load_clip(cfg.from_clip, device=cfg.device), 0.0, None
+    else:
+        clip, seconds, ema = first_stage(cfg)
+    if cfg.position_stage_steps and (not cfg.stop_after or cfg.stop_after > first):
+        more, ema = position_stage(clip, replace(cfg, stop_after=cfg.stop_after - first if cfg.stop_after else 0))
+        seconds += more
+    clip.model.eval()
+    clip.save(cfg.out)
+    write_train_record(cfg.out, cfg, time.time() - seconds, final_loss_ema=ema,
+                       completed_steps=min(first + cfg.position_stage_steps, cfg.stop_after or 10 ** 9),
+                       text_fingerprint=clip.fingerprint("text"), fingerprint=clip.fingerprint())
+    return clip
+
+
+def first_stage(cfg: TrainConfig) -> tuple[ClipEncoder, float, float]:
+    """The CLIP from scratch -> (clip, seconds spent, smoothed final loss)."""
     clip = build_model(cfg)
     model = clip.model.train()
     heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim)).to(cfg.device)
@@ -309,34 +337,45 @@ def train(cfg: TrainConfig) -> ClipEncoder:
     rng = random.Random(cfg.seed)
     if cfg.fresh:
         shutil.rmtree(cfg.checkpoint, ignore_errors=True)
-    resume = Resume(cfg.checkpoint, {"model": model, "heads": heads}, rng, every=cfg.save_every)
+    # the first stage's checkpoint is valid whatever the second stage's settings
+    key = {k: v for k, v in run_key(cfg).items() if not k.startswith(("position_stage_", "from_clip"))}
+    resume = Resume(cfg.checkpoint, {"model": model, "heads": heads}, rng, every=cfg.save_every, key=key)
+
     def step(i: int) -> float:
         batch = make_batch(rng, cfg)
         if i < cfg.pretrain_steps:
             return _pretrain_step(clip, heads, opt, batch, cfg)
         return _step(clip, heads, opt, batch, rng, cfg)
-    # the first stage's checkpoint is valid whatever the binding stage's settings
-    resume.key = {k: v for k, v in run_key(cfg).items() if not k.startswith("binding_stage_")}
     ema = fit(step, opt, cfg, "train clip", resume=resume, pass_step=True)
-    seconds = resume.seconds
-    if cfg.binding_stage_steps and (not cfg.stop_after or cfg.stop_after > cfg.steps):
-        stage = replace(cfg, steps=cfg.binding_stage_steps, lr=cfg.binding_stage_lr, pretrain_steps=0,
-                        warmup=min(cfg.warmup, cfg.binding_stage_steps // 5 or 1),
-                        object_mix=cfg.binding_stage_object_mix, swap_share=cfg.binding_stage_swap_share,
-                        binding_weight=cfg.binding_stage_weight,
-                        stop_after=cfg.stop_after - cfg.steps if cfg.stop_after else 0)
-        stage_opt, stage_rng = make_optimizer(model, heads, stage), random.Random(cfg.seed + 1)
-        stage_resume = Resume(str(Path(cfg.checkpoint) / "binding_stage"), {"model": model, "heads": heads},
-                              stage_rng, every=cfg.save_every, key=run_key(cfg))
-        ema = fit(lambda: _step(clip, heads, stage_opt, make_batch(stage_rng, stage), stage_rng, stage), stage_opt,
-                  stage, "binding stage", resume=stage_resume)
-        seconds += stage_resume.seconds
-    model.eval()
-    clip.save(cfg.out)
-    write_train_record(cfg.out, cfg, time.time() - seconds, final_loss_ema=ema,
-                       completed_steps=min(cfg.steps + cfg.binding_stage_steps, cfg.stop_after or 10 ** 9),
-                       text_fingerprint=clip.fingerprint("text"), fingerprint=clip.fingerprint())
-    return clip
+    return clip, resume.seconds, ema
+
+
+def position_stage(clip: ClipEncoder, cfg: TrainConfig) -> tuple[float, float]:
+    """Position presence ("a {shape} in the {position}" averaged over shapes, centred) beside the whole
+    first-stage recipe, on the image side only: the text tower (what the prior and renderer read) is frozen, and
+    unless position_stage_trunk the convolutions too, run as at inference, so the pooling is what learns; the
+    embedding is held near the first stage's (position_stage_anchor). Fresh heads, optimizer and seeds: it
+    runs the same after the first stage or on a saved copy (from_clip). -> (seconds spent, smoothed final loss)."""
+    stage = replace(cfg, steps=cfg.position_stage_steps, lr=cfg.position_stage_lr, pretrain_steps=0,
+                    warmup=min(cfg.warmup, cfg.position_stage_steps // 5 or 1),
+                    position_weight=cfg.position_stage_weight)
+    torch.manual_seed(cfg.seed + 2)
+    model = clip.model.train()
+    trunk = getattr(model.visual, "trunk", None)
+    frozen = set() if cfg.position_stage_trunk or not hasattr(trunk, "features") else \
+        {f"visual.trunk.features.{n}" for n, _ in trunk.features.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad_(not is_text_tower(name) and name not in frozen)
+    if frozen:
+        trunk.features.eval()             # batch norm as at inference: its running statistics stay as they are
+    heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim)).to(cfg.device)
+    anchor = copy.deepcopy(model.visual).eval().requires_grad_(False) if cfg.position_stage_anchor else None
+    opt, rng = make_optimizer(model, heads, stage), random.Random(cfg.seed + 2)
+    resume = Resume(str(Path(cfg.checkpoint) / "position_stage"), {"model": model, "heads": heads}, rng,
+                    every=cfg.save_every, key=run_key(replace(cfg, from_clip="")))
+    ema = fit(lambda: _step(clip, heads, opt, make_batch(rng, stage), rng, stage, anchor), opt, stage,
+              "position stage", resume=resume)
+    return resume.seconds, ema
 
 
 def tower_features(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,17 +416,23 @@ def _pretrain_step(clip: ClipEncoder, heads, opt, batch, cfg: TrainConfig) -> fl
     return loss.item()
 
 
-def _step(clip: ClipEncoder, heads, opt, batch, rng, cfg: TrainConfig) -> float:
+def _step(clip: ClipEncoder, heads, opt, batch, rng, cfg: TrainConfig, anchor=None) -> float:
     images, captions, negs, truth, neg_valid, _, scenes, stated = batch
     model, dev = clip.model, cfg.device
     pp = model.visual.preprocess_cfg
-    trunk, img_raw = tower_features(model, images_to_tensor(images, pp["mean"], pp["std"]).to(dev))
+    x = images_to_tensor(images, pp["mean"], pp["std"]).to(dev)
+    trunk, img_raw = tower_features(model, x)
     loss, txt = clip_loss(clip, img_raw, clip.tokenizer(captions).to(dev), clip.tokenizer(negs).to(dev),
                           torch.from_numpy(truth).to(dev), torch.tensor(neg_valid).to(dev), return_text=True)
     if cfg.text_probe_weight:
         loss = loss + cfg.text_probe_weight * F.binary_cross_entropy_with_logits(
             heads.text_probe(txt * 10), torch.from_numpy(stated).to(dev))
-    loss = loss + aux_losses(clip, heads, F.normalize(img_raw, dim=-1), trunk, scenes, rng, cfg, dev)
+    img = F.normalize(img_raw, dim=-1)
+    loss = loss + aux_losses(clip, heads, img, trunk, scenes, rng, cfg, dev)
+    if anchor is not None:
+        with torch.no_grad():
+            kept = F.normalize(anchor(x), dim=-1)          # a frozen image tower's: held near it
+        loss = loss + cfg.position_stage_anchor * (1 - (img * kept).sum(-1)).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

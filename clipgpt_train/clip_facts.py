@@ -64,6 +64,7 @@ def count_prompt(shape: str, n: int) -> str:
 PRESENCE_SHAPES = [f"a {s}" for s in world.SHAPES]                                   # (6,)
 PRESENCE_COLOURS = [f"a {c} {s}" for c, s in PAIRS]                                  # (8 * 6,)
 COUNTS = [count_prompt(s, n) for s in world.SHAPES for n in (1, 2, 3, 4)]           # (6 * 4,)
+PRESENCE_POSITIONS = [f"{world.article(s)} {s} in the {p}" for p in world.POSITIONS for s in world.SHAPES]   # (9 * 6,)
 
 
 def binding_texts(scene, rng: random.Random) -> tuple[str, str] | None:

@@ -8,7 +8,7 @@ from clipgpt_core import BundleError, load_bundle
 from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
-        "binding_stage_steps": 1}
+        "position_stage_steps": 1}
 
 
 @pytest.fixture

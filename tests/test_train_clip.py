@@ -68,7 +68,7 @@ def test_binding_texts_swap_two_colours():
 def tiny_config(tmp_path, name, **kw):
     (tmp_path / "tiny-test-clip.json").write_text(json.dumps(TINY))
     open_clip.add_model_config(tmp_path / "tiny-test-clip.json")
-    kw = {"pretrain_steps": 1, "binding_stage_steps": 0} | kw
+    kw = {"pretrain_steps": 1, "position_stage_steps": 0} | kw
     return T.TrainConfig(out=str(tmp_path / name), checkpoint=str(tmp_path / f"{name}-ckpt"),
                          model_name="tiny-test-clip", text_from="", freeze_text=False, **kw)
 
@@ -90,11 +90,11 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     """Stopped mid-run (in either stage) then run again with the same command: the weights equal
     those of one uninterrupted run."""
     from safetensors.torch import load_file
-    common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1, binding_stage_steps=3)
+    common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1, position_stage_steps=3)
     T.train(tiny_config(tmp_path, "whole", **common))
     T.train(tiny_config(tmp_path, "split", stop_after=3, **common))     # checkpoint at 2 and at 3
     stopped = load_file(tmp_path / "split" / "open_clip_model.safetensors")
-    T.train(tiny_config(tmp_path, "split", stop_after=7, **common))     # into the binding stage
+    T.train(tiny_config(tmp_path, "split", stop_after=7, **common))     # into the position stage
     T.train(tiny_config(tmp_path, "split", **common))                   # the same command again
     whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
     split = load_file(tmp_path / "split" / "open_clip_model.safetensors")
@@ -120,3 +120,40 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     other = tiny_config(tmp_path, "a", steps=2, pairs=3, warmup=1, threads=1, lr=1e-2)
     with pytest.raises(ValueError, match="another run"):
         T.train(other)
+
+
+def test_the_position_stage_runs_the_same_on_a_saved_first_stage(tmp_path):
+    """from_clip: the saved first stage, then the position stage alone, ends with the weights of one whole run."""
+    from safetensors.torch import load_file
+    common = dict(steps=3, pairs=3, warmup=1, threads=1)
+    T.train(tiny_config(tmp_path, "whole", position_stage_steps=2, **common))
+    T.train(tiny_config(tmp_path, "first", **common))
+    T.train(tiny_config(tmp_path, "second", position_stage_steps=2, from_clip=str(tmp_path / "first"), **common))
+    whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
+    second = load_file(tmp_path / "second" / "open_clip_model.safetensors")
+    first = load_file(tmp_path / "first" / "open_clip_model.safetensors")
+    assert all(torch.equal(whole[k], second[k]) for k in whole)
+    assert not all(torch.equal(whole[k], first[k]) for k in whole)
+
+
+def test_the_position_stage_moves_only_the_pooling(tmp_path):
+    """On the shipped architecture: the text tower (what the prior and renderer read) and the convolutions with
+    their batch statistics stay as the first stage left them; the attention pool learns."""
+    from clipgpt_core.models.clip import create_clip
+    create_clip("shapes-clip-v2").save(tmp_path / "first")
+    cfg = T.TrainConfig(out=str(tmp_path / "second"), checkpoint=str(tmp_path / "ckpt"), from_clip=str(tmp_path / "first"),
+                        position_stage_steps=2, pairs=3, warmup=1, threads=1)
+    clip = T.train(cfg)
+    before, after = load_clip(tmp_path / "first"), load_file_state(tmp_path / "second")
+    assert clip.fingerprint("text") == before.fingerprint("text")
+    old = before.model.state_dict()
+    conv = [k for k in old if k.startswith("visual.trunk.features.")]
+    pool = [k for k in old if k.startswith("visual.trunk.pool.")]
+    assert any("running_mean" in k for k in conv) and all(torch.equal(old[k], after[k]) for k in conv)
+    assert not all(torch.equal(old[k], after[k]) for k in pool)
+    assert json.loads((tmp_path / "second" / "train_config.json").read_text())["completed_steps"] == 2
+
+
+def load_file_state(path):
+    from safetensors.torch import load_file
+    return load_file(path / "open_clip_model.safetensors")
