@@ -4,6 +4,7 @@ import random
 
 import open_clip
 import torch
+from safetensors.torch import load_file
 
 from clipgpt_train import clip as T
 from clipgpt_core import world
@@ -22,6 +23,10 @@ def held_out_loss(clip, seed=99):
         img = clip.model.encode_image(T.images_to_tensor(images, pp["mean"], pp["std"]))
         return T.clip_loss(clip, img, clip.tokenizer(caps), clip.tokenizer(negs),
                            torch.from_numpy(truth), torch.tensor(valid)).item()
+
+
+def weights(path):
+    return load_file(path / "open_clip_model.safetensors")
 
 
 def test_truth_matrix_marks_every_true_pair():
@@ -89,15 +94,14 @@ def test_few_steps_lower_the_loss(tmp_path):
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     """Stopped mid-run (in either stage) then run again with the same command: the weights equal
     those of one uninterrupted run."""
-    from safetensors.torch import load_file
     common = dict(steps=5, pairs=3, warmup=1, save_every=2, threads=1, position_stage_steps=3)
     T.train(tiny_config(tmp_path, "whole", **common))
     T.train(tiny_config(tmp_path, "split", stop_after=3, **common))     # checkpoint at 2 and at 3
-    stopped = load_file(tmp_path / "split" / "open_clip_model.safetensors")
+    stopped = weights(tmp_path / "split")
     T.train(tiny_config(tmp_path, "split", stop_after=7, **common))     # into the position stage
     T.train(tiny_config(tmp_path, "split", **common))                   # the same command again
-    whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
-    split = load_file(tmp_path / "split" / "open_clip_model.safetensors")
+    whole = weights(tmp_path / "whole")
+    split = weights(tmp_path / "split")
     assert all(torch.equal(whole[k], split[k]) for k in whole)
     assert not all(torch.equal(whole[k], stopped[k]) for k in whole)
 
@@ -124,14 +128,13 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 def test_the_position_stage_runs_the_same_on_a_saved_first_stage(tmp_path):
     """from_clip: the saved first stage, then the position stage alone, ends with the weights of one whole run."""
-    from safetensors.torch import load_file
     common = dict(steps=3, pairs=3, warmup=1, threads=1)
     T.train(tiny_config(tmp_path, "whole", position_stage_steps=2, **common))
     T.train(tiny_config(tmp_path, "first", **common))
     T.train(tiny_config(tmp_path, "second", position_stage_steps=2, from_clip=str(tmp_path / "first"), **common))
-    whole = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
-    second = load_file(tmp_path / "second" / "open_clip_model.safetensors")
-    first = load_file(tmp_path / "first" / "open_clip_model.safetensors")
+    whole = weights(tmp_path / "whole")
+    second = weights(tmp_path / "second")
+    first = weights(tmp_path / "first")
     assert all(torch.equal(whole[k], second[k]) for k in whole)
     assert not all(torch.equal(whole[k], first[k]) for k in whole)
 
@@ -144,7 +147,7 @@ def test_the_position_stage_moves_only_the_pooling(tmp_path):
     cfg = T.TrainConfig(out=str(tmp_path / "second"), checkpoint=str(tmp_path / "ckpt"), from_clip=str(tmp_path / "first"),
                         position_stage_steps=2, pairs=3, warmup=1, threads=1)
     clip = T.train(cfg)
-    before, after = load_clip(tmp_path / "first"), load_file_state(tmp_path / "second")
+    before, after = load_clip(tmp_path / "first"), weights(tmp_path / "second")
     assert clip.fingerprint("text") == before.fingerprint("text")
     old = before.model.state_dict()
     conv = [k for k in old if k.startswith("visual.trunk.features.")]
@@ -152,11 +155,6 @@ def test_the_position_stage_moves_only_the_pooling(tmp_path):
     assert any("running_mean" in k for k in conv) and all(torch.equal(old[k], after[k]) for k in conv)
     assert not all(torch.equal(old[k], after[k]) for k in pool)
     assert json.loads((tmp_path / "second" / "train_config.json").read_text())["completed_steps"] == 2
-
-
-def load_file_state(path):
-    from safetensors.torch import load_file
-    return load_file(path / "open_clip_model.safetensors")
 
 
 def test_the_anchor_holds_the_image_embedding_near_the_first_stage(tmp_path):
