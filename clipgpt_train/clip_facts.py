@@ -8,6 +8,7 @@ import random
 import numpy as np
 
 from clipgpt_core import world
+from clipgpt_core.explainers.partial import claim_captions
 
 PAIRS = [(c, s) for c in world.COLOURS for s in world.SHAPES]
 # held-out pairs never occur in training: asking the model to say they are absent would teach it that
@@ -64,7 +65,8 @@ def count_prompt(shape: str, n: int) -> str:
 PRESENCE_SHAPES = [f"a {s}" for s in world.SHAPES]                                   # (6,)
 PRESENCE_COLOURS = [f"a {c} {s}" for c, s in PAIRS]                                  # (8 * 6,)
 COUNTS = [count_prompt(s, n) for s in world.SHAPES for n in (1, 2, 3, 4)]           # (6 * 4,)
-PRESENCE_POSITIONS = [f"{world.article(s)} {s} in the {p}" for p in world.POSITIONS for s in world.SHAPES]   # (9 * 6,)
+# where an object is, read as Explain reads "in the top left": "a {shape} in the {position}" for every shape
+PRESENCE_POSITIONS = [t for p in world.POSITIONS for t in claim_captions({"position": p})]  # (9 * 6,)
 
 
 def binding_texts(scene, rng: random.Random) -> tuple[str, str] | None:
