@@ -9,6 +9,10 @@
                                                              renderer, classifier, or bundle (all stale ones)
     clipgpt app [--share] [--port N] [--bundle B]            the Gradio app (what `python app.py` runs)
     clipgpt space --out DIR                                  a folder a Hugging Face Space accepts as it is
+    clipgpt convert clip-gpt SRC --out DIR                   seed 000's clip_gpt.pt -> a caption prior
+    clipgpt convert clipcap SRC --gpt2 DIR_OR_HUB_ID --out DIR   ClipCap's checkpoints -> a captioner
+    clipgpt bundle --clip SPEC [--prior DIR] [--captioner DIR] [--renderer SD] --out BUNDLE   (or --published)
+    clipgpt fetch NAME [...] | --all | --list               the published pieces, downloaded once and cached
 
 `clipgpt COMMAND --help` lists a command's options.
 """
@@ -50,6 +54,26 @@ def _space(argv):
     space.main(argv)
 
 
+def _convert(argv):
+    from clipgpt_core.published import clip_gpt, clipcap
+    converters = {"clip-gpt": clip_gpt, "clipcap": clipcap}
+    if not argv or argv[0] not in converters:
+        sys.exit(f"clipgpt convert: name what to convert, one of {', '.join(converters)} "
+                 f"(e.g. `clipgpt convert clip-gpt --help`)")
+    sys.argv = [f"clipgpt convert {argv[0]}", *argv[1:]]
+    converters[argv[0]].main(argv[1:])
+
+
+def _bundle(argv):
+    from clipgpt_core.published import assemble
+    assemble.main(argv)
+
+
+def _fetch(argv):
+    from clipgpt_core.published import fetch
+    fetch.main(argv)
+
+
 def _train(argv):
     from clipgpt_train import bundle, captioner, classifier, clip, embedding_prior, prior, renderer
     trainers = {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
@@ -61,7 +85,7 @@ def _train(argv):
 
 
 COMMANDS = {"index": _index, "caption": _caption, "explain": _explain, "serve": _serve, "app": _app,
-            "space": _space, "train": _train}
+            "space": _space, "train": _train, "convert": _convert, "bundle": _bundle, "fetch": _fetch}
 
 
 def main(argv=None) -> None:

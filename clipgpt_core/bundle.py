@@ -44,6 +44,7 @@ if TYPE_CHECKING:   # the components import torch, open_clip and diffusers: load
 BUILTIN = {"shapes": ASSETS / "shapes"}
 FORMAT_VERSION = 1
 RANDOM_INIT = "random-init"
+PUBLISHED = "published"       # the seeds' published set, as `clipgpt bundle --published` assembles it
 
 
 class SpeaksWorld:
@@ -66,6 +67,9 @@ class Bundle(SpeaksWorld):
     manifest: dict = field(default_factory=dict)
     prior: CaptionPrior | None = None
     captioner: Captioner | None = None
+    # more captioners by name (a published bundle: ClipCap COCO and Conceptual); "captioner" is the default
+    captioners: dict = field(default_factory=dict)
+    clips: dict = field(default_factory=dict)      # other CLIPs the bundle's parts read (ClipCap reads ViT-B/32)
     embedding_prior: EmbeddingPrior | None = None
     # how to load the renderer on first use (a pipeline takes seconds to load and imports diffusers)
     renderer_loader: Callable[[], Renderer] | None = field(default=None, repr=False)
@@ -145,10 +149,17 @@ def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[st
 def read_manifest(name_or_path: str | Path | None = None) -> tuple[Path, dict]:
     """A bundle directory's (path, manifest), checked; no model is loaded."""
     spec = str(name_or_path) if name_or_path is not None else "shapes"
-    path = BUILTIN.get(spec, Path(spec).expanduser())
+    if spec == PUBLISHED:
+        from .published.assemble import default_published_dir
+        path = default_published_dir()
+        if not (path / "manifest.json").is_file():
+            raise BundleError(f"The published bundle is not assembled yet (no {path}). Run `clipgpt bundle --published` "
+                              f"(it downloads what is missing when online, and names what to fetch when not).")
+    else:
+        path = BUILTIN.get(spec, Path(spec).expanduser())
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        known = ", ".join(BUILTIN)
+        known = ", ".join([*BUILTIN, PUBLISHED])
         raise BundleError(f"No bundle at {path} (no manifest.json). Use a built-in name ({known}), "
                           f"a bundle directory, or open_clip:ARCH/TAG.")
     manifest = json.loads(manifest_path.read_text())
@@ -185,7 +196,12 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
     components = {k: v for k, v in components.items() if k not in stale}
     bundle = Bundle(manifest.get("name", path.name), clip, path, manifest.get("gallery"), manifest)
     _load_text_components(bundle, components, device)
-    if "renderer" in components:
+    if components.get("renderer", {}).get("kind") == "diffusers_hub":
+        # a Hub pipeline (SD 1.5): fetched into the Hugging Face cache on first use, never copied into the bundle
+        entry = components["renderer"]
+        bundle.renderer_loader = functools.partial(_hub_renderer, entry["repo"], entry.get("files", ()), device,
+                                                   bundle.captioner, bundle.embedding_prior)
+    elif "renderer" in components:
         renderer_dir = path / components["renderer"]["path"]
         if not (renderer_dir / "model_index.json").is_file():
             raise BundleError(f"Bundle {path} is incomplete: no diffusers pipeline (model_index.json) in "
@@ -195,6 +211,12 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip, bundle.captioner,
                                                    bundle.embedding_prior)
     return bundle
+
+
+def _hub_renderer(repo: str, files, device: str, captioner, embedding_prior) -> Renderer:
+    from .models.renderer import Renderer
+    from .published.fetch import hub_files
+    return Renderer.load(hub_files(repo, list(files)), device, captioner=captioner, embedding_prior=embedding_prior)
 
 
 class LoadingBundle(SpeaksWorld):
@@ -275,9 +297,12 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
             bundle.prior = CaptionPrior.from_clip(bundle.clip)
         # ShapesWorld captions have a known vocabulary: let the captioner try one-word edits
         edits = WORD_GROUPS if bundle.is_shapes_world else None
-        if directory("captioner"):
-            bundle.captioner = Captioner.load(bundle.clip, bundle.prior, directory("captioner"), device,
-                                              edit_groups=edits)
+        named = {"captioner": components["captioner"]} if "captioner" in components else {}
+        named |= bundle.manifest.get("captioners", {})
+        for key, entry in named.items():
+            bundle.captioners[key] = _load_captioner(bundle, entry, device, edits)
+        if "captioner" in bundle.captioners:
+            bundle.captioner = bundle.captioners["captioner"]
         else:
             bundle.captioner = Captioner(bundle.clip, bundle.prior, edit_groups=edits)
         if directory("embedding_prior"):
@@ -286,6 +311,26 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
         name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
         raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "
                           f"`python -m {RETRAIN[name]} --out {directory(name)}`.") from e
+
+
+def _load_captioner(bundle: Bundle, entry: dict, device: str, edits) -> Captioner:
+    """A captioner component with the CLIP it reads: the bundle's, or one named in the manifest's "clips"."""
+    from .models.captioner import Captioner
+    from .models.clip import load_clip
+    directory = bundle.path / entry["path"]
+    clip = bundle.clip
+    if entry.get("clip"):
+        if entry["clip"] not in bundle.clips:
+            clips = bundle.manifest.get("clips", {})
+            if entry["clip"] not in clips:
+                raise BundleError(f"{bundle.path}: the captioner {entry['path']} reads CLIP {entry['clip']!r}, which "
+                                  f"the manifest's \"clips\" does not hold")
+            bundle.clips[entry["clip"]] = load_clip(bundle.path / clips[entry["clip"]]["path"], device=device)
+        clip = bundle.clips[entry["clip"]]
+    if entry.get("kind") == "clipcap_gpt2":
+        from .published.clipcap import load_clipcap
+        return load_clipcap(directory, clip, bundle.prior, device)
+    return Captioner.load(clip, bundle.prior, directory, device, edit_groups=edits)
 
 
 def _pretrained_bundle(spec: str, device: str) -> Bundle:

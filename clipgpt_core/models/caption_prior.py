@@ -41,6 +41,7 @@ class PriorConfig:
     mlp_ratio: float = 4.0
     act: str = "gelu"          # "quick_gelu" for OpenAI-trained CLIP towers
     tie_head: bool = True      # logits = hidden @ token_embedding.T (no extra 6M-parameter matrix)
+    head_bias: bool = False    # an untied head with a bias (seed 000's published clip_gpt.pt: its `deembed`)
     sot_token: int = 49406
     eot_token: int = 49407
     tokenizer: str = "shapes-clip"   # an open_clip model name whose tokenizer to use
@@ -69,7 +70,7 @@ class CaptionGPT(nn.Module):
         self.transformer = open_clip.transformer.Transformer(
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act_layer=act)
         self.ln_final = nn.LayerNorm(cfg.width)
-        self.lm_head = None if cfg.tie_head else nn.Linear(cfg.width, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_head else nn.Linear(cfg.width, cfg.vocab_size, bias=cfg.head_bias)
 
     @classmethod
     def from_clip(cls, clip_model: nn.Module, tokenizer_name: str, tie_head: bool = True) -> "CaptionGPT":
@@ -92,6 +93,10 @@ class CaptionGPT(nn.Module):
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:    # (B, T) -> (B, T, W)
         return self.token_embedding(tokens)
+
+    def new_cache(self, batch: int, device, dtype) -> KVCache:
+        """An empty cache for hidden(): what generate() and beam search decode with (a decoder's own kind)."""
+        return KVCache(self.cfg, batch, device, dtype)
 
     def hidden(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """x: input embeddings (B, T, W) at positions cache.length.. -> final-norm states (B, T, W)."""
@@ -207,7 +212,9 @@ def _sample(logits: torch.Tensor, generator: Generators, rows: torch.Tensor | No
 def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
              max_new_tokens: int | None = None, temperature: float = 1.0, top_k: int | None = None,
              top_p: float = 1.0, generator: Generators = None, use_cache: bool = True) -> list[list[int]]:
-    """Sample continuations of start (B, T0) [after prefix embeddings (B, L, W)] until end-of-text.
+    """Sample continuations of start (B, T0) [after prefix embeddings (B, L, W)] until end-of-text. T0 may be 0
+    after a prefix (a decoder with no start token, e.g. ClipCap's GPT-2). gpt: a CaptionGPT, or any decoder with
+    its cfg (context_length, eot_token), embed, hidden(x, cache), logits and new_cache (gpt2_decoder.Gpt2LM).
     generator: one for all rows, or [(k, generator), ...] for runs of k rows in order (callers batched together:
     each run draws what it would alone, one uniform per row per step).
 
@@ -224,7 +231,7 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
     x = gpt.embed(start)
     if prefix_embeds is not None:
         x = torch.cat([prefix_embeds.to(x.dtype), x], dim=1)
-    cache = KVCache(cfg, b, x.device, x.dtype) if use_cache else None
+    cache = gpt.new_cache(b, x.device, x.dtype) if use_cache else None
     out: list[list[int]] = [[] for _ in range(b)]
     live = torch.arange(b, device=start.device)                                  # rows still decoding
     for _ in range(max_new):
@@ -346,6 +353,15 @@ class CaptionPrior:
         if isinstance(texts, str):
             raise TypeError("log_prob takes a list of strings")
         return np.array([lp.sum() for lp in self.token_log_probs(list(texts))], dtype=np.float32)
+
+    @torch.no_grad()
+    def mean_log_probs(self, texts: list[str], prefix_embeds: torch.Tensor | None = None,
+                       groups: list | None = None) -> list[float]:
+        """Mean log p per token of each text (its tokens and end-of-text) after its prefix embeddings (N, L, W);
+        groups: rows that share their prefix (target_log_probs)."""
+        tokens = self.token_batch(texts, reserve=0 if prefix_embeds is None else prefix_embeds.shape[1])
+        picked = self.gpt.target_log_probs(tokens, prefix_embeds, groups)                  # (N, T-1)
+        return (picked.sum(1) / (tokens[:, 1:] != 0).sum(1)).tolist()
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:

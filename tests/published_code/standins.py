@@ -1,0 +1,108 @@
+"""Random-init stand-ins for the seeds' published files, built by the published code's own classes and saved in
+the published formats: small for tests, full size for benchmarks (random weights give real timings and memory).
+
+    clip_gpt_file(path, width=64, layers=2)      # torch.save of a clip_gpt.clip_gpt.CLIPGPT around clip.model's tower
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def published_clip_gpt():
+    """The published module, importable as `clip_gpt.clip_gpt` (the path its pickles name)."""
+    if "clip_gpt.clip_gpt" not in sys.modules:
+        package = types.ModuleType("clip_gpt")
+        package.__path__ = [str(HERE / "clip_gpt")]
+        sys.modules["clip_gpt"] = package
+        spec = importlib.util.spec_from_file_location("clip_gpt.clip_gpt", HERE / "clip_gpt" / "clip_gpt.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        package.clip_gpt = module
+    return sys.modules["clip_gpt.clip_gpt"]
+
+
+def openai_clip(width: int = 64, layers: int = 2, heads: int = 2, embed_dim: int = 32, vision_width: int = 64,
+                vision_layers: int = 1, image_resolution: int = 32, patch: int = 16, seed: int = 0,
+                fp16: bool = False):
+    """OpenAI CLIP's own clip.model.CLIP (clip-anytorch), random init; fp16=True converts it as OpenAI's
+    released weights are (clip.model.convert_weights)."""
+    import clip.model
+    torch.manual_seed(seed)
+    model = clip.model.CLIP(embed_dim, image_resolution, vision_layers, vision_width, patch, 77, 49408,
+                            width, heads, layers)
+    with torch.no_grad():     # CLIP's init leaves the text tower near-uniform; spread it so outputs differ by token
+        model.token_embedding.weight.normal_(std=0.5)
+    if fp16:
+        clip.model.convert_weights(model)
+    return model.eval()
+
+
+def clip_gpt_model(width: int = 64, layers: int = 2, heads: int = 2, seed: int = 0):
+    """The published CLIPGPT around a random clip.model text tower, its deembed head random as published."""
+    module = published_clip_gpt()
+    base = openai_clip(width, layers, heads, seed=seed)
+    torch.manual_seed(seed + 1)
+    return module.CLIPGPT(clip_model=base).eval()
+
+
+def clip_gpt_file(path: str | Path, width: int = 64, layers: int = 2, heads: int = 2, seed: int = 0,
+                  dtype: torch.dtype = torch.float32) -> Path:
+    """torch.save(model) of the published class, as clip_gpt.pt is: a whole pickled module."""
+    model = clip_gpt_model(width, layers, heads, seed).to(dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model, path)
+    return path
+
+
+def open_clip_folder(path: str | Path, model, image_size: int = 32, patch: int = 16, vision_width: int = 64,
+                     vision_layers: int = 1) -> Path:
+    """An OpenAI clip.model.CLIP saved in open_clip's Hub layout (open_clip_config.json without a model name, as
+    the Hub's are, + open_clip_model.safetensors): what timm/vit_*_clip_*.openai repos hold. open_clip's CLIP
+    uses OpenAI's parameter names, so the state dict goes in as it is."""
+    import json
+    from safetensors.torch import save_file
+    text = model.transformer
+    config = {"model_cfg": {"embed_dim": int(model.text_projection.shape[1]), "quick_gelu": True,
+                            "vision_cfg": {"image_size": image_size, "layers": vision_layers, "width": vision_width,
+                                           "patch_size": patch},
+                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": text.width,
+                                         "heads": text.resblocks[0].attn.num_heads, "layers": text.layers}},
+              "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                                 "std": [0.26862954, 0.26130258, 0.27577711]}}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.float().contiguous() for k, v in model.state_dict().items()}, path / "open_clip_model.safetensors")
+    return path
+
+
+def stable_diffusion_folder(path: str | Path, clip_encoder) -> Path:
+    """Stable Diffusion 1.5's pipeline classes at tiny random sizes, its text encoder the CLIP's text tower (as SD
+    1.5's is OpenAI ViT-L/14's), saved by save_pretrained in safetensors: the layout of the Hub's SD 1.5."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from clipgpt_core.models.hf_text import text_encoder_from_clip, tokenizer_from_clip
+    te = text_encoder_from_clip(clip_encoder)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=te.config.hidden_size, norm_num_groups=4, attention_head_dim=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2)
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tokenizer_from_clip(clip_encoder), unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
