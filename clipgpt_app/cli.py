@@ -55,13 +55,15 @@ def _space(argv):
 
 
 def _convert(argv):
-    from clipgpt_core.published import clip_gpt, clipcap
-    converters = {"clip-gpt": clip_gpt, "clipcap": clipcap}
-    if not argv or argv[0] not in converters:
-        sys.exit(f"clipgpt convert: name what to convert, one of {', '.join(converters)} "
-                 f"(e.g. `clipgpt convert clip-gpt --help`)")
+    if not argv or argv[0] not in ("clip-gpt", "clipcap"):
+        sys.exit("clipgpt convert: name what to convert, clip-gpt or clipcap (e.g. `clipgpt convert clip-gpt --help`)")
     sys.argv = [f"clipgpt convert {argv[0]}", *argv[1:]]
-    converters[argv[0]].main(argv[1:])
+    if argv[0] == "clip-gpt":
+        from clipgpt_core.published import clip_gpt
+        clip_gpt.main(argv[1:])
+    else:
+        from clipgpt_core.published import clipcap
+        clipcap.main(argv[1:])
 
 
 def _bundle(argv):
