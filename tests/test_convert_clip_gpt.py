@@ -1,5 +1,5 @@
 """Seed 000's clip_gpt.pt -> the project's prior: stand-ins pickled by the published class itself
-(tests/published_code/clip_gpt, OpenAI CLIP's clip.model tower), read without running anything from the file,
+(benchmarks/published_code/clip_gpt, OpenAI CLIP's clip.model tower), read without running anything from the file,
 checked against the published forward and generate()."""
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from published_code import standins
+from benchmarks.published_code import standins
 
 from clipgpt_core.errors import BundleError
 from clipgpt_core.models.caption_prior import CaptionPrior, generate

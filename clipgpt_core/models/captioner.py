@@ -9,12 +9,16 @@ Candidates are re-ranked by CLIP similarity; with `edit_groups` (word groups suc
 names) each beam also contributes its one-word edits, so CLIP can pick a value the decoder
 never put first -- e.g. a colour-shape pair no training caption had.
 
+ClipCap's published captioners (GPT-2, published/clipcap.py) run on the same Captioner with a
+gpt2_decoder.Gpt2Decoder: the decoder protocol is written down there.
+
 A bundle without a trained mapper still captions: it samples a pool of captions from the prior
 and ranks them by CLIP similarity to the image (`mode` says which one ran).
 """
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +32,16 @@ from safetensors.torch import load_file, save_file
 from .component import load_component, save_component
 from ..batching import batched
 from ..errors import BundleError, InputError
-from .caption_prior import CaptionPrior, KVCache, until_eot, generate
+from .caption_prior import CaptionPrior, until_eot, generate
 from .clip import SHARED_BATCH_MAX
+from ..images import IMAGE_SUFFIXES
+from ..paths import EXAMPLES
 
 CONFIG_FILE = "mapper_config.json"
 WEIGHTS_FILE = "mapper.safetensors"
 DECODER_FILE = "decoder.safetensors"      # the prior's blocks as fine-tuned with the mapper
 SHARED = "token_embedding.weight"         # shared with the prior, frozen: not in DECODER_FILE
+PUBLISHED_CONFIG = "captioner_config.json"   # a published captioner's: its kind, the CLIP it reads, its decoder
 MODE_MAPPER = "ClipCap mapper (CLIP image embedding -> GPT prefix)"
 MODE_FALLBACK = "training-free: prior samples ranked by CLIP similarity"
 
@@ -45,6 +52,9 @@ class MapperConfig:
     gpt_width: int = 128
     prefix_length: int = 4
     hidden: int = 512
+    kind: str = "mlp"          # "mlp": Linear, Tanh, Linear; "linear": one Linear (ClipCap's prefixes over 10)
+    raw_input: bool = False    # reads CLIP's raw image features, not L2-normalised ones (ClipCap's published MLPs)
+    input_norm: float = 0.0    # raw_input: the norm a normalised vector is scaled to (0: the CLIP's typical norm)
 
 
 class PrefixMapper(nn.Module):
@@ -53,8 +63,9 @@ class PrefixMapper(nn.Module):
     def __init__(self, cfg: MapperConfig):
         super().__init__()
         self.cfg = cfg
-        self.net = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.hidden), nn.Tanh(),
-                                 nn.Linear(cfg.hidden, cfg.prefix_length * cfg.gpt_width))
+        out = cfg.prefix_length * cfg.gpt_width
+        self.net = nn.Linear(cfg.clip_dim, out) if cfg.kind == "linear" else \
+            nn.Sequential(nn.Linear(cfg.clip_dim, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, out))
 
     def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
         return self.net(image_embeds).view(-1, self.cfg.prefix_length, self.cfg.gpt_width)
@@ -82,17 +93,42 @@ def decoder_state(decoder: CaptionPrior) -> dict[str, torch.Tensor]:
     return {k: v for k, v in decoder.gpt.state_dict().items() if k != SHARED}
 
 
+def typical_image_norm(clip) -> float:
+    """The mean norm of the CLIP's raw image features over the example images: what a mapper that reads raw
+    features gets for an L2-normalised vector (a CLIP's image features vary little in norm)."""
+    images = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return float(np.linalg.norm(raw_image_features(clip, images), axis=1).mean()) if images else 1.0
+
+
+@torch.no_grad()
+def raw_image_features(clip, images) -> np.ndarray:
+    """Images -> the CLIP's image features (N, D) as its image tower gives them, not L2-normalised."""
+    x = clip.image_tensor(list(images))
+    out = [np.zeros((0, clip.dim), np.float32)]
+    for i in range(0, len(x), clip.batch_size):
+        out.append(clip.model.encode_image(x[i:i + clip.batch_size].to(clip.device)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def start_tokens(decoder, n: int, device) -> torch.Tensor:
+    """(n, 1) start-of-text tokens, or (n, 0) for a decoder without one (it continues the prefix)."""
+    sot = decoder.cfg.sot_token
+    return torch.full((n, 0 if sot is None else 1), 0 if sot is None else sot, dtype=torch.long, device=device)
+
+
 @torch.no_grad()
 def beam_search(prior: CaptionPrior, prefix_embeds: torch.Tensor, num_beams: int = 3,
-                length_penalty: float = 1.0) -> list[list[tuple[list[int], float]]]:
-    """Beam search after prefix embeddings (B, L, W) and start-of-text, with a KV cache.
+                length_penalty: float = 1.0, by_mean: bool = False) -> list[list[tuple[list[int], float]]]:
+    """Beam search after prefix embeddings (B, L, W) and start-of-text (if the decoder has one), with a KV cache.
+    prior: any decoder (gpt2_decoder.py's protocol). by_mean: keep the beams of best mean log p per token at each
+    step (ClipCap's generate_beam), not of best sum.
 
     -> per image, num_beams (token ids, score) best first; score = sum log p / length**length_penalty."""
     gpt, cfg = prior.gpt, prior.cfg
     b, k, eot = prefix_embeds.shape[0], num_beams, cfg.eot_token
-    sot = torch.full((b, 1), cfg.sot_token, device=prefix_embeds.device)
-    x = torch.cat([prefix_embeds, gpt.embed(sot)], dim=1).repeat_interleave(k, dim=0)   # (B*K, L+1, W)
-    cache = KVCache(cfg, b * k, x.device, x.dtype)
+    x = torch.cat([prefix_embeds, gpt.embed(start_tokens(prior, b, prefix_embeds.device))], dim=1)
+    x = x.repeat_interleave(k, dim=0)                                                    # (B*K, L[+1], W)
+    cache = gpt.new_cache(b * k, x.device, x.dtype)
     scores = torch.full((b, k), float("-inf"), device=x.device)
     scores[:, 0] = 0.0                                        # all beams start equal: expand beam 0 only
     seqs = torch.zeros(b * k, 0, dtype=torch.long, device=x.device)
@@ -104,7 +140,12 @@ def beam_search(prior: CaptionPrior, prefix_embeds: torch.Tensor, num_beams: int
         logp[done] = float("-inf")
         logp[done, 0] = 0.0
         total = (scores.view(-1, 1) + logp).view(b, -1)                                  # (B, K*V)
-        scores, flat = total.topk(k, dim=1)
+        if by_mean:                 # a finished beam's length stays: its mean stays
+            grown = (lengths + (~done).float()).view(-1, 1).expand_as(logp).reshape(b, -1)
+            flat = (total / grown).topk(k, dim=1).indices
+            scores = total.gather(1, flat)
+        else:
+            scores, flat = total.topk(k, dim=1)
         beam, token = flat // logp.shape[1], flat % logp.shape[1]
         index = (torch.arange(b, device=x.device)[:, None] * k + beam).view(-1)
         cache.reorder(index)
@@ -133,9 +174,14 @@ class Captioner:
     """Images -> captions through CLIP and the caption prior."""
 
     def __init__(self, clip, prior: CaptionPrior, mapper: PrefixMapper | None = None, pool_size: int = 512,
-                 decoder: CaptionPrior | None = None, edit_groups: list[list[str]] | None = None):
+                 decoder: CaptionPrior | None = None, edit_groups: list[list[str]] | None = None,
+                 config: dict | None = None):
         self.clip, self.prior, self.mapper = clip, prior, mapper
-        self.decoder = decoder or prior          # what continues the mapper's prefix
+        self.decoder = decoder or prior          # what continues the mapper's prefix (gpt2_decoder.py's protocol)
+        # a published captioner's captioner_config.json (its kind, the CLIP it reads, ...); None: the bundle's own
+        self.config = config
+        self.beam_by_mean = getattr(self.decoder, "beam_by_mean", False)
+        self._input_norm: float | None = None
         self.pool_size = pool_size
         # word -> its alternatives, for one-word edits of the beams (None: no edits)
         self.edits = {w: [o for o in g if o != w] for g in edit_groups or [] for w in g}
@@ -150,6 +196,9 @@ class Captioner:
     @classmethod
     def load(cls, clip, prior: CaptionPrior, directory: str | Path, device: str = "cpu", **kwargs) -> "Captioner":
         directory = Path(directory)
+        if (directory / PUBLISHED_CONFIG).is_file():      # its decoder is not the prior: published/clipcap.py
+            raise BundleError(f"{directory} holds a published captioner ({PUBLISHED_CONFIG}); load it with "
+                              f"clipgpt_core.published.clipcap.load_clipcap")
         mapper = PrefixMapper.load(directory).to(device)
         decoder = None
         if (directory / DECODER_FILE).is_file():
@@ -165,7 +214,10 @@ class Captioner:
         if self.mapper is None:
             raise ValueError("a training-free captioner has nothing to save")
         self.mapper.save(directory)
-        if self.decoder is not self.prior:
+        if self.config is not None:       # a published captioner: its own decoder, and the config naming its CLIP
+            self.decoder.save(directory)
+            (Path(directory) / PUBLISHED_CONFIG).write_text(json.dumps(self.config, indent=2))
+        elif self.decoder is not self.prior:
             save_file({k: v.contiguous() for k, v in decoder_state(self.decoder).items()},
                       str(Path(directory) / DECODER_FILE))
 
@@ -173,10 +225,37 @@ class Captioner:
     def mode(self) -> str:
         return MODE_MAPPER if self.mapper is not None else MODE_FALLBACK
 
-    def prefix(self, image_embeds: np.ndarray) -> torch.Tensor:
-        """CLIP image embeddings (N, D) -> prefix embeddings (N, L, W)."""
+    @property
+    def reads_clip(self) -> str | None:
+        """The CLIP (open_clip ARCH/TAG) a published captioner reads; None: the bundle's own."""
+        return (self.config or {}).get("clip")
+
+    @property
+    def reads_raw(self) -> bool:
+        return self.mapper is not None and self.mapper.cfg.raw_input
+
+    @property
+    def input_norm(self) -> float:
+        """What an L2-normalised vector is scaled by for a mapper that reads raw features: its config's
+        input_norm, else the CLIP's typical image-feature norm (typical_image_norm, measured once)."""
+        if self._input_norm is None:
+            self._input_norm = self.mapper.cfg.input_norm or typical_image_norm(self.clip)
+        return self._input_norm
+
+    def prefix(self, image_embeds: np.ndarray, raw: np.ndarray | None = None) -> torch.Tensor:
+        """CLIP image embeddings (N, D), L2-normalised -> prefix embeddings (N, L, W). A mapper that reads raw
+        features gets `raw` (N, D) when given, else the normalised vectors scaled by input_norm."""
+        if self.reads_raw:
+            image_embeds = np.asarray(raw if raw is not None else image_embeds * self.input_norm, np.float32)
         with torch.no_grad():
             return self.mapper(torch.from_numpy(image_embeds).to(self.decoder.device))
+
+    def image_features(self, images) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images -> (L2-normalised CLIP embeddings (N, D), the raw features if the mapper reads them, else None)."""
+        if not self.reads_raw:
+            return self.clip.encode_images(images), None
+        raw = raw_image_features(self.clip, images)
+        return raw / np.linalg.norm(raw, axis=1, keepdims=True).clip(1e-12), raw
 
     def candidates(self, images, num_beams: int = 3, num_samples: int = 0, temperature: float = 1.0,
                    seed: int | None = 0, top: int | None = None) -> list[list[dict]]:
@@ -190,29 +269,30 @@ class Captioner:
         images = list(images)
         if not images:
             return []
-        embs = self.clip.encode_images(images)          # once: for the prefix and for ranking
-        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed, top)
+        embs, raw = self.image_features(images)         # once: for the prefix and for ranking
+        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed, top, raw)
 
     def candidates_from_embeddings(self, embs: np.ndarray, num_beams: int = 3, num_samples: int = 0,
                                    temperature: float = 1.0, seed: int | None = 0,
-                                   top: int | None = None) -> list[list[dict]]:
+                                   top: int | None = None, raw: np.ndarray | None = None) -> list[list[dict]]:
         """candidates() for CLIP image embeddings (N, D), L2-normalised: what a CLIP image vector says,
-        however it was made (an image, the caption->CLIP prior)."""
+        however it was made (an image, the caption->CLIP prior). raw: the unnormalised features, for a mapper
+        that reads them (without them it reads the vectors scaled by input_norm)."""
         if not len(embs):
             return []
         if top is not None and top < 1:
             raise InputError(f"top must be 1 or more (or None: every candidate), got {top}")
         if self.mapper is None:
             return [ranked[:top] for ranked in self._fallback(embs, max(num_beams, num_samples, 1))]
-        prefix = self.prefix(embs)
+        prefix = self.prefix(embs, raw)
         dec = self.decoder
         per_image = [[(dec.decode(ids), s) for ids, s in beams] for beams in self._beams(prefix, max(1, num_beams))]
         if num_samples:
             gen = torch.Generator(device=dec.device)
             gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
             rep = prefix.repeat_interleave(num_samples, dim=0)
-            start = torch.full((rep.shape[0], 1), dec.cfg.sot_token, device=rep.device)
-            rows = generate(dec.gpt, start, rep, temperature=temperature, generator=gen)
+            rows = generate(dec.gpt, start_tokens(dec, rep.shape[0], rep.device), rep, temperature=temperature,
+                            generator=gen)
             texts = [dec.decode(r) for r in rows]
             logps = self._log_prob(rep, texts, [i // num_samples for i in range(len(texts))])
             for i in range(len(embs)):
@@ -234,9 +314,11 @@ class Captioner:
         """beam_search for prefixes (N, L, W). Users' images with the same beam width share its passes (batching.py):
         a step's cost is mostly reading the 49408-way head, about the same for 5 beams or 50. The rest of a caption
         (edits, ranking) is compute, not reading, and runs in each caller's thread, side by side on the cores."""
+        by_mean = self.beam_by_mean
         if len(prefix) > SHARED_BATCH_MAX:
-            return beam_search(self.decoder, prefix, num_beams)
-        return batched(self, "beams", lambda ps, k: beam_search(self.decoder, torch.stack(ps), k))(list(prefix), num_beams)
+            return beam_search(self.decoder, prefix, num_beams, by_mean=by_mean)
+        return batched(self, "beams", lambda ps, k: beam_search(self.decoder, torch.stack(ps), k, by_mean=by_mean))(
+            list(prefix), num_beams)
 
     def one_word_edits(self, text: str) -> list[str]:
         """Every text that replaces one word of `text` by another of its group."""
@@ -291,7 +373,7 @@ class Captioner:
 
     def log_prob(self, images, texts: list[str], repeats: int = 1) -> list[float]:
         """Mean per-token log p(text | image) under the mapper + prior (texts grouped per image)."""
-        return self._log_prob(self.prefix(self.clip.encode_images(images)).repeat_interleave(repeats, dim=0), texts)
+        return self._log_prob(self.prefix(*self.image_features(images)).repeat_interleave(repeats, dim=0), texts)
 
     @torch.no_grad()
     def _log_prob(self, prefix: torch.Tensor, texts: list[str], images: list[int] | None = None,
@@ -300,10 +382,8 @@ class Captioner:
         one image share their contexts: target_log_probs)."""
         out = []
         for i in range(0, len(texts), chunk):
-            tokens = self.decoder.token_batch(texts[i:i + chunk], reserve=prefix.shape[1])
             groups = None if images is None else images[i:i + chunk]
-            picked = self.decoder.gpt.target_log_probs(tokens, prefix[i:i + chunk], groups)  # (n, T-1)
-            out += (picked.sum(1) / (tokens[:, 1:] != 0).sum(1)).tolist()
+            out += self.decoder.mean_log_probs(texts[i:i + chunk], prefix[i:i + chunk], groups)
         return out
 
     def _rank(self, image_embed: np.ndarray, cands: list[tuple[str, float]]) -> list[dict]:

@@ -67,9 +67,14 @@ def resolve_clip(spec: str, out: Path) -> str:
         if not cfg or not cfg.get("hf_hub"):
             raise InputError(f"open_clip has no Hub weights for {arch}/{tag}; known tags: "
                              f"{', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}")
-        folder = fetch.hub_files(cfg["hf_hub"].rstrip("/"), ["open_clip_model.safetensors"])
+        repo = cfg["hf_hub"].rstrip("/")
+        folder = fetch.hub_files(repo, list(CLIP_FILES))
         name = open_clip_name(arch, tag)
-        config = {"model_name": name, "model_cfg": open_clip.get_model_config(name),
+        model_cfg = json.loads((folder / CLIP_FILES[0]).read_text()).get("model_cfg") or open_clip.get_model_config(name)
+        model_cfg = {**model_cfg, "quick_gelu": True} if cfg.get("quick_gelu") else model_cfg
+        if model_cfg != open_clip.get_model_config(name):     # the repo's own architecture: name it after the repo
+            name = repo.split("/")[-1]
+        config = {"model_name": name, "model_cfg": model_cfg,
                   "preprocess_cfg": {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}}
     else:
         if spec.startswith("hf-hub:"):

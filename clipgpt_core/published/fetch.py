@@ -203,11 +203,16 @@ def url_file(url: str, dest: Path, size: int | None = None, sha256: str | None =
     return dest
 
 
+def mirror_url(s) -> str:
+    """A URL source's address, or a mirror's: CLIPGPT_URL_<NAME> (clip-gpt -> CLIPGPT_URL_CLIP_GPT) replaces it."""
+    return os.environ.get("CLIPGPT_URL_" + s.name.upper().replace("-", "_"), s.location)
+
+
 def fetch(name: str) -> Path:
     """The file (url) or snapshot folder (hub) of the SOURCES entry `name`, fetched if missing."""
     s = source(name)
     if s.kind == "url":
-        return url_file(s.location, cache_root() / name / s.files[0], s.size)
+        return url_file(mirror_url(s), cache_root() / name / s.files[0], s.size)
     return hub_files(s.location, s.files)
 
 

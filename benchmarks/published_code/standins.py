@@ -6,11 +6,13 @@ the published formats: small for tests, full size for benchmarks (random weights
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
 
 import torch
+from transformers import GPT2Config
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,3 +108,33 @@ def stable_diffusion_folder(path: str | Path, clip_encoder) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+# GPT-2's byte-level BPE writes a space as this; a toy vocabulary over a few words, for tests
+G = "\u0120"                         # GPT-2's byte-level BPE writes a space as this
+MERGES = [(G, "a"), (G, "d"), ("o", "g"), (G + "d", "og"), (G, "c"), ("a", "t"), (G + "c", "at"), (G, "o"),
+          (G + "o", "n"), (G, "t"), ("h", "e"), (G + "t", "he")]
+
+
+def write_gpt2_folder(folder, **sizes):
+    """GPT-2's config.json and a toy byte-level BPE (vocab.json, merges.txt), as transformers' own tests write
+    theirs; "!" is token 0, as in GPT-2."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = list("!.,abcdefghijklmnopqrstuvwxyz") + [G] + ["".join(m) for m in MERGES] + ["<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in MERGES) + "\n")
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=96, n_embd=64, n_layer=2, n_head=4, initializer_range=0.3,
+                     bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1, **sizes)
+    cfg.save_pretrained(folder)
+    return cfg
+
+
+def save_as_published(model, path):
+    """torch.save of the state dict, with the causal-mask buffers transformers 4.11 kept in it."""
+    state = dict(model.state_dict())
+    n = model.gpt.config.n_positions
+    for i in range(model.gpt.config.n_layer):
+        state[f"gpt.transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(n, n, dtype=torch.uint8)).view(1, 1, n, n)
+        state[f"gpt.transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    torch.save(state, path)
+    return state
