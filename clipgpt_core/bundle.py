@@ -135,7 +135,8 @@ def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[st
     now = dependency_fingerprints(path, components, clip)
     stale = {}
     for name, deps in DEPENDS_ON.items():
-        record_file = path / components[name]["path"] / LINEAGE_FILE if name in components else None
+        has_folder = name in components and "path" in components[name]      # a Hub renderer has none
+        record_file = path / components[name]["path"] / LINEAGE_FILE if has_folder else None
         if record_file is None or not record_file.is_file():
             continue
         record = json.loads(record_file.read_text())

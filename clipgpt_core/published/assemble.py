@@ -35,15 +35,15 @@ def default_published_dir() -> Path:
 def _copy(src: Path, dst: Path) -> None:
     """A file or folder, hard-linked where possible (a 1.7 GB CLIP is not copied twice on one disk)."""
     def link_or_copy(a, b):
-        try:
-            os.link(a, b)
+        try:      # the Hugging Face cache's files are symlinks into blobs/: link the blob, not the symlink
+            os.link(os.path.realpath(a), b)
         except OSError:
             shutil.copy2(a, b)
     if dst.exists():
         shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        shutil.copytree(src, dst, copy_function=link_or_copy)
+        shutil.copytree(src, dst, copy_function=link_or_copy, symlinks=False)
     else:
         link_or_copy(src, dst)
 
@@ -190,7 +190,7 @@ def published(out: str | Path | None = None) -> Path:
     from ..models.clip import WeightsNotAvailable
     from .clipcap import convert_clipcap
     out = Path(out).expanduser() if out else default_published_dir()
-    needed = ["clip-vit-l-14", "clip-gpt", "clip-vit-b-32", "gpt2", "clipcap-coco", "clipcap-conceptual"]
+    needed = ["clip-vit-l-14", "clip-gpt", "clip-vit-b-32", "gpt2", "clipcap-coco", "clipcap-conceptual", "sd15"]
     got, missing = {}, []
     for piece in needed:
         try:
