@@ -96,25 +96,54 @@ def main(argv=None):
     demo.block_thread()
 
 
+# what each MCP tool cannot do without: marked required in its schema (an agent then sends it), the rest optional
+MCP_REQUIRED = {"score": ("text",), "caption": ("image",), "index_folder": ("folder",), "zero_shot": ("image",),
+                "render": ("prompt",), "variations": ("image",), "load_tokens": ("path",),
+                "explain_apply": ("saved_file",), "explain_units": ("model_file",)}
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """demo.launch(**kwargs), with every default in the MCP tools' schemas: Gradio 6.17 writes a parameter's
+    """demo.launch(**kwargs), with the MCP tools' schemas and results made exact: Gradio 6.17 writes a parameter's
     default there only when it is truthy, so an agent reading the schema cannot tell that seed=0, budget=0 or
-    text="" need not be sent."""
+    text="" need not be sent; it marks nothing required (MCP_REQUIRED says what is); and a gallery comes back as
+    the text of its items, each naming the server file behind its URL: the URL alone is kept."""
     out = demo.launch(**kwargs)
     server = demo.mcp_server_obj
     if server is not None:
-        schema_of = server.get_input_schema
+        schema_of, postprocess = server.get_input_schema, server.postprocess_output_data
 
         def get_input_schema(tool_name, parameters=None):
             schema, files = schema_of(tool_name, parameters)
             info = server.api_info["named_endpoints"][server.tool_to_endpoint[tool_name]]
+            required = [p for p in MCP_REQUIRED.get(tool_name, ()) if p in schema["properties"]]
             for param in info["parameters"]:
                 prop = schema["properties"].get(param["parameter_name"])
                 if prop is not None and param.get("parameter_has_default") and "default" not in prop:
                     prop["default"] = param["parameter_default"]
+            for name in required:
+                schema["properties"][name].pop("default", None)
+            if required:
+                schema["required"] = required
             return schema, files
+
+        def postprocess_output_data(data, root_url):
+            from gradio import processing_utils
+            return postprocess([_urls_only(d) for d in processing_utils.add_root_url(data, root_url, None)], root_url)
         server.get_input_schema = get_input_schema
+        server.postprocess_output_data = postprocess_output_data
     return out
+
+
+def _urls_only(output, top: bool = True):
+    """Files inside an output (a gallery's items) as their URL alone, no server path; a top-level file stays whole:
+    Gradio reads its path to send the image itself."""
+    if isinstance(output, list):
+        return [_urls_only(o, False) for o in output]
+    if isinstance(output, dict):
+        if not top and "path" in output and "url" in output:
+            return {"url": output["url"]}
+        return {k: _urls_only(v, False) for k, v in output.items()} if not top else output
+    return output
 
 
 def fewer_malloc_arenas(n: int = 2) -> None:

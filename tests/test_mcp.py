@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import launched_app
+from clipgpt_app.main import MCP_REQUIRED
 from clipgpt_core import world
 from clipgpt_core.models.renderer import Renderer
 
@@ -73,7 +74,9 @@ def test_every_tool_answers_with_only_what_it_needs(bundle, files):
                     tools = {t.name: t for t in (await session.list_tools()).tools}
                     assert set(tools) == set(calls), set(tools) ^ set(calls)   # a new tool joins this test
                     for name, tool in tools.items():
-                        assert tool.description and not tool.inputSchema.get("required"), name
+                        required = set(tool.inputSchema.get("required", ()))
+                        assert tool.description and required == set(MCP_REQUIRED.get(name, ())), (name, required)
+                        assert not any("default" in tool.inputSchema["properties"][k] for k in required), name
                         assert set(calls[name]) <= set(tool.inputSchema["properties"]), name
                         missing = [k for k, v in tool.inputSchema["properties"].items() if "default" not in v]
                         assert set(missing) <= set(calls[name]), (name, missing)   # falsy defaults too
@@ -86,6 +89,9 @@ def test_every_tool_answers_with_only_what_it_needs(bundle, files):
         rendered = " ".join(c.text for c in results["render"].content if c.type == "text")
         images = re.findall(r"'url': '(http[^']+)'", rendered)
         assert len(images) >= 4                                   # the gallery's images, each one fetchable
+        for name in ("render", "search", "variations"):           # by URL alone: no server file path in a result
+            text = " ".join(c.text for c in results[name].content if c.type == "text")
+            assert "'path'" not in text, (name, text[:300])
         got = httpx.get(images[0], timeout=30)
         assert got.status_code == 200 and got.headers["content-type"].startswith("image/")
         assert "<mcp-test>" in " ".join(c.text for c in results["load_tokens"].content if c.type == "text")
