@@ -14,6 +14,7 @@ import sys
 import gradio as gr
 
 from clipgpt_core.access import ServerFiles, is_shared
+from clipgpt_app import zerogpu
 from clipgpt_core.bundle import LoadingBundle, load_bundle
 from clipgpt_core.retrieval.nearest import NearestImages
 from clipgpt_app.tabs import caption, explain, nearest, render, sample
@@ -84,7 +85,8 @@ def main(argv=None):
     # a bundle directory loads in the background, so the page answers at once (a warm start waited ~5 s
     # for torch, open_clip and the weights); a pretrained one loads here, where a missing download fails fast
     spec = args.bundle or "shapes"
-    bundle = load_bundle(spec) if spec.startswith("open_clip:") else LoadingBundle(spec)
+    where = zerogpu.device()       # ZeroGPU: the models go to CUDA once, here, as it asks
+    bundle = load_bundle(spec, where) if spec.startswith("open_clip:") else LoadingBundle(spec, where)
     finder = NearestImages(bundle, files=files)
     demo = build_demo(bundle, files=files, finder=finder, prepare=False)
     launch(demo.queue(**QUEUE), share=args.share, server_name=args.host, server_port=args.port, mcp_server=args.mcp,

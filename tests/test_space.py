@@ -69,3 +69,28 @@ def test_python_app_py_runs_from_the_space_folder(space, tmp_path):
         proc.wait(timeout=30)
         log.close()
     assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+def test_a_zero_gpu_space_for_the_published_bundle_fetches_its_weights_at_start(tmp_path):
+    out = tmp_path / "published-space"
+    clipgpt(["space", "--out", str(out), "--bundle", "published", "--zero-gpu"])
+    app = (out / "app.py").read_text()
+    assert "published()" in app and '"--bundle", "published"' in app        # fetched at start, then served
+    assert not list(out.rglob("*.pt")) and not (out / "assets" / "published").exists()    # no published weights copied
+    readme = (out / "README.md").read_text()
+    assert "suggested_hardware: zero-a10g" in readme and 'python_version: "3.12"' in readme   # what ZeroGPU runs
+    requirements = (out / "requirements.txt").read_text()
+    assert "torch==2.9.1" in requirements and "spaces==" in requirements and "torch==2.14" not in requirements
+    compile(app, "app.py", "exec")
+
+
+def test_model_calls_are_zero_gpu_functions_and_plain_on_a_cpu():
+    from clipgpt_app import zerogpu
+    assert zerogpu.spaces is not None                  # installed with the app, so the Space's code path runs here
+    assert not zerogpu.on_zero_gpu() and zerogpu.device() == "cpu"
+
+    def f(x, y=1):
+        """doc"""
+        return x + y
+    wrapped = zerogpu.gpu("render")(f)
+    assert wrapped(1) == 2 and wrapped.__doc__ == "doc"     # effect-free off ZeroGPU: the API and MCP see f

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from clipgpt_core.models.renderer import RenderError
+from clipgpt_core.errors import ClipGPTError
 
 
 def upscale(image: Image.Image, side: int) -> str:
@@ -54,6 +54,6 @@ def bundle_renderer(bundle):
     if not bundle.has_renderer():
         raise gr.Error(NO_RENDERER)
     try:
-        return bundle.renderer          # an absent pretrained model says so here
-    except RenderError as e:
+        return bundle.renderer          # an absent pretrained model (or one not fetched yet) says so here
+    except ClipGPTError as e:
         raise gr.Error(str(e)) from e

@@ -6,6 +6,7 @@ import gradio as gr
 from clipgpt_core.paths import EXAMPLES
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import load_image
+from clipgpt_app.zerogpu import gpu
 from clipgpt_app.uploads import ImageFile
 
 
@@ -13,6 +14,7 @@ def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab. The bundle's captioner is read at each event,
     so a bundle still loading (bundle.LoadingBundle) is waited for then, not here."""
 
+    @gpu("caption")
     def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0, top=10):
         """Caption an image: CLIP embeds it, a GPT decodes captions from the embedding, and the candidates
         are ranked by CLIP similarity plus the caption's log-probability.

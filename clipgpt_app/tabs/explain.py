@@ -23,6 +23,7 @@ from clipgpt_core.images import load_image
 from clipgpt_core.models.classifier_files import classifier_outputs
 from clipgpt_core.models.renderer import RenderError
 from clipgpt_core.world.captions import states_answer
+from clipgpt_app.zerogpu import gpu
 from clipgpt_app.tabs import bundle_renderer, upscale
 
 TARGETS = list(KINDS)                          # the radio shows the user's words; the core reads them
@@ -67,6 +68,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
     asks = ExplainInputs(bundle, files)        # the function to explain and its images
     shapes_world = bundle.is_shapes_world
 
+    @gpu("explain")
     def explain(target_kind=TARGETS[0], planted="has_red", clf_output=None, csv_file=None, pos_folder="", neg_folder="",
                 pos_files=None, neg_files=None, image_source=SOURCES[0], n_images=512, image_folder="", method=None,
                 budget=0, prior_weight=DEFAULT_PRIOR_WEIGHT, seed=0, centre="auto", embeddings_folder="",
@@ -139,6 +141,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         saved = best.save(Path(tempfile.mkdtemp(prefix="clipgpt-explanation-")) / "explanation.json")
         return table, status, plot, gal(top), gal(bottom), best.token_file, str(saved)
 
+    @gpu("quick")
     def explain_apply(saved_file, folder="", uploads=None, progress=gr.Progress(track_tqdm=True)):
         """A saved explanation's h(CLIP_t) on a folder of images (or uploads) it never saw.
 
@@ -166,6 +169,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return table, gallery, (f"**{e.text}** applied to {len(images)} images (fitted on other images; held-out "
                                 f"ρ(f, h(CLIP_t)) there {e.spearman_h:.3f}). Highest predicted f first.")
 
+    @gpu("layer")
     def explain_layer(layer_name=list(LAYERS)[0], n_layer_images=512, progress=gr.Progress(track_tqdm=True)):
         """Explain every unit (or logit) of a layer of the built-in classifier at once, as CLIP-Dissect labels a layer.
 
@@ -184,6 +188,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
                 f"{len(df)} units of “{layer_name}” on {len(images)} images in {result.seconds:.1f} s "
                 f"(images embedded once). Click a column to sort.")
 
+    @gpu("layer")
     def explain_units(model_file, model_layer="", model_units="", pool="mean", n_layer_images=512, model_folder="",
                   progress=gr.Progress(track_tqdm=True)):
         """Explain units of your own vision model, read through a forward hook, on the gallery sample or a folder.
@@ -205,6 +210,7 @@ def build(bundle, files: ServerFiles = ServerFiles()) -> None:
         return (df, [str(result.to_csv(out / "units.csv")), str(result.to_json(out / "units.json"))],
                 f"{len(df)} units of “{model_layer or 'the output'}” ({pool}-pooled) in {result.seconds:.1f} s.")
 
+    @gpu("render")
     def render(saved_file, target_kind, clf_output, progress=gr.Progress(track_tqdm=True)):
         """Render the best explanation (the file the Explain button wrote); for a classifier output, also score
         the renders with it (the render check)."""

@@ -12,6 +12,7 @@ from clipgpt_core.images import BadImageError, load_image
 from clipgpt_core.retrieval.local import existing_index as gallery_layout
 from clipgpt_core.retrieval.nearest import TEXT_MODES, NearestImages
 from clipgpt_core.world.scenes import ATTRIBUTES
+from clipgpt_app.zerogpu import gpu
 from clipgpt_app.tabs import upscale
 from clipgpt_app.uploads import ImageFile
 
@@ -43,6 +44,7 @@ def build(finder: NearestImages) -> None:
         if text_mode not in TEXT_MODES:
             raise gr.Error(f"Text as: one of {', '.join(TEXT_MODES)}")
 
+    @gpu("quick")
     def search(text, image=None, text_weight=0.5, k=12, source=SOURCES[0], folder="", url="", indice_name="shapes",
                text_mode="raw"):
         """Find the images nearest to a text query, an image query, or both, in CLIP's joint embedding space.
@@ -74,6 +76,7 @@ def build(finder: NearestImages) -> None:
                  SOURCES[2]: f"{indice_name} at {url}"}[source]
         return _format(hits), f"{len(hits)} nearest images from {where}."
 
+    @gpu("index")
     def index_folder(folder, progress=gr.Progress(track_tqdm=True)):
         """Index a folder of images on the server with this bundle's CLIP, so search can use it as "My folder".
         A folder already in clip-retrieval's layout (an index, or the embeddings `clip-retrieval inference`
@@ -92,6 +95,7 @@ def build(finder: NearestImages) -> None:
         how = "Opened the index of" if gallery_layout(folder) else "Indexed"
         return f"{how} {len(idx)} images from {folder}. Pick “My folder” and search."
 
+    @gpu("quick")
     def zero_shot(image):
         """Read an image zero-shot: CLIP's probabilities for each attribute of ShapesWorld (colour, shape, size,
         position, background), comparing the image with one caption per value.

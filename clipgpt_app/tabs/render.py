@@ -9,6 +9,7 @@ from clipgpt_core.images import load_image
 from clipgpt_core.models.planner import draw_plan
 from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
                                          TokenAlreadyLoaded)
+from clipgpt_app.zerogpu import gpu
 from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, gallery_file, upscale
 from clipgpt_app.uploads import ImageFile
 
@@ -34,6 +35,7 @@ def build(bundle) -> None:
         lines += [f"⚠ {n}" for n in dict.fromkeys(p.note for p in plans if p.note)]
         return renders, "\n\n".join(lines), layouts
 
+    @gpu("render")
     def render(prompt, negative_prompt="", guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT, seed=0, num_images=4,
                via_prior=False, detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Render images from a text prompt with the bundle's text-to-image model: the prompt is read in the world's
@@ -65,6 +67,7 @@ def build(bundle) -> None:
         return show(images, plans, seed, "Via the prior: the text's predicted CLIP image embedding, read back as"
                     if via_prior else "")
 
+    @gpu("render")
     def variations(image, num_images=4, seed=0, guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT,
                    detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Variations of an image (seed 003's unCLIP): its CLIP image embedding is read into the world's language

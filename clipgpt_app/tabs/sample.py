@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from clipgpt_core.errors import ClipGPTError
+from clipgpt_app.zerogpu import gpu
 
 
 def build(bundle) -> None:
@@ -22,6 +23,7 @@ def build(bundle) -> None:
             raise gr.Error(f"The prefix is too long: {1 + len(ids)} tokens, the context holds "
                            f"{prior.cfg.context_length}")
 
+    @gpu("quick")
     def sample(n=8, temperature=1.0, top_k=0, top_p=1.0, prefix="", seed=0):
         """Sample captions from the caption prior (a GPT over CLIP's tokens), most likely first.
 
@@ -48,6 +50,7 @@ def build(bundle) -> None:
         rows = sorted(zip(texts, logps), key=lambda r: -r[1])
         return [[t, round(float(lp), 2), round(float(lp) / max(1, len(prior.encode(t)) + 1), 3)] for t, lp in rows]
 
+    @gpu("quick")
     def score(text):
         """Log-probability of your own captions under the caption prior.
 
