@@ -131,3 +131,32 @@ def test_every_tab_answers_on_the_published_bundle(bundle, tmp_path):
         assert "ClipCap" in best and table["data"]
         renders, reading, _ = client.predict("a photo of a dog", "", 2.5, 2, 0, 1, False, True, api_name="/render")
         assert len(renders) == 1
+
+
+def test_every_explain_method_runs_on_the_real_prior(bundle):
+    from clipgpt_core import explain
+    rng = np.random.default_rng(2)
+    images = [Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8")) for _ in range(24)]
+    scores = rng.random(24)
+    for method in ["search", "gumbel", "rl", "inversion", "dissect"]:
+        options = {"concepts": ["a dog", "a cat", "a car"]} if method == "dissect" else {}
+        ranked = explain(bundle, images, scores, method=method, budget=2, progress=False, **options)
+        assert ranked and all(np.isfinite(e.spearman_h) for e in ranked), method
+
+
+def test_any_clip_spec_and_pieces_left_out(published, tmp_path, monkeypatch):
+    """hf-hub:ORG/NAME and a local folder in the Hub's open_clip layout; a prior folder, a captioner folder, no
+    renderer: what `clipgpt bundle` takes piece by piece (from the Hugging Face cache the command filled)."""
+    from clipgpt_core import load_bundle
+    from clipgpt_core.published.assemble import assemble
+    monkeypatch.setenv("HF_HOME", published["env"]["HF_HOME"])
+    b = published["bundle"]
+    out = assemble(tmp_path / "b1", clip=f"hf-hub:{B32}", captioners=[str(b / "captioners" / "conceptual")])
+    one = load_bundle(out)
+    assert one.clip.dim == 512 and one.captioner.clip is one.clip and not one.clips    # the captioner's own CLIP
+    out = assemble(tmp_path / "b2", clip=str(b / "clip"), prior=str(b / "prior"))
+    two = load_bundle(out)
+    assert not two.has_renderer() and two.prior.cfg.width == 64
+    with pytest.raises(Exception, match="open_clip's Hub layout"):
+        assemble(tmp_path / "b3", clip=str(tmp_path))
+    assert not (tmp_path / "b3").exists()

@@ -121,6 +121,14 @@ class Renderer:
     def __repr__(self) -> str:
         return f"Renderer({self.source!r}, width={self.width}, tokens={self.tokens})"
 
+    decoder = None   # unCLIP's decoder (models/decoder.py): loaded on the first decode() from decoder/ beside source
+
+    def decode(self, vectors, num_images: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
+               steps: int | None = None):
+        """CLIP image vectors (n, d) -> n * num_images PIL images drawn from the vectors themselves (no caption)."""
+        from .decoder import decode, decoder_of
+        return decode(decoder_of(self), vectors, num_images, seed, guidance_scale, steps)
+
     # ------------------------------------------------------------------------- loading
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", clip=None, captioner=None,

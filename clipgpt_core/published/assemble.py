@@ -13,6 +13,7 @@ Hub id (named in the manifest, fetched on first use). Large files are hard-linke
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -143,7 +144,11 @@ def assemble(out: str | Path, clip: str | None = None, prior: str | None = None,
                 if clip_key not in clips:
                     resolve_clip(f"open_clip:{wants}", work / "clips" / clip_key)
                     clips[clip_key] = {"path": f"clips/{clip_key}", "source": f"open_clip:{wants}"}
-                entry["clip"] = clip_key
+                    if _same_weights(work / "clips" / clip_key, work / "clip"):   # the bundle's own, named otherwise
+                        shutil.rmtree(work / "clips" / clip_key)
+                        clips[clip_key] = None
+                if clips[clip_key]:
+                    entry["clip"] = clip_key
             _copy(folder, work / entry["path"])
             named[key] = entry
         if named:
@@ -151,6 +156,7 @@ def assemble(out: str | Path, clip: str | None = None, prior: str | None = None,
         if renderer:
             components["renderer"] = _renderer_entry(renderer, work)
         manifest = {"name": name or out.name, "format_version": 1, "components": components}
+        clips = {k: v for k, v in clips.items() if v}
         if clips:
             manifest["clips"] = clips
         if named:
@@ -162,6 +168,11 @@ def assemble(out: str | Path, clip: str | None = None, prior: str | None = None,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    fa, fb = a / "open_clip_model.safetensors", b / "open_clip_model.safetensors"
+    return os.path.samefile(fa, fb) or (fa.stat().st_size == fb.stat().st_size and filecmp.cmp(fa, fb, shallow=False))
 
 
 def _parent(out: Path) -> Path:

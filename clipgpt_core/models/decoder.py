@@ -1,0 +1,87 @@
+"""unCLIP's decoder for the Render tab: CLIP image vectors drawn themselves, no caption in between (issue 40).
+
+    renderer = load_bundle().renderer
+    images = renderer.decode(bundle.clip.encode_images([image]), num_images=4, seed=0)   # variations of an image
+    images = renderer.decode(slerp(z_a, z_b, 0.5)[None])                                # any vector of the CLIP space
+
+The decoder is an UnclipDecoderPipeline (models/unclip_pipeline.py, trained by clipgpt_train/decoder.py) kept beside
+the renderer, in the bundle's decoder/ folder; Renderer.decode loads it on first use (load_decoder) and hands over
+to decode() here. Vectors are L2-normalised, as CLIP's image tower returns them and as the decoder trained.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .renderer import MAX_BATCH, NUM_IMAGES, STEPS, RenderError, _yield_to_quick
+
+DECODER_DIR = "decoder"       # beside the renderer's folder in a bundle
+GUIDANCE = (0.0, 30.0)
+GUIDANCE_DEFAULT = 3.0
+STEPS_DEFAULT = 12
+
+
+def load_decoder(directory: str | Path, device: str = "cpu"):
+    """An UnclipDecoderPipeline saved with save_pretrained, in float32."""
+    import torch
+    from .unclip_pipeline import UnclipDecoderPipeline
+    directory = Path(directory)
+    if not (directory / "model_index.json").is_file():
+        raise RenderError(f"No unCLIP decoder at {directory} (no model_index.json). Train one with "
+                          f"`python -m clipgpt_train.decoder --out {directory}`")
+    pipe = UnclipDecoderPipeline.from_pretrained(directory, torch_dtype=torch.float32, local_files_only=True)
+    pipe.set_progress_bar_config(desc="decode")
+    return pipe.to(device)
+
+
+def decoder_of(renderer):
+    """The renderer's decoder: its `decoder` attribute, else loaded from the decoder/ folder beside its own."""
+    if renderer.decoder is None:
+        renderer.decoder = load_decoder(Path(renderer.source).parent / DECODER_DIR)
+    return renderer.decoder
+
+
+def check_vectors(vectors, dim: int) -> np.ndarray:
+    """(n, dim) or (dim,) array-like -> (n, dim) float32, L2-normalised; concise errors otherwise."""
+    try:
+        x = np.asarray(vectors.detach().cpu() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise RenderError(f"vectors must be numbers, (n, {dim}): CLIP image embeddings") from None
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != dim or not len(x):
+        raise RenderError(f"vectors must be (n, {dim}) CLIP image embeddings, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise RenderError("vectors hold NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms < 1e-6).any():
+        raise RenderError("a vector is all zeros: there is nothing to draw (zeros are the decoder's unconditional)")
+    return x / norms
+
+
+def decode(pipe, vectors, num_images: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
+           steps: int | None = None) -> list:
+    """vectors (n, d) -> n * num_images PIL images, vector by vector (num_images each, consecutive). The same
+    seed gives the same images; guidance_scale <= 1 turns classifier-free guidance off."""
+    import secrets
+    import torch
+    guidance_scale = GUIDANCE_DEFAULT if guidance_scale is None else guidance_scale
+    steps = STEPS_DEFAULT if steps is None else steps
+    x = check_vectors(vectors, pipe.embed_dim)
+    if not (isinstance(steps, int) and STEPS[0] <= steps <= STEPS[1]):
+        raise RenderError(f"steps must be a whole number from {STEPS[0]} to {STEPS[1]}, got {steps}")
+    if not GUIDANCE[0] <= float(guidance_scale) <= GUIDANCE[1]:
+        raise RenderError(f"guidance scale must be from {GUIDANCE[0]:g} to {GUIDANCE[1]:g}, got {guidance_scale}")
+    if not (isinstance(num_images, int) and NUM_IMAGES[0] <= num_images <= NUM_IMAGES[1]):
+        raise RenderError(f"number of images must be from {NUM_IMAGES[0]} to {NUM_IMAGES[1]}, got {num_images}")
+    if len(x) * num_images > MAX_BATCH:
+        raise RenderError(f"{len(x)} vectors x {num_images} images is more than {MAX_BATCH} at once")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    if not (isinstance(seed, int) and 0 <= seed < 2**63):
+        raise RenderError(f"seed must be a whole number >= 0, got {seed}")
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    with torch.no_grad():
+        return pipe(torch.from_numpy(x), num_images_per_prompt=num_images, guidance_scale=float(guidance_scale),
+                    num_inference_steps=steps, generator=generator, callback_on_step_end=_yield_to_quick).images
