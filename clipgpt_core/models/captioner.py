@@ -29,7 +29,7 @@ from torch import nn
 
 from safetensors.torch import load_file, save_file
 
-from .component import load_component, save_component
+from .component import load_module, save_component
 from ..batching import batched
 from ..errors import BundleError, InputError
 from .caption_prior import CaptionPrior, until_eot, generate
@@ -75,10 +75,7 @@ class PrefixMapper(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> "PrefixMapper":
-        cfg, state = load_component(directory, MapperConfig, WEIGHTS_FILE, CONFIG_FILE)
-        mapper = cls(cfg)
-        mapper.load_state_dict(state)
-        return mapper.eval()
+        return load_module(cls, MapperConfig, directory, WEIGHTS_FILE, CONFIG_FILE)
 
 
 def decoder_from_prior(prior: CaptionPrior) -> CaptionPrior:

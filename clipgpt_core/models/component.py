@@ -25,3 +25,11 @@ def load_component(directory: str | Path, config_cls, weights_file: str, config_
     config = config_cls(**json.loads((directory / config_file).read_text()))
     state = {k: v.float() for k, v in load_file(directory / weights_file).items()}
     return config, state
+
+
+def load_module(module_cls, config_cls, directory: str | Path, weights_file: str, config_file: str):
+    """A module saved by save_component: built from its config, its weights loaded, in eval mode."""
+    cfg, state = load_component(directory, config_cls, weights_file, config_file)
+    module = module_cls(cfg)
+    module.load_state_dict(state)
+    return module.eval()

@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import BundleError, ClipGPTError
 from ..models.captioner import (CONFIG_FILE as MAPPER_CONFIG, PUBLISHED_CONFIG, WEIGHTS_FILE as MAPPER_WEIGHTS,
                                 Captioner, MapperConfig, PrefixMapper)
-from ..models.component import load_component, save_component
+from ..models.component import load_module, save_component
 from ..models.gpt2_decoder import TOKENIZER_FILES, Gpt2Decoder
 
 KIND = "clipcap_gpt2"
@@ -119,10 +119,7 @@ class TransformerMapper(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> "TransformerMapper":
-        cfg, state = load_component(directory, TransformerMapperConfig, MAPPER_WEIGHTS, MAPPER_CONFIG)
-        mapper = cls(cfg)
-        mapper.load_state_dict(state)
-        return mapper.eval()
+        return load_module(cls, TransformerMapperConfig, directory, MAPPER_WEIGHTS, MAPPER_CONFIG)
 
 
 # -- reading a checkpoint ------------------------------------------------------------------------
