@@ -201,7 +201,7 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         # a Hub pipeline (SD 1.5): fetched into the Hugging Face cache on first use, never copied into the bundle
         entry = components["renderer"]
         bundle.renderer_loader = functools.partial(_hub_renderer, entry["repo"], entry.get("files", ()), device,
-                                                   bundle.captioner, bundle.embedding_prior)
+                                                   bundle.captioner, bundle.embedding_prior, entry.get("fast"))
     elif "renderer" in components:
         renderer_dir = path / components["renderer"]["path"]
         if not (renderer_dir / "model_index.json").is_file():
@@ -211,13 +211,29 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         # images as prompts read CLIP image vectors with this bundle's captioner and embedding prior
         bundle.renderer_loader = functools.partial(Renderer.load, renderer_dir, device, clip, bundle.captioner,
                                                    bundle.embedding_prior)
+        if fast := components["renderer"].get("fast"):    # few-step (models/fast_sd): LCM-LoRA fused, TAESD
+            from .models.fast_sd import from_manifest
+            bundle.renderer_loader = lambda load=bundle.renderer_loader: from_manifest(load(), fast, path)
     return bundle
 
 
-def _hub_renderer(repo: str, files, device: str, captioner, embedding_prior) -> Renderer:
+def captioner_choices(manifest: dict) -> list[tuple[str, str]]:
+    """(label, key in Bundle.captioners) for each captioner a manifest names, the default first; read without
+    loading (a UI lays itself out from it). A published bundle: ClipCap's COCO and Conceptual Captions models."""
+    components = manifest.get("components", {})
+    named = {"captioner": components["captioner"]} if "captioner" in components else {}
+    named |= manifest.get("captioners", {})
+    return [(Path(entry.get("path", key)).name if len(named) > 1 else key, key) for key, entry in named.items()]
+
+
+def _hub_renderer(repo: str, files, device: str, captioner, embedding_prior, fast: dict | None = None) -> Renderer:
     from .models.renderer import Renderer
     from .published.fetch import hub_files
-    return Renderer.load(hub_files(repo, list(files)), device, captioner=captioner, embedding_prior=embedding_prior)
+    renderer = Renderer.load(hub_files(repo, list(files)), device, captioner=captioner, embedding_prior=embedding_prior)
+    if fast:        # few-step (models/fast_sd): the manifest's LCM-LoRA fused into the UNet, TAESD as the VAE
+        from .models.fast_sd import from_manifest
+        renderer = from_manifest(renderer, fast)
+    return renderer
 
 
 class LoadingBundle(SpeaksWorld):

@@ -129,6 +129,9 @@ def test_every_tab_answers_on_the_published_bundle(bundle, tmp_path):
         assert len(samples["data"]) == 3
         best, table = client.predict(handle_file(str(tmp_path / "im.png")), 3, 0, 1.0, 0, api_name="/caption")
         assert "ClipCap" in best and table["data"]
+        other, _ = client.predict(handle_file(str(tmp_path / "im.png")), 3, 0, 1.0, 0, 10, "conceptual",
+                                  api_name="/caption")          # the other ClipCap, chosen by name
+        assert other != best
         renders, reading, _ = client.predict("a photo of a dog", "", 2.5, 2, 0, 1, False, True, api_name="/render")
         assert len(renders) == 1
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from clipgpt_core.bundle import captioner_choices
 from clipgpt_core.paths import EXAMPLES
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import load_image
@@ -14,8 +15,10 @@ def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab. The bundle's captioner is read at each event,
     so a bundle still loading (bundle.LoadingBundle) is waited for then, not here."""
 
+    choices = captioner_choices(bundle.manifest)
+
     @gpu("caption")
-    def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0, top=10):
+    def caption(image, num_beams=5, num_samples=0, temperature=1.0, seed=0, top=10, model=""):
         """Caption an image: CLIP embeds it, a GPT decodes captions from the embedding, and the candidates
         are ranked by CLIP similarity plus the caption's log-probability.
 
@@ -26,6 +29,8 @@ def build(bundle) -> None:
             temperature: sampling temperature for the extra candidates, 0.1 to 2.
             seed: random seed for the sampled candidates.
             top: how many candidates to return, best first, 1 to 100 (the best `top` of all of them).
+            model: which of the bundle's captioners ("" = its default); a published bundle has ClipCap's COCO
+                and Conceptual Captions models.
 
         Returns:
             The best caption (Markdown) and a table of candidates: caption, score, CLIP similarity,
@@ -34,7 +39,7 @@ def build(bundle) -> None:
         if image is None:
             raise gr.Error("Upload an image or pick an example")
         try:
-            captioner = bundle.captioner        # a bundle still loading is waited for
+            captioner = bundle.captioners.get(model) or bundle.captioner     # a bundle still loading is waited for
             ranked = captioner.candidates([load_image(image)], num_beams=int(num_beams), num_samples=int(num_samples),
                                           temperature=float(temperature), seed=int(seed or 0),
                                           top=max(1, min(100, int(top or 10))))[0]
@@ -54,13 +59,15 @@ def build(bundle) -> None:
             temperature = gr.Slider(0.1, 2, value=1.0, step=0.05, label="Sampling temperature")
             seed = gr.Number(value=0, precision=0, label="Seed")
             top = gr.Slider(1, 100, value=10, step=1, label="Candidates shown")
+            model = gr.Dropdown(choices or [("default", "")], value=choices[0][1] if choices else "",
+                                label="Captioner", visible=len(choices) > 1)
             go = gr.Button("Caption", variant="primary")
         with gr.Column(scale=3):
             best = gr.Markdown(elem_id="caption-best")
             table = gr.Dataframe(headers=["caption", "score", "CLIP similarity", "log p per token"],
                                  label="Best candidates, ranked by score (CLIP similarity + weight × log p per token)",
                                  wrap=True, elem_id="caption-table")
-    inputs = [image, num_beams, num_samples, temperature, seed, top]
+    inputs = [image, num_beams, num_samples, temperature, seed, top, model]
     go.click(caption, inputs, [best, table], api_name="caption")
     examples = sorted(EXAMPLES.glob("*.png"))
     if examples:   # cached on first click (not at launch, which they would slow): a click then shows at once
