@@ -134,6 +134,14 @@ def test_every_tab_answers_on_the_published_bundle(bundle, tmp_path):
         assert other != best
         renders, reading, _ = client.predict("a photo of a dog", "", 2.5, 2, 0, 1, False, True, api_name="/render")
         assert len(renders) == 1
+        photos = tmp_path / "photos"          # Nearest: a folder indexed with the bundle's CLIP, then searched
+        photos.mkdir()
+        for i in range(6):
+            Image.fromarray((np.random.default_rng(i).random((40, 40, 3)) * 255).astype("uint8")).save(photos / f"{i}.png")
+        client.predict(str(photos), api_name="/index_folder")
+        gallery, status = client.predict("a dog", None, 1.0, 3, "My folder", str(photos), "", "", "raw",
+                                         api_name="/search")
+        assert len(gallery) == 3, status
 
 
 def test_every_explain_method_runs_on_the_real_prior(bundle):
