@@ -110,7 +110,7 @@ def _phrases(d: world.Description) -> list[world.Phrase]:
     return list(d.phrases) * d.count if d.count else list(d.phrases)
 
 
-def _assign(phrases, objects, ok) -> tuple[Detected, ...] | None:
+def assign(phrases, objects, ok) -> tuple[Detected, ...] | None:
     """Distinct objects, one per phrase, with ok(phrase, object) for every pair; None when there are none."""
     for perm in itertools.permutations(objects, len(phrases)):
         if all(ok(p, o) for p, o in zip(phrases, perm)):
@@ -125,8 +125,8 @@ def judge_prompt(d: world.Description, image: Image.Image) -> dict:
     phrases = _phrases(d)
     bound = lambda p, o: o.shape == p.shape and p.colour in (None, o.colour)   # noqa: E731
     out = {"n_objects": len(objects),
-           "present": _assign(phrases, objects, lambda p, o: o.shape == p.shape) is not None,
-           "binding": _assign(phrases, objects, bound) is not None,
+           "present": assign(phrases, objects, lambda p, o: o.shape == p.shape) is not None,
+           "binding": assign(phrases, objects, bound) is not None,
            "extra": len(objects) > len(phrases),
            "background": None if d.background is None else background == d.background,
            "caption_true": world.is_true(d, world.Scene(background, tuple(o.as_obj() for o in objects)))}

@@ -98,8 +98,133 @@ def test_renderer_decode_loads_the_decoder_beside_it(pipe, tmp_path):
     from clipgpt_core.models.renderer import Renderer, RenderError
     renderer = Renderer(None, source=str(tmp_path / "renderer"))
     with pytest.raises(RenderError, match="No unCLIP decoder"):
-        renderer.decode(vectors(1))
+        renderer.decode(vectors(1), method="unclip")
     pipe.save_pretrained(tmp_path / "decoder")
-    got = renderer.decode(vectors(1), seed=2, steps=2)
+    got = renderer.decode(vectors(1), seed=2, steps=2, method="unclip")
     want = decode(pipe, vectors(1), seed=2, steps=2)
     assert np.array_equal(np.asarray(got[0]), np.asarray(want[0]))
+
+
+# ----------------------------------------------------------------------------- the layout head (method="layout")
+def _scenes():
+    from clipgpt_core.world import scenes as world
+    rng = __import__("random").Random(0)
+    return [world.sample_scene(rng, n_objects=k) for k in (1, 2, 3, 4)]
+
+
+def _one_hot_outputs(targets, cfg):
+    """The outputs a perfect head gives: logits one-hot on the targets."""
+    big = lambda y, n: torch.nn.functional.one_hot(y.clamp(min=0), n).float() * 20   # noqa: E731
+    return {"occupied": big(targets["occupied"], 2), "colour": big(targets["colour"], len(cfg.colours)),
+            "shape": big(targets["shape"], len(cfg.shapes)), "size": big(targets["size"], len(cfg.sizes)),
+            "offset": targets["offset"], "background": big(targets["background"], len(cfg.backgrounds))}
+
+
+def test_layout_head_targets_round_trip_to_scenes():
+    from clipgpt_core.models.layout_head import LayoutHeadConfig, scene_targets, scenes_from
+    from clipgpt_core.world import scenes as world
+    cfg = LayoutHeadConfig()
+    assert cfg.colours == list(world.COLOURS) and cfg.positions == list(world.POSITIONS)
+    scenes = [s for s in _scenes() if len({o.position for o in s.objects}) == len(s.objects)]
+    back = scenes_from(_one_hot_outputs(scene_targets(scenes, cfg), cfg), cfg)
+    for s, b in zip(scenes, back):
+        assert b.background == s.background
+        key = lambda o: (o.position, o.colour, o.shape, o.size)   # noqa: E731
+        assert sorted(map(key, b.objects)) == sorted(map(key, s.objects))
+        for o in s.objects:                     # the centre where it was (offsets clipped to the cell only)
+            p = next(q for q in b.objects if q.position == o.position)
+            assert abs(p.cx - o.cx) < 1e-3 and abs(p.cy - o.cy) < 1e-3
+
+
+def test_layout_head_saves_loads_and_predicts(tmp_path):
+    from clipgpt_core.models.layout_head import LayoutHead, LayoutHeadConfig, LayoutHeadNet
+    from clipgpt_core.world import scenes as world
+    torch.manual_seed(0)
+    head = LayoutHead(LayoutHeadNet(LayoutHeadConfig(dim=DIM, hidden=16, layers=1)))
+    head.save(tmp_path / "lh")
+    again = LayoutHead.load(tmp_path / "lh")
+    a, b = head.predict(vectors(3)), again.predict(vectors(3))
+    assert a == b and len(a) == 3
+    for s in a:                                  # always a drawable scene: >= 1 object, never the background's colour
+        assert s.background in world.BACKGROUNDS and s.objects
+        assert all(o.colour != s.background and o.shape in world.SHAPES for o in s.objects)
+
+
+class _FakeClip:
+    """Image -> a fixed random projection of its pixels: a stand-in for the bundle's CLIP."""
+    dim, model_name = DIM, "fake"
+
+    def encode_images(self, images):
+        x = np.stack([np.asarray(im.resize((8, 8)), np.float32).ravel() / 255 for im in images])
+        w = np.random.default_rng(0).normal(size=(x.shape[1], DIM)).astype(np.float32)
+        v = x @ w
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_layout_head_trainer_resumes_to_the_same_weights(tmp_path):
+    from clipgpt_train.layout_head import LayoutHeadTrainConfig, train
+    kw = dict(n_scenes=48, n_val=16, steps=6, batch=8, hidden=16, layers=1, warmup=1)
+    whole = train(LayoutHeadTrainConfig(out=str(tmp_path / "a"), checkpoint=str(tmp_path / "ca"), **kw),
+                  clip=_FakeClip(), progress=False)
+    train(LayoutHeadTrainConfig(out=str(tmp_path / "b"), checkpoint=str(tmp_path / "cb"), stop_after=3, **kw),
+          clip=_FakeClip(), progress=False)
+    resumed = train(LayoutHeadTrainConfig(out=str(tmp_path / "b"), checkpoint=str(tmp_path / "cb"), **kw),
+                    clip=_FakeClip(), progress=False)
+    for p, q in zip(whole.net.parameters(), resumed.net.parameters()):
+        assert torch.equal(p, q)
+    assert (tmp_path / "b" / "layout_head_config.json").is_file()
+
+
+def test_decode_layout_draws_the_predicted_scene(tmp_path):
+    """Renderer.decode(method="layout"): the head's scene is what reaches the layout UNet, with no caption
+    (text="none") or the scene's own (text="caption"); num_images repeat the scene."""
+    from types import SimpleNamespace
+    from PIL import Image
+    from clipgpt_core.models import planner
+    from clipgpt_core.models.decoder import scene_caption
+    from clipgpt_core.models.layout_head import LayoutHead, LayoutHeadConfig, LayoutHeadNet
+    from clipgpt_core.models.renderer import Renderer, RenderError
+    seen = {}
+
+    def pipe(prompt, layout, **kw):
+        seen.update(prompt=prompt, layout=layout)
+        return SimpleNamespace(images=[Image.new("RGB", (64, 64)) for _ in prompt])
+    pipe.unet = SimpleNamespace(config=SimpleNamespace(sample_size=32, in_channels=4 + planner.LAYOUT_CHANNELS))
+    pipe.vae = SimpleNamespace(config=SimpleNamespace(latent_channels=4))
+    pipe.layout_channels, pipe.device = planner.LAYOUT_CHANNELS, "cpu"
+    renderer = Renderer(pipe, source=str(tmp_path / "renderer"))
+    with pytest.raises(RenderError, match="No layout head"):
+        renderer.decode(vectors(1), method="layout")
+    torch.manual_seed(0)
+    renderer.layout_head = head = LayoutHead(LayoutHeadNet(LayoutHeadConfig(dim=DIM, hidden=16, layers=1)))
+    from clipgpt_core.models.decoder import check_vectors
+    scenes = head.predict(check_vectors(vectors(2), DIM))     # decode normalises first, so the same floats
+    assert all(1 <= len(s.objects) <= 4 for s in scenes)
+    images = renderer.decode(vectors(2), num_images=2, method="layout", text="none", steps=2)
+    assert len(images) == 4 and set(seen["prompt"]) == {""}
+    want = planner.layout_map([s for s in scenes for _ in range(2)], 32)
+    assert np.array_equal(seen["layout"][:4].numpy(), want)
+    renderer.decode(vectors(2), method="layout", text="caption", steps=2)
+    assert seen["prompt"][:2] == [scene_caption(s) for s in scenes]
+    assert planner.read_prompt(seen["prompt"][0]).description is not None
+    with pytest.raises(RenderError, match="method"):
+        renderer.decode(vectors(1), method="dalle")
+
+
+def test_refine_only_moves_nearer_the_vector():
+    """Analysis by synthesis: the refined scene's rendering is at least as near the target vector as the head's."""
+    import random
+    from clipgpt_core.models.layout_head import LayoutHead, LayoutHeadConfig, LayoutHeadNet, refine, scenes_from
+    from clipgpt_core.world import scenes as world
+    torch.manual_seed(0)
+    head = LayoutHead(LayoutHeadNet(LayoutHeadConfig(dim=DIM, hidden=16, layers=1)))
+    clip = _FakeClip()
+    target = _scenes()[1]
+    v = clip.encode_images([world.render(target, random.Random(1))])
+    out = head.outputs(v)
+    start = scenes_from(out, head.cfg)
+    got = refine(start, v, out, clip, head.cfg, rounds=2)
+    cos = lambda s: float(clip.encode_images([world.render(s, random.Random(0))])[0] @ v[0])   # noqa: E731
+    assert len(got) == 1 and 1 <= len(got[0].objects) <= 4
+    assert cos(got[0]) >= cos(start[0])
+    assert head.predict(v, clip=clip, rounds=2) == got

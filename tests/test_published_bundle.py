@@ -37,6 +37,13 @@ def build_published(root: Path) -> tuple[dict, Path]:
         standins.save_as_published(model, root / name / SOURCES[name].files[0])
     resolve_clip(str(repos[L14]), root / "l14-ours")
     standins.stable_diffusion_folder(repos[SOURCES["sd15"].location], load_clip(root / "l14-ours"))
+    # --published draws few-step: the LCM-LoRA (its key layout, at rank 4) and TAESD
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(repos[SOURCES["sd15"].location] / "unet")
+    for name in ("lcm-lora-sdv1-5", "taesd"):
+        repos[SOURCES[name].location] = root / name
+    standins.lcm_lora_file(root / "lcm-lora-sdv1-5" / SOURCES["lcm-lora-sdv1-5"].files[0], unet, rank=4)
+    standins.taesd_folder(root / "taesd")
     standins.clip_gpt_file(root / "s3" / "clip_gpt.pt", width=64, layers=2, heads=2, seed=0)   # L14's own tower
     return repos, root / "s3"
 
@@ -64,7 +71,8 @@ def test_offline_every_missing_piece_is_named_with_its_command(tmp_path):
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", CLIPGPT_CACHE=str(tmp_path / "c"))
     run = run_bundle(env)
     assert run.returncode != 0 and "Traceback" not in run.stderr
-    for piece in ["clip-vit-l-14", "clip-gpt", "clip-vit-b-32", "gpt2", "clipcap-coco", "clipcap-conceptual", "sd15"]:
+    for piece in ["clip-vit-l-14", "clip-gpt", "clip-vit-b-32", "gpt2", "clipcap-coco", "clipcap-conceptual", "sd15",
+                  "lcm-lora-sdv1-5", "taesd"]:
         assert f"clipgpt fetch {piece}" in run.stderr
 
 
@@ -83,6 +91,8 @@ def test_the_bundle_holds_every_part_with_the_clips_they_read(bundle, published)
     import json
     manifest = json.loads((published["bundle"] / "manifest.json").read_text())
     assert manifest["components"]["renderer"]["kind"] == "diffusers_hub"      # named, not copied into the bundle
+    assert manifest["components"]["renderer"]["fast"] == {"lcm_lora": "lcm-lora-sdv1-5", "taesd": "taesd"}
+    assert (bundle.renderer.default_steps, bundle.renderer.default_guidance) == (4, 1.0)     # few-step SD 1.5
     assert set(bundle.captioners) == {"captioner", "conceptual"}         # COCO the default, Conceptual beside it
     for cap in bundle.captioners.values():       # ClipCap reads ViT-B/32 (512-d), the bundle's CLIP is ViT-L/14
         assert cap.clip is not bundle.clip and cap.clip.dim == 512

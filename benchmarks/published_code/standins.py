@@ -110,6 +110,50 @@ def stable_diffusion_folder(path: str | Path, clip_encoder) -> Path:
     return Path(path)
 
 
+# the modules latent-consistency/lcm-lora-sdv1-5 adapts (diffusers' train_lcm_distill_lora_sd_wds.py, the peft
+# target_modules the LCM-LoRA was trained with), at rank 64: 67.3M parameters on SD 1.5's UNet
+LCM_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                    "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+
+
+def lcm_lora_file(path: str | Path, unet, rank: int = 64, std: float = 0.01, seed: int = 0,
+                  dtype: torch.dtype = torch.float16) -> Path:
+    """A random LoRA with the LCM-LoRA's shapes for `unet` (rank `rank` on LCM_LORA_TARGETS), saved as
+    diffusers/peft's pytorch_lora_weights.safetensors (`unet.<module>.lora_A.weight` (r, in[, kh, kw]) and
+    `.lora_B.weight` (out, r[, 1, 1]), float16 as published). B is random too, so fusing it changes the
+    UNet (peft would start B at zero). -> the file."""
+    from safetensors.torch import save_file
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, m in unet.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in LCM_LORA_TARGETS):
+            continue
+        if isinstance(m, torch.nn.Linear):
+            a, b = (rank, m.in_features), (m.out_features, rank)
+        elif isinstance(m, torch.nn.Conv2d):
+            a, b = (rank, m.in_channels, *m.kernel_size), (m.out_channels, rank, 1, 1)
+        else:
+            continue
+        state[f"unet.{name}.lora_A.weight"] = (torch.randn(a, generator=gen) * std).to(dtype)
+        state[f"unet.{name}.lora_B.weight"] = (torch.randn(b, generator=gen) * std).to(dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path, metadata={"format": "pt"})
+    return path
+
+
+def taesd_folder(path: str | Path, seed: int = 0) -> Path:
+    """madebyollin/taesd's layout (config.json + diffusion_pytorch_model.safetensors): diffusers' AutoencoderTiny
+    at its default config (TAESD's: 2.4M parameters), random init."""
+    from diffusers import AutoencoderTiny
+    torch.manual_seed(seed)
+    AutoencoderTiny().save_pretrained(path, safe_serialization=True)
+    config = Path(path) / "config.json"       # block_out_channels: set by its __init__, not one of its arguments
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if k != "block_out_channels"}, indent=2))
+    return Path(path)
+
+
 # GPT-2's byte-level BPE writes a space as this; a toy vocabulary over a few words, for tests
 G = "\u0120"                         # GPT-2's byte-level BPE writes a space as this
 MERGES = [(G, "a"), (G, "d"), ("o", "g"), (G + "d", "og"), (G, "c"), ("a", "t"), (G + "c", "at"), (G, "o"),

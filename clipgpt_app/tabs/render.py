@@ -19,6 +19,8 @@ EXAMPLES = ["a large red star and a large blue circle on a black background", "a
             "a large red circle on a black background"]
 def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab."""
+    from clipgpt_core.models.fast_sd import defaults      # a few-step renderer (manifest "fast"): 4 steps, no CFG
+    steps_default, guidance_default = defaults(bundle.manifest) or (STEPS_DEFAULT, GUIDANCE_DEFAULT)
 
     def renderer():
         return bundle_renderer(bundle)
@@ -36,8 +38,8 @@ def build(bundle) -> None:
         return renders, "\n\n".join(lines), layouts
 
     @gpu("render")
-    def render(prompt, negative_prompt="", guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT, seed=0, num_images=4,
-               via_prior=False, detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
+    def render(prompt, negative_prompt="", guidance_scale=guidance_default, steps=steps_default, seed=0,
+               num_images=4, via_prior=False, detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Render images from a text prompt with the bundle's text-to-image model: the prompt is read in the world's
         caption language, a layout is planned (boxes for every object it states), and a diffusion model
         conditioned on the text and the layout draws it.
@@ -68,7 +70,7 @@ def build(bundle) -> None:
                     if via_prior else "")
 
     @gpu("render")
-    def variations(image, num_images=4, seed=0, guidance_scale=GUIDANCE_DEFAULT, steps=STEPS_DEFAULT,
+    def variations(image, num_images=4, seed=0, guidance_scale=guidance_default, steps=steps_default,
                    detail=DETAIL_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Variations of an image (seed 003's unCLIP): its CLIP image embedding is read into the world's language
         and drawn again, keeping every object's colour and shape and the background, with a new layout.
@@ -127,8 +129,8 @@ def build(bundle) -> None:
                                 "background — learned tokens such as <concept> too, once loaded")
             negative = gr.Textbox("", label="Negative prompt", placeholder="what to steer away from (optional)")
             via_prior = gr.Checkbox(False, label="Via the prior (text → CLIP image embedding → image, as DALL-E 2)")
-            guidance = gr.Slider(*GUIDANCE, value=GUIDANCE_DEFAULT, step=0.5, label="Guidance scale (≤ 1: no guidance)")
-            steps = gr.Slider(*STEPS, value=STEPS_DEFAULT, step=1, label="Steps")
+            guidance = gr.Slider(*GUIDANCE, value=guidance_default, step=0.5, label="Guidance scale (≤ 1: no guidance)")
+            steps = gr.Slider(*STEPS, value=steps_default, step=1, label="Steps")
             detail = gr.Checkbox(DETAIL_DEFAULT, label="Detail pass (small objects drawn large, then scaled into place)")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")

@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ..world.corpus import world_captions
-from ..models.renderer import GUIDANCE_DEFAULT, STEPS_DEFAULT
 from .planted import Planted
 from .errors import ExplainError
 from .explanation import Explanation
@@ -41,7 +40,7 @@ class RenderCheck:
 
 
 def render_check(bundle, f, explanation: Explanation | str, contrast: str | None = None, n: int = 8,
-                 seed: int = 0, steps: int = STEPS_DEFAULT, guidance_scale: float = GUIDANCE_DEFAULT) -> RenderCheck:
+                 seed: int = 0, steps: int | None = None, guidance_scale: float | None = None) -> RenderCheck:
     """f: a function of images (list of PIL images -> (N,) scores), or a target with .score(images), such
     as targets.ClassifierTarget or targets.ModelUnit. explanation: an Explanation (its learned tokens are
     rendered when it has them) or a text. contrast: one text rendered n times; None: n random ShapesWorld

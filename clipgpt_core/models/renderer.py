@@ -32,8 +32,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..batching import yield_to_quick
-from ..errors import ClipGPTError
+from .rendering import MAX_BATCH, NUM_IMAGES, STEPS, RenderError, yield_between_steps  # noqa: F401 (their home)
 from .planner import Plan, completions, layout_map, plan_prompts
 
 if TYPE_CHECKING:
@@ -43,19 +42,12 @@ if TYPE_CHECKING:
 # from the constants and errors here before any model is in memory
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-STEPS = (1, 200)
 GUIDANCE = (0.0, 30.0)
-NUM_IMAGES = (1, 16)
 STEPS_DEFAULT = 12        # DPM-Solver++: 12, 16 and 20 steps judged alike on bench_render (docs/results.md, Render)
 DETAIL_DEFAULT = True     # the detail pass on: better on every scene set of bench_render (docs/results.md, Render)
 GUIDANCE_DEFAULT = 2.5   # the best of 1.5-6 on bench_render's scenes (docs/results.md, Render)
-MAX_BATCH = 64                      # prompts x images per call
 MAX_PROMPT_CHARS = 2000
 TOKEN = re.compile(r"<[^<>\s|]+>")  # a learned token as typed in a prompt: <concept>
-
-
-class RenderError(ClipGPTError, ValueError):
-    """Input or weights the renderer cannot use; the message says what is wrong and what to do."""
 
 
 class TokenAlreadyLoaded(RenderError):
@@ -121,13 +113,26 @@ class Renderer:
     def __repr__(self) -> str:
         return f"Renderer({self.source!r}, width={self.width}, tokens={self.tokens})"
 
+    # what render/variations/draw use when the caller does not choose (models/fast_sd.make_fast: 4 and 1.0)
+    default_steps, default_guidance, fast = STEPS_DEFAULT, GUIDANCE_DEFAULT, None
+
     decoder = None   # unCLIP's decoder (models/decoder.py): loaded on the first decode() from decoder/ beside source
 
+    layout_head = None   # method="layout": loaded on first use from layout_head/ beside source (models/layout_head.py)
+
     def decode(self, vectors, num_images: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
-               steps: int | None = None):
-        """CLIP image vectors (n, d) -> n * num_images PIL images drawn from the vectors themselves (no caption)."""
-        from .decoder import decode, decoder_of
-        return decode(decoder_of(self), vectors, num_images, seed, guidance_scale, steps)
+               steps: int | None = None, method: str | None = None, text: str | None = None):
+        """CLIP image vectors (n, d) -> n * num_images PIL images drawn from the vectors themselves (no caption).
+        method: "unclip" (the decoder UNet) or "layout" (layout head -> scene -> the layout UNet; text "none" or
+        "caption"); None: models/decoder.METHOD_DEFAULT."""
+        from . import decoder as d
+        method = d.METHOD_DEFAULT if method is None else method
+        if method == "layout":
+            return d.decode_layout(self, d.layout_head_of(self), vectors, num_images, seed, guidance_scale, steps,
+                                   d.LAYOUT_TEXT_DEFAULT if text is None else text)
+        if method != "unclip":
+            raise RenderError(f"method must be one of {', '.join(d.METHODS)}, got {method!r}")
+        return d.decode(d.decoder_of(self), vectors, num_images, seed, guidance_scale, steps)
 
     # ------------------------------------------------------------------------- loading
     @classmethod
@@ -265,8 +270,8 @@ class Renderer:
             raise RenderError(f"seed must be a whole number >= 0, got {seed}")
         return seed
 
-    def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
-               steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+    def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float | None = None,
+               steps: int | None = None, seed: int | None = None, negative_prompt: str | None = None,
                via_prior: bool = False, detail: bool = DETAIL_DEFAULT):
         """prompts -> list of PIL images, num_images per prompt, prompt by prompt. The same seed gives
         the same images; seed None draws one. guidance_scale <= 1 turns classifier-free guidance off.
@@ -276,8 +281,8 @@ class Renderer:
         return self.render_with_plans(prompts, num_images, guidance_scale, steps, seed, negative_prompt, via_prior,
                                       detail)[0]
 
-    def render_with_plans(self, prompts: list[str], num_images: int = 1, guidance_scale: float = GUIDANCE_DEFAULT,
-                          steps: int = STEPS_DEFAULT, seed: int | None = None, negative_prompt: str | None = None,
+    def render_with_plans(self, prompts: list[str], num_images: int = 1, guidance_scale: float | None = None,
+                          steps: int | None = None, seed: int | None = None, negative_prompt: str | None = None,
                           via_prior: bool = False, detail: bool = DETAIL_DEFAULT):
         """render(), and the planner.Plan of each image: what was read of its prompt and the scene drawn."""
         if isinstance(prompts, str):
@@ -286,6 +291,7 @@ class Renderer:
         if not prompts:
             raise RenderError("No prompts: give at least one")
         negative = self.check_prompt(negative_prompt, "negative prompt") if negative_prompt else None
+        guidance_scale, steps = self._defaults(guidance_scale, steps)
         seed = self.check_options(num_images, guidance_scale, steps, seed, len(prompts))
         if via_prior:
             if self.embedding_prior is None or self.captioner is None:
@@ -295,16 +301,17 @@ class Renderer:
         plans = plan_prompts(prompts, num_images, seed)
         return self.draw(plans, guidance_scale, steps, seed, negative, detail), plans
 
-    def variations(self, images, num_images: int = 1, seed: int | None = 0, guidance_scale: float = GUIDANCE_DEFAULT,
-                   steps: int = STEPS_DEFAULT, detail: bool = DETAIL_DEFAULT):
+    def variations(self, images, num_images: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
+                   steps: int | None = None, detail: bool = DETAIL_DEFAULT):
         """Images as prompts: each image's CLIP embedding, read by the captioner, drawn num_images times with
         the objects, colours, shapes, sizes and background it says, and a new layout each time."""
         return self.variations_with_plans(images, num_images, seed, guidance_scale, steps, detail)[0]
 
     def variations_with_plans(self, images, num_images: int = 1, seed: int | None = 0,
-                              guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
+                              guidance_scale: float | None = None, steps: int | None = None,
                               detail: bool = DETAIL_DEFAULT):
         images = list(images)
+        guidance_scale, steps = self._defaults(guidance_scale, steps)
         if not images:
             raise RenderError("No images: give at least one")
         if self.captioner is None:
@@ -331,7 +338,11 @@ class Renderer:
             out.append(text)
         return out
 
-    def draw(self, plans: list[Plan], guidance_scale: float = GUIDANCE_DEFAULT, steps: int = STEPS_DEFAULT,
+    def _defaults(self, guidance_scale, steps) -> tuple:
+        return (self.default_guidance if guidance_scale is None else guidance_scale,
+                self.default_steps if steps is None else steps)
+
+    def draw(self, plans: list[Plan], guidance_scale: float | None = None, steps: int | None = None,
              seed: int = 0, negative_prompt: str | None = None, detail: bool = DETAIL_DEFAULT):
         """Plans -> one PIL image each: the plan's prompt through the text encoder and, for a layout
         pipeline, its scene's layout map beside the latent. detail=True (a layout pipeline): each small
@@ -339,25 +350,20 @@ class Renderer:
         import torch
         from .detail_pass import detail_crops, paste_details
         generator = torch.Generator(device=self.pipe.device).manual_seed(seed)
+        guidance_scale, steps = self._defaults(guidance_scale, steps)
         texts = [p.reading.text for p in plans]
         scenes = [p.scene for p in plans]
         crops = detail_crops(scenes) if detail and self.reads_layout else []
         texts += [c.text for c in crops]
         negative = [negative_prompt] * len(texts) if negative_prompt else None
         kwargs = dict(prompt=texts, negative_prompt=negative, guidance_scale=float(guidance_scale),
-                      num_inference_steps=steps, generator=generator, callback_on_step_end=_yield_to_quick)
+                      num_inference_steps=steps, generator=generator, callback_on_step_end=yield_between_steps)
         if self.reads_layout:
             kwargs["layout"] = torch.from_numpy(layout_map(scenes + [c.scene for c in crops],
                                                            self.pipe.unet.config.sample_size, self.pipe.layout_channels))
         with torch.no_grad():
             images = self.pipe(**kwargs).images
         return paste_details(images[:len(plans)], crops, images[len(plans):]) if crops else images
-
-
-def _yield_to_quick(pipe, step: int, timestep, tensors: dict) -> dict:
-    """Between denoising steps, let other users' quick requests run first (batching.yield_to_quick)."""
-    yield_to_quick()
-    return tensors
 
 
 def read_tokens(path: str | Path) -> dict[str, torch.Tensor]:

@@ -27,6 +27,8 @@ from .sources import SD15_FILES, SOURCES
 
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 PUBLISHED = "published"
+FAST_PUBLISHED = True      # --published draws few-step (models/fast_sd): ~15 s an image on 2 cores, not ~6 min
+                           # (benchmarks/results/real.json); --no-fast for the 50-step pipeline
 
 
 def default_published_dir() -> Path:
@@ -114,9 +116,9 @@ def _captioner_clip(folder: Path) -> str | None:
 
 
 def assemble(out: str | Path, clip: str | None = None, prior: str | None = None, captioners: list[str] = (),
-             renderer: str | None = None, name: str | None = None) -> Path:
+             renderer: str | None = None, name: str | None = None, fast: bool = False) -> Path:
     """Write a bundle folder from the pieces given; any may be left out but the CLIP, which defaults to the one
-    the first captioner reads."""
+    the first captioner reads. fast: the renderer draws few-step (the LCM-LoRA fused, TAESD; models/fast_sd)."""
     out = Path(out).expanduser()
     folders = [Path(c).expanduser() for c in captioners]
     for f in folders:
@@ -154,7 +156,7 @@ def assemble(out: str | Path, clip: str | None = None, prior: str | None = None,
         if named:
             components["captioner"] = named.pop("captioner")
         if renderer:
-            components["renderer"] = _renderer_entry(renderer, work)
+            components["renderer"] = renderer_entry(renderer, work, fast)
         manifest = {"name": name or out.name, "format_version": 1, "components": components}
         clips = {k: v for k, v in clips.items() if v}
         if clips:
@@ -180,7 +182,13 @@ def _parent(out: Path) -> Path:
     return out.parent
 
 
-def _renderer_entry(spec: str, work: Path) -> dict:
+def renderer_entry(spec: str, work: Path, fast: bool = False) -> dict:
+    from ..models.fast_sd import PUBLISHED as FAST       # light: torch and diffusers load on use
+    entry = _renderer_source(spec, work)
+    return entry | {"fast": dict(FAST)} if fast else entry
+
+
+def _renderer_source(spec: str, work: Path) -> dict:
     if spec in SOURCES and SOURCES[spec].kind == "hub":
         spec = SOURCES[spec].location
     path = Path(spec).expanduser()
@@ -195,13 +203,15 @@ def _renderer_entry(spec: str, work: Path) -> dict:
     return {"kind": "diffusers_hub", "repo": spec, "files": list(SD15_FILES)}
 
 
-def published(out: str | Path | None = None) -> Path:
+def published(out: str | Path | None = None, fast: bool = FAST_PUBLISHED) -> Path:
     """The seeds' set: OpenAI CLIP ViT-L/14, the CLIP GPT prior, ClipCap COCO and Conceptual (reading ViT-B/32),
-    SD 1.5. Every missing piece is fetched (online) or named with its command (offline), all at once."""
+    SD 1.5 (fast: with the LCM-LoRA and TAESD, few-step). Every missing piece is fetched (online) or named with its
+    command (offline), all at once."""
     from ..models.clip import WeightsNotAvailable
     from .clipcap import convert_clipcap
     out = Path(out).expanduser() if out else default_published_dir()
     needed = ["clip-vit-l-14", "clip-gpt", "clip-vit-b-32", "gpt2", "clipcap-coco", "clipcap-conceptual", "sd15"]
+    needed += ["lcm-lora-sdv1-5", "taesd"] if fast else []
     got, missing = {}, []
     for piece in needed:
         try:
@@ -219,7 +229,7 @@ def published(out: str | Path | None = None) -> Path:
             caps.append(str(convert_clipcap(src, got["gpt2"], Path(tmp) / piece.split("-", 1)[1],
                                             clip="ViT-B-32/openai")))
         return assemble(out, clip="open_clip:ViT-L-14/openai", prior=str(got["clip-gpt"]), captioners=caps,
-                        renderer="sd15", name=PUBLISHED)
+                        renderer="sd15", name=PUBLISHED, fast=fast)
 
 
 def main(argv=None) -> None:
@@ -230,16 +240,21 @@ def main(argv=None) -> None:
                    help="a captioner folder (`clipgpt convert clipcap`); repeat for several, the first is the default")
     p.add_argument("--renderer", help="a diffusers folder, a Hub id, or sd15 (Stable Diffusion 1.5)")
     p.add_argument("--published", action="store_true", help="the seeds' published set, fetched when missing")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                   help="the renderer few-step: SD 1.5 with the LCM-LoRA fused and TAESD (4 steps, no guidance; "
+                        f"default: {'on' if FAST_PUBLISHED else 'off'} with --published, off otherwise)")
     p.add_argument("--out", help=f"the bundle folder (default with --published: {default_published_dir()})")
     p.add_argument("--name", help="the bundle's name (default: the folder's)")
     args = p.parse_args(argv)
     try:
         if args.published:
-            out = published(args.out)
+            out = published(args.out, FAST_PUBLISHED if args.fast is None else args.fast)
         else:
             if not args.out:
                 raise InputError("give --out BUNDLE (the folder to write)")
-            out = assemble(args.out, args.clip, args.prior, args.captioner, args.renderer, args.name)
+            if args.fast and not args.renderer:
+                raise InputError("--fast speeds up a renderer: give --renderer too (e.g. --renderer sd15 --fast)")
+            out = assemble(args.out, args.clip, args.prior, args.captioner, args.renderer, args.name, bool(args.fast))
     except ClipGPTError as e:
         sys.exit(f"clipgpt bundle: {e}")
     print(f"wrote {out}\nrun it: python app.py --bundle {out}")

@@ -56,6 +56,14 @@ SOURCES = {s.name: s for s in [
            "stable-diffusion-v1-5/stable-diffusion-v1-5", SD15_FILES,
            licence="CreativeML OpenRAIL-M (use restrictions; read it before serving)",
            note="fp32 safetensors: UNet 3.4 GB, VAE 0.33 GB, text encoder 0.49 GB"),
+    Source("lcm-lora-sdv1-5", "LCM-LoRA for SD 1.5: a rank-64 LoRA over the UNet's attention projections, "
+           "feed-forwards, resnet convs and time projections that makes it a latent consistency model (2-8 steps, "
+           "no classifier-free guidance); fused into the UNet (clipgpt_core.models.fast_sd)", "hub",
+           "latent-consistency/lcm-lora-sdv1-5", ("pytorch_lora_weights.safetensors",),
+           licence="openrail++", note="67.5M parameters, ~135 MB fp16"),
+    Source("taesd", "TAESD: a tiny autoencoder for SD 1.x latents (1.2M-parameter decoder in place of the SD VAE's "
+           "49.5M)", "hub", "madebyollin/taesd", ("config.json", "diffusion_pytorch_model.safetensors"),
+           licence="MIT", note="2.4M parameters (encoder and decoder)"),
 ]}
 
 
