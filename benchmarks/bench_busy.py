@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.bench_serve import free_port
+from benchmarks.bench_serve import start
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,25 +42,6 @@ def timed(client, endpoint: str, args: tuple) -> float:
     return time.perf_counter() - t
 
 
-def start_app(bundle: str) -> tuple[subprocess.Popen, str]:
-    from gradio_client import Client
-    port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench_busy_app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--bundle", bundle, "--port", str(port)], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(1200):
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited ({proc.returncode}); see {log.name}")
-        try:
-            Client(url, verbose=False)
-            return proc, url
-        except Exception:        # not up yet
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"the app did not answer in 600 s; see {log.name}")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="/tmp/clipgpt-published-bench/bundle")
@@ -72,7 +52,7 @@ def main():
     from gradio_client import Client
     image = str(Path(os.environ.get("TMPDIR", "/tmp")) / "bench_busy.png")
     Image.fromarray((np.random.default_rng(0).random((224, 224, 3)) * 255).astype("uint8")).save(image)
-    proc, url = start_app(args.bundle)
+    proc, url = start("busy", app_args=("--bundle", args.bundle))
     endpoints = ("sample", "caption", "score")
     try:
         client = Client(url, verbose=False)

@@ -88,11 +88,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    """The app (`python app.py` in `root`) or the floor, on a free loopback port -> (process, url) once it answers."""
+def start(kind: str, root: Path = ROOT, app_args: tuple = ()) -> tuple[subprocess.Popen, str]:
+    """The app (`python app.py [app_args]` in `root`) or the floor, on a free loopback port -> (process, url) once it
+    answers."""
     from gradio_client import Client
     port = free_port()
-    cmd = ([sys.executable, "app.py", "--port", str(port)] if kind != "floor" else
+    cmd = ([sys.executable, "app.py", *app_args, "--port", str(port)] if kind != "floor" else
            [sys.executable, "-m", "benchmarks.bench_serve", "--serve", "floor", "--port", str(port)])
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_{kind}.log", "w")
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,

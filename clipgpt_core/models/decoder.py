@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rendering import MAX_BATCH, NUM_IMAGES, STEPS, RenderError, yield_between_steps
+from .rendering import RenderError, check_options, yield_between_steps
 
 METHODS = ("unclip", "layout")   # Renderer.decode(method=...): the unCLIP UNet, or layout head -> layout UNet
 METHOD_DEFAULT = "layout"    # bench_decode: binding 0.955 vs 0.07, count 0.955 vs 0.55, CLIP-I 0.987 vs 0.73
@@ -29,7 +29,6 @@ LAYOUT_TEXT_DEFAULT = "none"
 REFINE_ROUNDS = 3     # analysis-by-synthesis rounds on the head's scene (layout_head.refine; 0: the head alone)
 
 DECODER_DIR = "decoder"       # beside the renderer's folder in a bundle
-GUIDANCE = (0.0, 30.0)
 GUIDANCE_DEFAULT = 3.0
 STEPS_DEFAULT = 12
 
@@ -76,23 +75,11 @@ def decode(pipe, vectors, num_images: int = 1, seed: int | None = 0, guidance_sc
            steps: int | None = None) -> list:
     """vectors (n, d) -> n * num_images PIL images, vector by vector (num_images each, consecutive). The same
     seed gives the same images; guidance_scale <= 1 turns classifier-free guidance off."""
-    import secrets
     import torch
     guidance_scale = GUIDANCE_DEFAULT if guidance_scale is None else guidance_scale
     steps = STEPS_DEFAULT if steps is None else steps
     x = check_vectors(vectors, pipe.embed_dim)
-    if not (isinstance(steps, int) and STEPS[0] <= steps <= STEPS[1]):
-        raise RenderError(f"steps must be a whole number from {STEPS[0]} to {STEPS[1]}, got {steps}")
-    if not GUIDANCE[0] <= float(guidance_scale) <= GUIDANCE[1]:
-        raise RenderError(f"guidance scale must be from {GUIDANCE[0]:g} to {GUIDANCE[1]:g}, got {guidance_scale}")
-    if not (isinstance(num_images, int) and NUM_IMAGES[0] <= num_images <= NUM_IMAGES[1]):
-        raise RenderError(f"number of images must be from {NUM_IMAGES[0]} to {NUM_IMAGES[1]}, got {num_images}")
-    if len(x) * num_images > MAX_BATCH:
-        raise RenderError(f"{len(x)} vectors x {num_images} images is more than {MAX_BATCH} at once")
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    if not (isinstance(seed, int) and 0 <= seed < 2**63):
-        raise RenderError(f"seed must be a whole number >= 0, got {seed}")
+    seed = check_options(num_images, guidance_scale, steps, seed, len(x), "vectors")
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     with torch.no_grad():
         return pipe(torch.from_numpy(x), num_images_per_prompt=num_images, guidance_scale=float(guidance_scale),

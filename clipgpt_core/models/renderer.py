@@ -28,11 +28,11 @@ import json
 
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .rendering import MAX_BATCH, NUM_IMAGES, STEPS, RenderError, yield_between_steps  # noqa: F401 (their home)
+from .rendering import (GUIDANCE, MAX_BATCH, NUM_IMAGES, STEPS, RenderError,  # noqa: F401 (their home)
+                        check_options, yield_between_steps)
 from .planner import Plan, completions, layout_map, plan_prompts
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 # from the constants and errors here before any model is in memory
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-GUIDANCE = (0.0, 30.0)
 STEPS_DEFAULT = 12        # DPM-Solver++: 12, 16 and 20 steps judged alike on bench_render (docs/results.md, Render)
 DETAIL_DEFAULT = True     # the detail pass on: better on every scene set of bench_render (docs/results.md, Render)
 GUIDANCE_DEFAULT = 2.5   # the best of 1.5-6 on bench_render's scenes (docs/results.md, Render)
@@ -256,19 +255,7 @@ class Renderer:
 
     def check_options(self, num_images, guidance_scale, steps, seed, n_prompts: int) -> int:
         """Reject bad options with a concise message; -> the seed (drawn when None)."""
-        if not (isinstance(steps, int) and STEPS[0] <= steps <= STEPS[1]):
-            raise RenderError(f"steps must be a whole number from {STEPS[0]} to {STEPS[1]}, got {steps}")
-        if not GUIDANCE[0] <= float(guidance_scale) <= GUIDANCE[1]:
-            raise RenderError(f"guidance scale must be from {GUIDANCE[0]:g} to {GUIDANCE[1]:g}, got {guidance_scale}")
-        if not (isinstance(num_images, int) and NUM_IMAGES[0] <= num_images <= NUM_IMAGES[1]):
-            raise RenderError(f"number of images must be from {NUM_IMAGES[0]} to {NUM_IMAGES[1]}, got {num_images}")
-        if n_prompts * num_images > MAX_BATCH:
-            raise RenderError(f"{n_prompts} prompts x {num_images} images is more than {MAX_BATCH} at once")
-        if seed is None:
-            seed = secrets.randbelow(2**31)
-        if not (isinstance(seed, int) and 0 <= seed < 2**63):
-            raise RenderError(f"seed must be a whole number >= 0, got {seed}")
-        return seed
+        return check_options(num_images, guidance_scale, steps, seed, n_prompts)
 
     def render(self, prompts: list[str], num_images: int = 1, guidance_scale: float | None = None,
                steps: int | None = None, seed: int | None = None, negative_prompt: str | None = None,
