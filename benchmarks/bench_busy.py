@@ -24,7 +24,6 @@ from PIL import Image
 
 from benchmarks.bench_serve import start
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def quick_request(endpoint: str, i: int, image: str) -> tuple:
