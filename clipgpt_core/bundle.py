@@ -378,6 +378,13 @@ def _pretrained_bundle(spec: str, device: str) -> Bundle:
 
 def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     """Write every component as safetensors + JSON config, and the manifest."""
+    components = bundle.manifest.get("components", {})
+    if (bundle.clips or bundle.manifest.get("captioners") or components.get("renderer", {}).get("kind") == "diffusers_hub"
+            or (bundle.captioner is not None and bundle.captioner.config is not None)):
+        # published pieces (a ClipCap's GPT-2, a second CLIP, SD 1.5 named by its Hub id, a fused few-step UNet) are
+        # not the project's components: writing them as such would lose what they are
+        raise BundleError(f"{bundle.name} holds published pieces, which `clipgpt bundle` assembles (copy its folder, "
+                          f"{bundle.path}, to keep it elsewhere); save_bundle writes bundles of the project's own components")
     directory = Path(directory)
     bundle.clip.save(directory / "clip")
     components = dict(bundle.manifest.get("components", {})) | {"clip": {"kind": "open_clip", "path": "clip"}}

@@ -181,3 +181,11 @@ def test_any_clip_spec_and_pieces_left_out(published, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="open_clip's Hub layout"):
         assemble(tmp_path / "b3", clip=str(tmp_path))
     assert not (tmp_path / "b3").exists()
+
+
+def test_save_bundle_says_a_published_bundle_is_assembled_not_saved(bundle, tmp_path):
+    from clipgpt_core.bundle import save_bundle
+    from clipgpt_core.errors import BundleError
+    with pytest.raises(BundleError, match="holds published pieces.*clipgpt bundle"):
+        save_bundle(bundle, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
