@@ -195,8 +195,13 @@ def time_parts(bundle, work: Path) -> dict:
     ours = timed(bundle.prior.sample, 8, temperature=0.7, seed=0)[1]
     tokens = sum(rows)
     hook.remove()
-    standins.published_clip_gpt()                                     # its pickle names clip_gpt.clip_gpt
-    published = torch.load(work / "clip_gpt.pt", map_location="cpu", weights_only=False).eval()
+    # the published class, built by its own code, holding the file's weights (read by the restricted unpickler)
+    from clipgpt_core.published.unpickle import load_module_pickle, module_state
+    state = module_state(load_module_pickle(work / "clip_gpt.pt"))
+    width, layers = state["positional_embedding"].shape[1], 1 + max(
+        int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks."))
+    published = standins.clip_gpt_model(width, layers, width // 64)
+    published.load_state_dict(state)
     out["clip_gpt_params"] = numel(published)
     calls: list[int] = []
     published.transformer.register_forward_hook(lambda *a: calls.append(1))
