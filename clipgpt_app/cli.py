@@ -6,7 +6,7 @@
     clipgpt explain --csv scores.csv                         (or --positives DIR --negatives DIR)
     clipgpt serve --index photos=~/photos-index/index        clip-retrieval's back-end with our CLIP
     clipgpt train STAGE [...]                                STAGE: clip, prior, captioner, embedding_prior,
-                                                             renderer, classifier, or bundle (all stale ones)
+                                                             clip_gpt, renderer, classifier, or bundle (all stale)
     clipgpt app [--share] [--port N] [--bundle B]            the Gradio app (what `python app.py` runs)
     clipgpt space --out DIR                                  a folder a Hugging Face Space accepts as it is
     clipgpt convert clip-gpt SRC --out DIR                   seed 000's clip_gpt.pt -> a caption prior
@@ -77,9 +77,9 @@ def _fetch(argv):
 
 
 def _train(argv):
-    from clipgpt_train import bundle, captioner, classifier, clip, embedding_prior, prior, renderer
+    from clipgpt_train import bundle, captioner, classifier, clip, clip_gpt, embedding_prior, prior, renderer
     trainers = {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
-                "renderer": renderer, "classifier": classifier, "bundle": bundle}
+                "clip_gpt": clip_gpt, "renderer": renderer, "classifier": classifier, "bundle": bundle}
     if not argv or argv[0] not in trainers:
         sys.exit(f"clipgpt train: name a stage, one of {', '.join(trainers)} (e.g. `clipgpt train clip --help`)")
     sys.argv = [f"clipgpt train {argv[0]}", *argv[1:]]

@@ -17,7 +17,7 @@ from clipgpt_core.access import ServerFiles, is_shared
 from clipgpt_app import zerogpu
 from clipgpt_core.bundle import LoadingBundle, load_bundle
 from clipgpt_core.retrieval.nearest import NearestImages
-from clipgpt_app.tabs import caption, explain, nearest, render, sample
+from clipgpt_app.tabs import caption, compose, explain, nearest, render, sample
 
 # Quick events (sample, search, zero-shot, caption, score) run many at once: their model calls meet in the core's
 # batchers (clipgpt_core/batching.py), one model pass for everyone waiting; long ones (render, explain) keep
@@ -46,6 +46,8 @@ def build_demo(bundle, progress: bool = True, files: ServerFiles | None = None, 
             caption.build(bundle)
         with gr.Tab("Nearest images"):
             nearest.build(finder)
+        with gr.Tab("Compose"):
+            compose.build(finder)
         with gr.Tab("Render"):
             render.build(bundle)
         with gr.Tab("Explain"):
@@ -101,7 +103,8 @@ def main(argv=None):
 # what each MCP tool cannot do without: marked required in its schema (an agent then sends it), the rest optional
 MCP_REQUIRED = {"score": ("text",), "caption": ("image",), "index_folder": ("folder",), "zero_shot": ("image",),
                 "render": ("prompt",), "variations": ("image",), "load_tokens": ("path",),
-                "explain_apply": ("saved_file",), "explain_units": ("model_file",)}
+                "explain_apply": ("saved_file",), "explain_units": ("model_file",), "decode_image": ("image",),
+                "interpolate": ("image_a", "image_b"), "text_diff": ("image", "from_text", "to_text")}
 
 
 def launch(demo: gr.Blocks, **kwargs):

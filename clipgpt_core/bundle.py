@@ -39,6 +39,7 @@ if TYPE_CHECKING:   # the components import torch, open_clip and diffusers: load
     from .models.clip import ClipEncoder
     from .models.embedding_prior import EmbeddingPrior
     from .models.caption_prior import CaptionPrior
+    from .models.clip_gpt import ClipGPT
     from .models.renderer import Renderer
 
 BUILTIN = {"shapes": ASSETS / "shapes"}
@@ -71,6 +72,7 @@ class Bundle(SpeaksWorld):
     captioners: dict = field(default_factory=dict)
     clips: dict = field(default_factory=dict)      # other CLIPs the bundle's parts read (ClipCap reads ViT-B/32)
     embedding_prior: EmbeddingPrior | None = None
+    clip_gpt: ClipGPT | None = None                # seed 002's one model: image vectors and words in, either out
     # how to load the renderer on first use (a pipeline takes seconds to load and imports diffusers)
     renderer_loader: Callable[[], Renderer] | None = field(default=None, repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
@@ -97,7 +99,7 @@ class Bundle(SpeaksWorld):
         return self.clip.model_name
 
     def __repr__(self) -> str:
-        parts = [n for n in ("prior", "captioner", "embedding_prior") if getattr(self, n) is not None]
+        parts = [n for n in ("prior", "captioner", "embedding_prior", "clip_gpt") if getattr(self, n) is not None]
         parts += ["renderer"] if self.has_renderer() else []
         return f"Bundle({self.name!r}, clip={self.clip.model_name}, path={self.path}, with={parts})"
 
@@ -107,7 +109,7 @@ class Bundle(SpeaksWorld):
 # blocks; the embedding prior maps CLIP text to CLIP image embeddings; the prior (initialised from
 # the text tower) and the renderer (conditioned on its hidden states) read only the text tower.
 DEPENDS_ON = {"prior": ("clip_text",), "captioner": ("clip", "prior"), "embedding_prior": ("clip",),
-              "renderer": ("clip_text",)}
+              "renderer": ("clip_text",), "clip_gpt": ("clip", "prior"), "layout_head": ("clip",)}
 LINEAGE_FILE = "trained_against.json"
 RETRAIN_ALL = "python -m clipgpt_train.bundle"
 
@@ -293,11 +295,12 @@ class LoadingBundle(SpeaksWorld):
 
 # component name -> how to retrain it, for the error when its files are missing
 RETRAIN = {"prior": "clipgpt_train.prior", "captioner": "clipgpt_train.captioner",
-           "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer"}
+           "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer",
+           "clip_gpt": "clipgpt_train.clip_gpt", "layout_head": "clipgpt_train.layout_head"}
 
 
 def _load_text_components(bundle: Bundle, components: dict, device: str) -> None:
-    """The prior, captioner and embedding prior, when the manifest names them. Without a trained
+    """The prior, captioner, embedding prior and CLIP-GPT, when the manifest names them. Without a trained
     prior the bundle still gets one made from its CLIP text tower (untrained head), and without a
     mapper a training-free captioner, so every tab runs on every bundle."""
     from .models.captioner import Captioner
@@ -324,6 +327,9 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
             bundle.captioner = Captioner(bundle.clip, bundle.prior, edit_groups=edits)
         if directory("embedding_prior"):
             bundle.embedding_prior = EmbeddingPrior.load(bundle.clip, directory("embedding_prior"))
+        if directory("clip_gpt"):
+            from .models.clip_gpt import ClipGPT
+            bundle.clip_gpt = ClipGPT.load(directory("clip_gpt"), bundle.clip, bundle.prior, device)
     except FileNotFoundError as e:
         name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
         raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "
@@ -390,7 +396,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     components = dict(bundle.manifest.get("components", {})) | {"clip": {"kind": "open_clip", "path": "clip"}}
     saved = {"prior": (bundle.prior, "caption_prior"), "embedding_prior": (bundle.embedding_prior, "embedding_prior"),
              "captioner": (bundle.captioner if bundle.captioner and bundle.captioner.mapper else None,
-                           "clipcap_mapper")}
+                           "clipcap_mapper"), "clip_gpt": (bundle.clip_gpt, "clip_gpt")}
     for name, (component, kind) in saved.items():
         if component is not None:
             component.save(directory / name)
@@ -405,6 +411,12 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         own_text_encoder = not renderer.text_encoder_is(bundle.clip)
         renderer.save(directory / "renderer", with_text_encoder=own_text_encoder)
         components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
+    head = components.pop("layout_head", None)
+    if head is not None and bundle.path is not None and (bundle.path / head["path"]).is_dir():
+        # the renderer's vector decoder (models/layout_head.py) is kept beside it, as it was
+        import shutil
+        shutil.copytree(bundle.path / head["path"], directory / "layout_head", dirs_exist_ok=True)
+        components["layout_head"] = {"kind": "layout_head", "path": "layout_head"}
     fingerprints = dependency_fingerprints(directory, components, bundle.clip)
     for name in DEPENDS_ON:
         if name in components and (directory / components[name]["path"]).is_dir() and not (

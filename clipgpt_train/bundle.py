@@ -6,7 +6,8 @@
     python -m clipgpt_train.bundle --device cuda        # the long stages on a GPU
     python -m clipgpt_train.bundle --from-clip DIR      # the CLIP's first stage is that saved CLIP's
 
-Stages: clip -> prior -> captioner -> embedding_prior -> renderer. A component is stale when the
+Stages: clip -> prior -> captioner -> embedding_prior -> clip_gpt -> renderer -> layout_head (CLIP-GPT starts from
+the captioner; the layout head, which reads CLIP image vectors for renderer.decode, is kept beside the renderer). A component is stale when the
 recipe it was trained with (its config, without paths and thread counts) or the fingerprint of what
 it depends on (bundle.DEPENDS_ON) differs from what the bundle holds now, so a new CLIP makes the
 captioner and the embedding prior stale, and a new text tower the prior and the renderer too.
@@ -31,7 +32,7 @@ from clipgpt_core.models.clip import load_clip
 from clipgpt_core.errors import InputError
 from .loop import run_key
 
-ORDER = ("clip", "prior", "captioner", "embedding_prior", "renderer")
+ORDER = ("clip", "prior", "captioner", "embedding_prior", "clip_gpt", "renderer", "layout_head")
 
 
 def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "runs/train_bundle"):
@@ -49,9 +50,15 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
     elif stage == "embedding_prior":
         from .embedding_prior import EmbeddingPriorTrainConfig as cls
         base = {"out": str(bundle / "embedding_prior"), "bundle": str(bundle)}
+    elif stage == "clip_gpt":
+        from .clip_gpt import ClipGPTTrainConfig as cls
+        base = {"out": str(bundle / "clip_gpt"), "bundle": str(bundle)}
     elif stage == "renderer":
         from .renderer import RendererTrainConfig as cls
         base = {"out": str(bundle / "renderer"), "bundle": str(bundle)}
+    elif stage == "layout_head":
+        from .layout_head import LayoutHeadTrainConfig as cls
+        base = {"out": str(bundle / "layout_head"), "bundle": str(bundle)}
     else:
         raise InputError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -60,9 +67,9 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
 
 
 def trainer(stage: str):
-    from . import captioner, clip, embedding_prior, prior, renderer
+    from . import captioner, clip, clip_gpt, embedding_prior, layout_head, prior, renderer
     return {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
-            "renderer": renderer}[stage].train
+            "clip_gpt": clip_gpt, "renderer": renderer, "layout_head": layout_head}[stage].train
 
 
 def recipe(cfg) -> str:

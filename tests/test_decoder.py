@@ -228,3 +228,42 @@ def test_refine_only_moves_nearer_the_vector():
     assert len(got) == 1 and 1 <= len(got[0].objects) <= 4
     assert cos(got[0]) >= cos(start[0])
     assert head.predict(v, clip=clip, rounds=2) == got
+
+
+def test_slerp_and_text_diff_move_along_the_sphere():
+    from clipgpt_core.models.decoder import RenderError, slerp, text_diff
+    a, b = np.eye(DIM, dtype=np.float32)[:2]
+    path = slerp(a, b, np.linspace(0, 1, 5))
+    assert np.allclose(path[0], a, atol=1e-6) and np.allclose(path[-1], b, atol=1e-6)
+    assert np.allclose(np.linalg.norm(path, axis=1), 1, atol=1e-6)
+    assert np.allclose(path[2], (a + b) / np.sqrt(2), atol=1e-6)           # halfway along the arc
+    steps = np.arccos(np.clip((path[:-1] * path[1:]).sum(1), -1, 1))
+    assert np.allclose(steps, np.pi / 8, atol=1e-5)                         # even steps of angle
+    z = text_diff(a, b, -b, [0.0, 0.5])            # towards normalize(-b - b) = -b
+    assert np.allclose(z[0], a) and z[1] @ -b > 0.6
+    with pytest.raises(RenderError, match="same CLIP vector"):
+        text_diff(a, b, b, [0.5])
+
+
+def test_interpolation_and_text_diffs_fix_the_noise(pipe):
+    from clipgpt_core.models.renderer import RenderError, Renderer
+
+    class Clip:      # the bundle's CLIP, as the renderer reaches it through its captioner
+        @staticmethod
+        def encode_texts(texts):
+            return np.stack([np.eye(DIM, dtype=np.float32)[len(t) % DIM] for t in texts])
+
+    class Captioner:
+        clip = Clip()
+    r = Renderer(None, captioner=Captioner())
+    r.decoder = pipe
+    a, b = vectors(2)
+    strip = r.interpolate(a, b, frames=3, seed=1, method="unclip", steps=2)
+    same = r.decode(a[None], 1, 1, method="unclip", steps=2)[0]
+    assert len(strip) == 3 and np.array_equal(np.asarray(strip[0]), np.asarray(same))   # frame 0 is A, same noise
+    diffs = r.text_diff(a, "a red star", "a blue cross", thetas=(0.0, 0.5), seed=1, method="unclip", steps=2)
+    assert np.array_equal(np.asarray(diffs[0]), np.asarray(same))                         # theta 0: the image itself
+    with pytest.raises(RenderError, match="frames must be"):
+        r.interpolate(a, b, frames=40)
+    with pytest.raises(RenderError, match="both texts"):
+        r.text_diff(a, "a red star", " ")

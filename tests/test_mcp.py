@@ -59,7 +59,11 @@ def needs(files) -> dict:
             "zero_shot": {"image": png(2)}, "render": {"prompt": "a red star left of a blue circle"},
             "variations": {"image": png(3)}, "load_tokens": {"path": files["tokens"]}, "explain": {},
             "explain_apply": {"saved_file": files["explanation"], "folder": files["folder"]},
-            "explain_layer": {}, "explain_units": {"model_file": files["model"]}}
+            "explain_layer": {}, "explain_units": {"model_file": files["model"]},
+            "compose_write": {"image_1": png(4)}, "compose_embed": {"text_1": "a large red star"},
+            "compose_render": {"image_1": png(5), "text_1": "change the background to white"},
+            "decode_image": {"image": png(6)}, "interpolate": {"image_a": png(6), "image_b": png(7)},
+            "text_diff": {"image": png(8), "from_text": "a red star", "to_text": "a blue star"}}
 
 
 def test_every_tool_answers_with_only_what_it_needs(bundle, files):

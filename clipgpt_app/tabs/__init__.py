@@ -10,6 +10,7 @@ import gradio as gr
 from PIL import Image
 
 from clipgpt_core.errors import ClipGPTError
+from clipgpt_core.images import BadImageError, load_image
 
 
 def upscale(image: Image.Image, side: int) -> str:
@@ -57,3 +58,16 @@ def bundle_renderer(bundle):
         return bundle.renderer          # an absent pretrained model (or one not fetched yet) says so here
     except ClipGPTError as e:
         raise gr.Error(str(e)) from e
+
+
+def format_hits(hits) -> list[tuple[str, str]]:
+    """Search hits -> gallery items (an upscaled image file, "similarity · caption"); unreadable files left out."""
+    items = []
+    for h in hits:
+        try:
+            image = h.image if h.image is not None else (load_image(h.image_path) if h.image_path else None)
+        except BadImageError:       # a file of an indexed folder that has since gone or broken: leave it out
+            continue
+        if image is not None:
+            items.append((upscale(image, 160), f"{h.similarity:.3f} · {h.caption or Path(h.image_path or '').name}"))
+    return items

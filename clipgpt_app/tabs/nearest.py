@@ -1,37 +1,21 @@
 """The "Nearest images" tab: a thin UI over clipgpt_core.retrieval.nearest.NearestImages."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
-from PIL import Image
 
 from clipgpt_core.paths import EXAMPLES
 from clipgpt_core.errors import ClipGPTError
-from clipgpt_core.images import BadImageError, load_image
 from clipgpt_core.retrieval.local import existing_index as gallery_layout
 from clipgpt_core.retrieval.nearest import TEXT_MODES, NearestImages
 from clipgpt_core.world.scenes import ATTRIBUTES
 from clipgpt_app.zerogpu import gpu
-from clipgpt_app.tabs import upscale
+from clipgpt_app.tabs import format_hits
 from clipgpt_app.uploads import ImageFile
 
 SOURCES = ["Built-in gallery", "My folder", "Remote clip-retrieval back-end"]
 TEXT_EXAMPLES = ["a red circle", "a large blue star on a black background",
                  "a small yellow triangle in the top left", "two green squares",
                  "a white diamond above an orange circle"]
-
-
-def _format(hits) -> list[tuple[Image.Image, str]]:
-    items = []
-    for h in hits:
-        try:
-            image = h.image if h.image is not None else (load_image(h.image_path) if h.image_path else None)
-        except BadImageError:       # a file of an indexed folder that has since gone or broken: leave it out
-            continue
-        if image is not None:
-            items.append((upscale(image, 160), f"{h.similarity:.3f} · {h.caption or Path(h.image_path or '').name}"))
-    return items
 
 
 def build(finder: NearestImages) -> None:
@@ -74,7 +58,7 @@ def build(finder: NearestImages) -> None:
             raise gr.Error(str(e)) from e
         where = {SOURCES[0]: "the built-in gallery", SOURCES[1]: f"folder {folder}",
                  SOURCES[2]: f"{indice_name} at {url}"}[source]
-        return _format(hits), f"{len(hits)} nearest images from {where}."
+        return format_hits(hits), f"{len(hits)} nearest images from {where}."
 
     @gpu("index")
     def index_folder(folder, progress=gr.Progress(track_tqdm=True)):

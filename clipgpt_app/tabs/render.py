@@ -98,6 +98,80 @@ def build(bundle) -> None:
             raise gr.Error(str(e)) from e
         return show(images, plans, seed, "The image's CLIP embedding, read as")
 
+    def image_vector(image, name: str):
+        if not image:
+            raise gr.Error(f"Upload {name}")
+        return bundle.clip.encode_images([load_image(image)])[0]
+
+    def strip(images, note: str):
+        return [(upscale(im, 256), label) for im, label in images], note, []
+
+    @gpu("render")
+    def decode_image(image, num_images=4, seed=0, progress=gr.Progress(track_tqdm=True)):
+        """Draw an image's CLIP image vector itself (seed 003's unCLIP decoder, no caption in between): the vector is
+        read as a scene per 3x3 cell and background, and drawn num_images times with different noise.
+
+        Args:
+            image: the image whose CLIP vector to draw.
+            num_images: how many images, 1 to 16.
+            seed: random seed, 0 or more.
+
+        Returns:
+            The decoded images and a note.
+        """
+        try:
+            images = renderer().decode(image_vector(image, "an image"), num_images=int(num_images),
+                                       seed=int(seed or 0))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return strip([(im, f"seed {seed} · {i + 1}/{len(images)}") for i, im in enumerate(images)],
+                     "The image's CLIP vector, decoded (unCLIP: no caption in between)")
+
+    @gpu("render")
+    def interpolate(image_a, image_b, frames=5, seed=0, progress=gr.Progress(track_tqdm=True)):
+        """Interpolate between two images (seed 003): their CLIP image vectors slerped in `frames` steps, each
+        decoded with the same noise, so the strip shows what moving through CLIP's space changes.
+
+        Args:
+            image_a: the first image.
+            image_b: the last image.
+            frames: how many frames, 2 to 16.
+            seed: the noise, fixed across the strip.
+
+        Returns:
+            The strip of frames and a note.
+        """
+        try:
+            images = renderer().interpolate(image_vector(image_a, "image A"), image_vector(image_b, "image B"),
+                                            int(frames), int(seed or 0))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return strip([(im, f"t = {i / (len(images) - 1):.2f}") for i, im in enumerate(images)],
+                     "slerp(z_A, z_B, t), decoded with fixed noise")
+
+    @gpu("render")
+    def text_diff(image, from_text, to_text, seed=0, progress=gr.Progress(track_tqdm=True)):
+        """Apply a text diff to an image (DALL-E 2): its CLIP vector moved towards CLIP(to) - CLIP(from), e.g.
+        "a red star" -> "a blue star", at amounts 0, 0.25, 0.5 and 0.75, each decoded with the same noise.
+
+        Args:
+            image: the image to change.
+            from_text: what the image is (or holds), e.g. "a red star".
+            to_text: what it should become, e.g. "a blue star".
+            seed: the noise, fixed across the strip.
+
+        Returns:
+            The strip of images, one per amount, and a note.
+        """
+        thetas = (0.0, 0.25, 0.5, 0.75)
+        try:
+            images = renderer().text_diff(image_vector(image, "an image"), from_text or "", to_text or "", thetas,
+                                          int(seed or 0))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return strip([(im, f"θ = {t:g}") for im, t in zip(images, thetas)],
+                     f"slerp(z_image, normalize(z(“{to_text}”) − z(“{from_text}”)), θ), decoded with fixed noise")
+
     def load_tokens(path):
         """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
         into the renderer, so prompts can use them, e.g. "a <concept> on a black background".
@@ -139,6 +213,18 @@ def build(bundle) -> None:
             with gr.Accordion("Image as prompt: variations", open=False):
                 source = ImageFile(label="Image", sources=["upload", "clipboard"], height=160)
                 vary = gr.Button("Variations")
+            with gr.Accordion("Draw CLIP vectors (unCLIP): decode, interpolate, text diffs", open=False):
+                with gr.Row():
+                    vec_a = ImageFile(label="Image A", sources=["upload", "clipboard"], height=140)
+                    vec_b = ImageFile(label="Image B (interpolation)", sources=["upload", "clipboard"], height=140)
+                frames = gr.Slider(2, 16, value=5, step=1, label="Frames (interpolation)")
+                with gr.Row():
+                    diff_from = gr.Textbox("", label="Text diff: from", placeholder="a red star")
+                    diff_to = gr.Textbox("", label="to", placeholder="a blue star")
+                with gr.Row():
+                    decode_btn = gr.Button("Decode A")
+                    interpolate_btn = gr.Button("Interpolate A → B")
+                    diff_btn = gr.Button("Apply text diff to A")
             with gr.Accordion("Learned tokens", open=False):
                 tokens_file = gr.File(label="Learned-token file (diffusers' learned_embeds.safetensors)",
                                       type="filepath")
@@ -156,6 +242,12 @@ def build(bundle) -> None:
                   concurrency_id="renderer", api_visibility="undocumented")   # /render under another trigger
     vary.click(variations, [source, num_images, seed, guidance, steps, detail], outputs, api_name="render_variations",
                concurrency_limit=1, concurrency_id="renderer")
+    decode_btn.click(decode_image, [vec_a, num_images, seed], outputs, api_name="render_decode", concurrency_limit=1,
+                     concurrency_id="renderer")
+    interpolate_btn.click(interpolate, [vec_a, vec_b, frames, seed], outputs, api_name="render_interpolate",
+                          concurrency_limit=1, concurrency_id="renderer")
+    diff_btn.click(text_diff, [vec_a, diff_from, diff_to, seed], outputs, api_name="render_text_diff",
+                   concurrency_limit=1, concurrency_id="renderer")
     tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
                       concurrency_id="renderer")   # one pipeline: one job on it at a time
     gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")

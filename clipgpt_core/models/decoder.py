@@ -86,6 +86,36 @@ def decode(pipe, vectors, num_images: int = 1, seed: int | None = 0, guidance_sc
                     num_inference_steps=steps, generator=generator, callback_on_step_end=yield_between_steps).images
 
 
+# ----------------------------------------------------------------------------- moving through the CLIP space
+def slerp(a, b, t) -> np.ndarray:
+    """Spherical interpolation between unit vectors a and b (d,) at t (a number or (k,)) -> (k, d), unit."""
+    a, b = (v / np.linalg.norm(v) for v in (np.asarray(a, np.float64), np.asarray(b, np.float64)))
+    t = np.atleast_1d(np.asarray(t, np.float64))[:, None]
+    omega = np.arccos(np.clip(a @ b, -1.0, 1.0))
+    if omega < 1e-6:                                  # the same direction: nothing to bend
+        out = (1 - t) * a + t * b
+    else:
+        out = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def text_diff(image_vector, from_vector, to_vector, theta) -> np.ndarray:
+    """DALL-E 2's text diff: slerp(z_i, normalize(z_t - z_t0), theta) -> (k, d). z_t0 the text of what the image
+    is ("a red star"), z_t what it should become ("a blue star"); theta in [0, 1] how far to move (DALL-E 2
+    shows 0.25-0.5)."""
+    d = np.asarray(to_vector, np.float64) - np.asarray(from_vector, np.float64)
+    n = np.linalg.norm(d)
+    if n < 1e-6:
+        raise RenderError("the two texts have the same CLIP vector: there is no difference to apply")
+    return slerp(image_vector, d / n, theta)
+
+
+def frames(renderer, vectors, seed: int | None = 0, **kwargs) -> list:
+    """Each vector (k, d) decoded alone with the same seed: the noise is fixed, so a strip shows what the vectors
+    change, not the noise."""
+    return [renderer.decode(v[None], 1, seed, **kwargs)[0] for v in np.asarray(vectors, np.float32)]
+
+
 # ----------------------------------------------------------------------------- through a layout
 def layout_head_of(renderer):
     """The renderer's layout head: its `layout_head` attribute, else loaded from layout_head/ beside its folder."""

@@ -97,6 +97,9 @@ def _hub_cache() -> str:
     return HF_HUB_CACHE
 
 
+MAX_FRAMES = 16      # an interpolation strip or a text diff's amounts
+
+
 class Renderer:
     """A StableDiffusionPipeline with checked inputs, a layout planner and learned-token files."""
 
@@ -132,6 +135,30 @@ class Renderer:
         if method != "unclip":
             raise RenderError(f"method must be one of {', '.join(d.METHODS)}, got {method!r}")
         return d.decode(d.decoder_of(self), vectors, num_images, seed, guidance_scale, steps)
+
+    def interpolate(self, vector_a, vector_b, frames: int = 5, seed: int | None = 0, **kwargs):
+        """`frames` images along the slerp from vector_a to vector_b (two CLIP image vectors, (d,)), the noise fixed
+        (decode's other options in kwargs)."""
+        from . import decoder as d
+        import numpy as np
+        if not 2 <= int(frames) <= MAX_FRAMES:
+            raise RenderError(f"frames must be between 2 and {MAX_FRAMES}, got {frames}")
+        return d.frames(self, d.slerp(vector_a, vector_b, np.linspace(0, 1, int(frames))), seed, **kwargs)
+
+    def text_diff(self, vector, from_text: str, to_text: str, thetas=(0.0, 0.25, 0.5, 0.75), seed: int | None = 0,
+                  **kwargs):
+        """DALL-E 2's text diffs: the image vector moved towards CLIP(to_text) - CLIP(from_text) by each theta
+        (models/decoder.text_diff), each drawn with the same noise. Needs the bundle's CLIP (its captioner's)."""
+        from . import decoder as d
+        if self.captioner is None:
+            raise RenderError("Text diffs need the bundle's CLIP to read the texts (a bundle with a captioner)")
+        texts = [" ".join(str(t).split())[:MAX_PROMPT_CHARS] for t in (from_text, to_text)]
+        if not all(texts):
+            raise RenderError("A text diff needs both texts: what the image is and what it should become")
+        if not 1 <= len(thetas) <= MAX_FRAMES or any(not 0 <= float(t) <= 1 for t in thetas):
+            raise RenderError(f"thetas: 1 to {MAX_FRAMES} amounts, each between 0 and 1")
+        z_from, z_to = self.captioner.clip.encode_texts(texts)
+        return d.frames(self, d.text_diff(vector, z_from, z_to, [float(t) for t in thetas]), seed, **kwargs)
 
     # ------------------------------------------------------------------------- loading
     @classmethod

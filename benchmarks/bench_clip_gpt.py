@@ -1,0 +1,217 @@
+"""Benchmark CLIP-GPT (seed 002's one model) on every task beside its baselines, in one run.
+
+    python -m benchmarks.bench_clip_gpt [--n 200] [--clip-gpt DIR] [--out benchmarks/results/clip_gpt.json]
+
+Every image is drawn by the independent renderer (benchmarks/alt_render.py) from evaluation seeds training
+never uses; judges are structural (the world's parser and scene truth), no model.
+- captions: write([image]) vs the bundle's captioner: two-object scenes named with exactly their colour-shape
+  pairs (seen pairs; held-out pairs), and 1-4 object scenes stated whole (true, every object's colour and size,
+  the background).
+- caption -> vector: R@1 of the captioned scene among every scene of the set (captions stating colour, size,
+  position and background) for embed([caption]), the MLP caption->CLIP prior, CLIP's own text vector.
+- edits: R@1 of the edited scene for embed([image, edit]) against a gallery of the source, the same change made
+  to another object (or the object added in another cell, another background) and 20 unrelated scenes; beside
+  phrase arithmetic z + T(new) - T(old) with the edit's own phrases, whole-caption arithmetic
+  z + T(caption after) - T(caption before), and the image alone. Edits in every accepted wording.
+- differences: write([a, b, "what changed?"]) parsed and judged by what it does (world/edits.py).
+- prior: sampling validity and tokens/s with the KV cache, CLIP-GPT beside the bundle's prior.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.bench_captions import exact_pairs
+from benchmarks.bench_clip import EVAL_SEED, draw
+from clipgpt_core import world
+from clipgpt_core.bundle import load_bundle
+from clipgpt_core.models.clip_gpt import ClipGPT
+from clipgpt_core.world import edits as E
+from clipgpt_core.world.captions import parse_caption
+from clipgpt_core.world.corpus import mixed_scene
+
+EVERYTHING = frozenset({"colour", "size", "position", "background"})
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
+
+
+def whole(d, scene) -> dict:
+    """Is the scene stated whole: the caption true, every object with its colour and size, the background."""
+    if d is None or not world.is_true(d, scene):
+        return {"whole": False, "background": False, "sizes": False}
+    phrases = list(d.phrases)
+    sizes = d.count is None and all(p.size for p in phrases) or d.count is not None and phrases[0].size is not None
+    colours = all(p.colour for p in phrases)
+    return {"whole": bool(sizes and colours and d.background), "background": d.background is not None,
+            "sizes": bool(sizes)}
+
+
+def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
+    out = {}
+    for name, split in (("two_objects_seen", "train"), ("two_objects_heldout", "heldout")):
+        rng = random.Random(seed + len(out))
+        scenes, images = [], []
+        while len(scenes) < n:
+            s = world.sample_scene(rng, n_objects=2, split=split)
+            if s.objects[0].colour != s.objects[1].colour and s.objects[0].shape != s.objects[1].shape:
+                scenes.append(s)
+                images.append(draw(s, rng, "alt"))
+        out[name] = {}
+        for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
+                             ("captioner", bundle.captioner.caption(images))):
+            out[name][method] = float(np.mean([exact_pairs(parse_caption(c), s) for c, s in zip(caps, scenes)]))
+    rng = random.Random(seed + 7)
+    scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
+    images = [draw(s, rng, "alt") for s in scenes]
+    out["whole_scene"] = {}
+    for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
+                         ("captioner", bundle.captioner.caption(images))):
+        judged = [whole(parse_caption(c), s) for c, s in zip(caps, scenes)]
+        out["whole_scene"][method] = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
+        out["whole_scene"][method]["examples"] = caps[:4]
+    return out
+
+
+def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
+    images = [draw(s, rng, "alt") for s in scenes]
+    texts = [world.caption_text(world.describe(s, rng, EVERYTHING), rng) for s in scenes]
+    gallery = bundle.clip.encode_images(images)
+    queries = {"clip_gpt": gpt.embed_batch([[t] for t in texts]), "clip_text": bundle.clip.encode_texts(texts)}
+    if bundle.embedding_prior is not None:
+        queries["embedding_prior"] = bundle.embedding_prior.predict(texts)
+    return {"gallery": n, **{k: float(np.mean(np.argmax(q @ gallery.T, 1) == np.arange(n))) for k, q in queries.items()}}
+
+
+def edit_phrases(edit: E.Edit, scene) -> tuple[str, str]:
+    """(new, old): the edit's own phrases, for arithmetic."""
+    t = " ".join(edit.target) if edit.target else ""
+    if edit.kind == "recolour":
+        return f"{world.article(edit.colour)} {edit.colour} {edit.target[1]}", f"{world.article(t)} {t}"
+    if edit.kind == "replace":
+        return f"{world.article(edit.colour)} {edit.colour} {edit.shape}", f"{world.article(t)} {t}"
+    if edit.kind == "remove":
+        return "", f"{world.article(t)} {t}"
+    if edit.kind == "add":
+        return f"{world.article(edit.size)} {edit.size} {edit.colour} {edit.shape} in the {edit.position}", ""
+    return f"on a {edit.background} background", f"on a {scene.background} background"
+
+
+def bench_edits(bundle, gpt: ClipGPT, n: int, seed: int, unrelated: int = 20) -> dict:
+    clip = bundle.clip
+    rng = random.Random(seed)
+    pool = [draw(mixed_scene(rng, (0.3, 0.4, 0.3, 0.0)), rng, "alt") for _ in range(unrelated)]
+    pool_vecs = clip.encode_images(pool)
+    out = {}
+    for kind in E.KINDS:
+        rows = []
+        while len(rows) < n:
+            scene = mixed_scene(rng, (0.0, 0.6, 0.4, 0.0) if kind == "remove" else (0.3, 0.4, 0.3, 0.0))
+            made = E.random_edit(scene, rng, kind=kind)
+            if made is None:
+                continue
+            edit, after = made
+            miss = E.near_miss(scene, edit, rng)
+            rows.append((scene, edit, after, miss, E.edit_text(edit, rng)))
+        src = clip.encode_images([draw(r[0], rng, "alt") for r in rows])
+        tgt = clip.encode_images([draw(r[2], rng, "alt") for r in rows])
+        miss = [clip.encode_images([draw(r[3], rng, "alt")])[0] if r[3] is not None else None for r in rows]
+        caps = [[world.caption_text(world.describe(s, random.Random(i), EVERYTHING)) for s in (r[0], r[2])]
+                for i, r in enumerate(rows)]
+        T = lambda texts: clip.encode_texts(texts)    # noqa: E731
+        new, old = zip(*[edit_phrases(r[1], r[0]) for r in rows])
+        t_new = np.stack([T([t])[0] if t else np.zeros(clip.dim, np.float32) for t in new])
+        t_old = np.stack([T([t])[0] if t else np.zeros(clip.dim, np.float32) for t in old])
+        queries = {
+            "clip_gpt": gpt.embed_batch([[im, text] for im, text in zip(src, [r[4] for r in rows])]),
+            "phrase_arithmetic": unit(src + t_new - t_old),
+            "caption_arithmetic": unit(src + T([c[1] for c in caps]) - T([c[0] for c in caps])),
+            "image_alone": src,
+        }
+        out[kind] = {"n": n, "with_near_miss": int(sum(m is not None for m in miss))}
+        for method, q in queries.items():
+            hits = []
+            for i in range(n):
+                gallery = [tgt[i], src[i]] + ([miss[i]] if miss[i] is not None else []) + list(pool_vecs)
+                hits.append(int(np.argmax(np.stack(gallery) @ q[i])) == 0)
+            out[kind][method] = float(np.mean(hits))
+    out["all"] = {m: float(np.mean([out[k][m] for k in E.KINDS])) for m in
+                  ("clip_gpt", "phrase_arithmetic", "caption_arithmetic", "image_alone")}
+    return out
+
+
+def bench_differences(gpt: ClipGPT, n: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    per_kind: dict[str, list] = {k: [] for k in E.KINDS}
+    examples = []
+    for i in range(n):
+        kind = E.KINDS[i % len(E.KINDS)]
+        while True:
+            scene = mixed_scene(rng, (0.0, 0.6, 0.4, 0.0) if kind == "remove" else (0.3, 0.4, 0.3, 0.0))
+            made = E.random_edit(scene, rng, kind=kind)
+            if made is not None:
+                break
+        edit, after = made
+        text = gpt.write([draw(scene, rng, "alt"), draw(after, rng, "alt"), E.DIFF_QUESTION])
+        said = E.parse_edit(text)
+        ok = said is not None and (said == edit or E.same_content(E.apply_edit(scene, said), after))
+        per_kind[kind].append(ok)
+        if len(examples) < 6:
+            examples.append([text, E.edit_text(edit)])
+    return {"exact": float(np.mean([x for v in per_kind.values() for x in v])),
+            **{k: float(np.mean(v)) for k, v in per_kind.items()}, "examples": examples}
+
+
+def bench_prior(bundle, gpt: ClipGPT, n: int = 1000) -> dict:
+    out = {}
+    for name, sample in (("clip_gpt", gpt.sample), ("prior", bundle.prior.sample)):
+        texts = sample(n, temperature=1.0, seed=EVAL_SEED)
+        sample(64, temperature=1.0, seed=1)                         # warm-up
+        t = time.perf_counter()
+        timed = sample(256, temperature=1.0, seed=2)
+        seconds = time.perf_counter() - t
+        tokens = sum(len(bundle.prior.encode(x)) + 1 for x in timed)
+        out[name] = {"validity": float(np.mean([parse_caption(x) is not None for x in texts])),
+                     "tokens_per_s": tokens / seconds, "examples": texts[:4]}
+    out["speed_ratio"] = out["clip_gpt"]["tokens_per_s"] / out["prior"]["tokens_per_s"]
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", default="shapes")
+    p.add_argument("--clip-gpt", default=None, help="a CLIP-GPT folder (default: the bundle's)")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/clip_gpt.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    bundle = load_bundle(args.bundle)
+    gpt = ClipGPT.load(args.clip_gpt, bundle.clip, bundle.prior) if args.clip_gpt else bundle.clip_gpt
+    seed = EVAL_SEED + 900
+    report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]) if __spec__ else "bench_clip_gpt",
+              "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
+    report["captions"] = bench_captions(bundle, gpt, args.n, seed)
+    report["text_to_vector"] = bench_text_vectors(bundle, gpt, args.n, seed + 10)
+    report["edits"] = bench_edits(bundle, gpt, args.n // 2, seed + 20)
+    report["differences"] = bench_differences(gpt, args.n, seed + 30)
+    report["prior"] = bench_prior(bundle, gpt)
+    report["seconds"] = round(time.time() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
