@@ -5,8 +5,8 @@
 Every image is drawn by the independent renderer (benchmarks/alt_render.py) from evaluation seeds training
 never uses; judges are structural (the world's parser and scene truth), no model.
 - captions: write([image]) vs the bundle's captioner: two-object scenes named with exactly their colour-shape
-  pairs (seen pairs; held-out pairs), and 1-4 object scenes stated whole (true, every object's colour and size,
-  the background).
+  pairs (seen pairs; one held-out pair and a seen one; both held out), and 1-4 object scenes: true, the background
+  stated right, every object's size stated and bound to it, and all of it (whole).
 - caption -> vector: R@1 of the captioned scene among every scene of the set (captions stating colour, size,
   position and background) for embed([caption]), the MLP caption->CLIP prior, CLIP's own text vector.
 - edits: R@1 of the edited scene for embed([image, edit]) against a gallery of the source, the same change made
@@ -45,24 +45,32 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def whole(d, scene) -> dict:
-    """Is the scene stated whole: the caption true, every object with its colour and size, the background."""
-    if d is None or not world.is_true(d, scene):
-        return {"whole": False, "background": False, "sizes": False}
-    phrases = list(d.phrases)
-    sizes = d.count is None and all(p.size for p in phrases) or d.count is not None and phrases[0].size is not None
-    colours = all(p.colour for p in phrases)
-    return {"whole": bool(sizes and colours and d.background), "background": d.background is not None,
-            "sizes": bool(sizes)}
+    """How whole and right a caption is: true of the scene; the background stated right; every object's size stated
+    and bound to it (each phrase's shape, colour and size match its own object); all of these together."""
+    from dataclasses import replace
+    if d is None:
+        return {"true": False, "background": False, "sizes": False, "whole": False}
+    true = world.is_true(d, scene)
+    background = d.background == scene.background
+    sized = all(p.size for p in d.phrases)
+    bare = replace(d, phrases=tuple(replace(p, position=None) for p in d.phrases), relation=None, background=None)
+    sizes = sized and world.is_true(bare, scene)
+    return {"true": true, "background": background, "sizes": sizes,
+            "whole": true and background and sizes and all(p.colour for p in d.phrases)}
 
 
 def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
     out = {}
-    for name, split in (("two_objects_seen", "train"), ("two_objects_heldout", "heldout")):
+    held = lambda s: sum((o.colour, o.shape) in world.HELDOUT_PAIRS for o in s.objects)    # noqa: E731
+    # seen pairs only; one held-out pair beside a seen one; both held out
+    for name, split, wanted in (("two_objects_seen", "train", 0), ("two_objects_one_heldout", "any", 1),
+                                ("two_objects_heldout", "heldout", 2)):
         rng = random.Random(seed + len(out))
         scenes, images = [], []
         while len(scenes) < n:
             s = world.sample_scene(rng, n_objects=2, split=split)
-            if s.objects[0].colour != s.objects[1].colour and s.objects[0].shape != s.objects[1].shape:
+            if s.objects[0].colour != s.objects[1].colour and s.objects[0].shape != s.objects[1].shape and \
+                    held(s) == wanted:
                 scenes.append(s)
                 images.append(draw(s, rng, "alt"))
         out[name] = {}
@@ -77,6 +85,8 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
                          ("captioner", bundle.captioner.caption(images))):
         judged = [whole(parse_caption(c), s) for c, s in zip(caps, scenes)]
         out["whole_scene"][method] = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
+        out["whole_scene"][method]["whole_by_objects"] = {
+            n: float(np.mean([j["whole"] for j, s in zip(judged, scenes) if len(s.objects) == n])) for n in (1, 2, 3, 4)}
         out["whole_scene"][method]["examples"] = caps[:4]
     return out
 
@@ -151,8 +161,10 @@ def bench_edits(bundle, gpt: ClipGPT, n: int, seed: int, unrelated: int = 20) ->
 
 
 def bench_differences(gpt: ClipGPT, n: int, seed: int) -> dict:
+    """write([a, b, "what changed?"]) as shipped (the beams and their one-word changes checked by doing them) and
+    the likeliest beam alone (rerank=False), judged by what the written edit does."""
     rng = random.Random(seed)
-    per_kind: dict[str, list] = {k: [] for k in E.KINDS}
+    right: dict[str, dict[str, list]] = {m: {k: [] for k in E.KINDS} for m in ("checked", "likeliest_beam")}
     examples = []
     for i in range(n):
         kind = E.KINDS[i % len(E.KINDS)]
@@ -162,14 +174,17 @@ def bench_differences(gpt: ClipGPT, n: int, seed: int) -> dict:
             if made is not None:
                 break
         edit, after = made
-        text = gpt.write([draw(scene, rng, "alt"), draw(after, rng, "alt"), E.DIFF_QUESTION])
-        said = E.parse_edit(text)
-        ok = said is not None and (said == edit or E.same_content(E.apply_edit(scene, said), after))
-        per_kind[kind].append(ok)
-        if len(examples) < 6:
-            examples.append([text, E.edit_text(edit)])
-    return {"exact": float(np.mean([x for v in per_kind.values() for x in v])),
-            **{k: float(np.mean(v)) for k, v in per_kind.items()}, "examples": examples}
+        parts = [draw(scene, rng, "alt"), draw(after, rng, "alt"), E.DIFF_QUESTION]
+        for method, rerank in (("checked", True), ("likeliest_beam", False)):
+            text = gpt.write(parts, rerank=rerank)
+            said = E.parse_edit(text)
+            right[method][kind].append(said is not None and (said == edit or E.same_content(E.apply_edit(scene, said),
+                                                                                             after)))
+            if method == "checked" and len(examples) < 6:
+                examples.append([text, E.edit_text(edit)])
+    out = {m: {"exact": float(np.mean([x for v in r.values() for x in v])),
+               **{k: float(np.mean(v)) for k, v in r.items()}} for m, r in right.items()}
+    return out | {"examples": examples}
 
 
 def bench_prior(bundle, gpt: ClipGPT, n: int = 1000) -> dict:
@@ -193,6 +208,8 @@ def main(argv=None):
     p.add_argument("--clip-gpt", default=None, help="a CLIP-GPT folder (default: the bundle's)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tasks", default="captions,text_to_vector,edits,differences,prior",
+                   help="which tasks to run (comma-separated)")
     p.add_argument("--out", default="benchmarks/results/clip_gpt.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -202,11 +219,16 @@ def main(argv=None):
     seed = EVAL_SEED + 900
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]) if __spec__ else "bench_clip_gpt",
               "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
-    report["captions"] = bench_captions(bundle, gpt, args.n, seed)
-    report["text_to_vector"] = bench_text_vectors(bundle, gpt, args.n, seed + 10)
-    report["edits"] = bench_edits(bundle, gpt, args.n // 2, seed + 20)
-    report["differences"] = bench_differences(gpt, args.n, seed + 30)
-    report["prior"] = bench_prior(bundle, gpt)
+    tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed),
+             "text_to_vector": lambda: bench_text_vectors(bundle, gpt, args.n, seed + 10),
+             "edits": lambda: bench_edits(bundle, gpt, args.n // 2, seed + 20),
+             "differences": lambda: bench_differences(gpt, args.n, seed + 30),
+             "prior": lambda: bench_prior(bundle, gpt)}
+    for name in args.tasks.split(","):
+        if name not in tasks:
+            p.error(f"unknown task {name!r}; tasks: {', '.join(tasks)}")
+        report[name] = tasks[name]()
+        print(name, json.dumps(report[name])[:400], flush=True)
     report["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -225,7 +225,10 @@ def captioner_choices(manifest: dict) -> list[tuple[str, str]]:
     components = manifest.get("components", {})
     named = {"captioner": components["captioner"]} if "captioner" in components else {}
     named |= manifest.get("captioners", {})
-    return [(Path(entry.get("path", key)).name if len(named) > 1 else key, key) for key, entry in named.items()]
+    choices = [(Path(entry.get("path", key)).name if len(named) > 1 else key, key) for key, entry in named.items()]
+    if "clip_gpt" in components and named:      # CLIP-GPT captions an image too (its image -> caption path)
+        choices.append(("CLIP-GPT", "clip_gpt"))
+    return choices
 
 
 def _hub_renderer(repo: str, files, device: str, captioner, embedding_prior, fast: dict | None = None) -> Renderer:
@@ -330,6 +333,7 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
         if directory("clip_gpt"):
             from .models.clip_gpt import ClipGPT
             bundle.clip_gpt = ClipGPT.load(directory("clip_gpt"), bundle.clip, bundle.prior, device)
+            bundle.captioners["clip_gpt"] = bundle.clip_gpt.captioner
     except FileNotFoundError as e:
         name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
         raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "

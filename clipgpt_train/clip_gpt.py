@@ -49,7 +49,9 @@ class ClipGPTTrainConfig:
     min_lr: float = 5e-5
     warmup: int = 100
     vector_weight: float = 1.0
+    contrastive: bool = True    # False: the cosine term alone (seed 002's regression onto the vector)
     cosine_weight: float = 1.0
+    init: str = "captioner"     # "captioner": its fine-tuned blocks and mapper; "prior": the prior, a new mapper
     noise: float = 0.02         # on input image vectors (CapDec): robustness to other renderers
     context_length: int = 48
     seed: int = 0
@@ -140,7 +142,9 @@ def train(cfg: ClipGPTTrainConfig) -> ClipGPT:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     bundle = load_bundle(cfg.bundle, device=device, strict=False)
     clip, prior = bundle.clip, bundle.prior
-    captioner = bundle.captioners.get("captioner")
+    if cfg.init not in ("captioner", "prior"):
+        raise SystemExit(f"--init must be captioner or prior, got {cfg.init!r}")
+    captioner = bundle.captioners.get("captioner") if cfg.init == "captioner" else None
     net = grow(prior, clip, EDIT_WORDS, cfg.context_length, captioner).to(device)
     net.token_embedding.requires_grad_(False)
     model = ClipGPT(net, clip, device)
@@ -193,7 +197,9 @@ def train(cfg: ClipGPTTrainConfig) -> ClipGPT:
                     truth[k, j] = 1
         logits = net.logit_scale.exp() * pred @ vecs.T
         cos = (pred * vecs[[t for _, t, _ in tasks.embeds]]).sum(-1)
-        vector_loss = soft_ce(logits, truth.to(device)) + cfg.cosine_weight * (1 - cos).mean()
+        vector_loss = cfg.cosine_weight * (1 - cos).mean()
+        if cfg.contrastive:
+            vector_loss = vector_loss + soft_ce(logits, truth.to(device))
         loss = word_loss + cfg.vector_weight * vector_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -56,10 +56,14 @@ def test_captions_state_the_whole_scene_and_captions_find_their_scene(bundle):
     rng = random.Random(13)
     scenes = [world.sample_scene(rng, n_objects=rng.choice([1, 2, 3])) for _ in range(30)]
     images = [draw(s, rng) for s in scenes]
+
+    def whole(caps):
+        return [(d := parse_caption(c)) is not None and world.is_true(d, s) and d.background is not None
+                and all(p.size and p.colour for p in d.phrases) for c, s in zip(caps, scenes)]
     caps = [gpt.write([im]) for im in images]
-    whole = [(d := parse_caption(c)) is not None and world.is_true(d, s) and d.background is not None
-             and all(p.size and p.colour for p in d.phrases) for c, s in zip(caps, scenes)]
-    assert sum(whole) >= 22, list(zip(caps, whole))
+    said = whole(caps)
+    # every object's size is where this CLIP's vector is least sure (bench_clip_gpt: whole 0.66 of 1-4 objects)
+    assert sum(said) >= 15 and sum(said) >= sum(whole(bundle.captioner.caption(images))) + 8, list(zip(caps, said))
     texts = [world.caption_text(world.describe(s, rng, {"colour", "size", "position", "background"})) for s in scenes]
     found = np.argmax(gpt.embed_batch([[t] for t in texts]) @ bundle.clip.encode_images(images).T, 1)
     assert (found == np.arange(len(scenes))).mean() >= 0.8
@@ -126,6 +130,8 @@ def test_compose_tab_writes_searches_and_renders(bundle):
         image, how = client.predict(None, "a large red star on a black background", None, "", 0,
                                     api_name="/compose_render")
         assert image and "vector" in how
+        best, _ = client.predict(a, 3, 0, 1.0, 0, 5, "clip_gpt", api_name="/caption")   # the Caption tab's choice
+        assert parse_caption(best.splitlines()[0].lstrip("# ")) is not None, best
         with pytest.raises(Exception, match="Give an image, a text, or both"):
             client.predict(None, "", None, "", api_name="/compose_write")
 

@@ -8,7 +8,8 @@ from clipgpt_core import BundleError, load_bundle
 from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
-        "position_stage_steps": 1}
+        "position_stage_steps": 1, "n_scenes": 64, "n_val": 16, "captions": 2, "texts": 2, "text_vectors": 2,
+        "edit_vectors": 2, "differences": 2}
 
 
 @pytest.fixture
@@ -26,10 +27,10 @@ def small_bundle(tmp_path):
 def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, capsys):
     ckpts = str(tmp_path / "ckpt")
     done = TB.run(small_bundle, overrides=TINY, checkpoints=ckpts)
-    assert list(done) == ["clip", "prior", "captioner", "embedding_prior"]
+    assert list(done) == ["clip", "prior", "captioner", "embedding_prior", "clip_gpt", "layout_head"]
     assert all(isinstance(v, float) for v in done.values())          # minutes: every stage ran
     bundle = load_bundle(small_bundle)                                # strict: consistent again
-    assert bundle.captioner.mapper is not None and bundle.embedding_prior is not None
+    assert bundle.captioner.mapper is not None and bundle.embedding_prior is not None and bundle.clip_gpt is not None
     times = json.loads((small_bundle / "train_times.json").read_text())
     assert set(times) == set(done) and all("machine" in t for t in times.values())
     record = json.loads((small_bundle / "captioner" / "trained_against.json").read_text())
@@ -39,7 +40,7 @@ def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, cap
     # a new recipe for the embedding prior retrains it alone
     again = TB.run(small_bundle, overrides=TINY | {"cosine_weight": 0.5}, checkpoints=str(tmp_path / "c2"))
     assert again == {"clip": "up to date", "prior": "up to date", "captioner": "up to date",
-                     "embedding_prior": again["embedding_prior"]}
+                     "embedding_prior": again["embedding_prior"], "clip_gpt": "up to date", "layout_head": "up to date"}
     assert isinstance(again["embedding_prior"], float)
 
 

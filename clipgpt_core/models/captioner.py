@@ -183,6 +183,9 @@ class Captioner:
         # word -> its alternatives, for one-word edits of the beams (None: no edits)
         self.edits = {w: [o for o in g if o != w] for g in edit_groups or [] for w in g}
         self.edit_beams = 2
+        # with edits: also the texts that swap two words of a group (two objects' colours, or sizes): the binding
+        # a decoder gets wrong when a pair it never saw is read as two it did ("orange star, red square")
+        self.swap_edits = False
         # ranking score = CLIP similarity + prior_weight * mean log p per token. 0 ranks by CLIP
         # alone, which favours short captions that leave out size and position; 0.05 keeps the
         # CLIP choice of colour and shape (benchmarks/bench_captions.py has the figures)
@@ -324,13 +327,29 @@ class Captioner:
                   for i, w in enumerate(words) for alt in self.edits.get(w, []))
         return [_fix_articles(e) for e in edited]
 
+    def swapped(self, text: str) -> list[str]:
+        """Every text that swaps two different words of one group of `text` ("a red star and a blue circle" ->
+        "a blue star and a red circle")."""
+        words = re.findall(r"\w+|\W+", text)
+        at = [i for i, w in enumerate(words) if w in self.edits and words[i + 2:i + 3] != ["background"]]
+        out = []
+        for k, i in enumerate(at):
+            for j in at[k + 1:]:
+                if words[j] in self.edits[words[i]]:
+                    w = list(words)
+                    w[i], w[j] = w[j], w[i]
+                    out.append(_fix_articles("".join(w)))
+        return out
+
     def _edit_texts(self, cands: list[tuple[str, float]]) -> list[str]:
-        """The one-word edits of the `edit_beams` likeliest candidates that are not candidates already."""
+        """The one-word edits (and with swap_edits the swaps) of the `edit_beams` likeliest candidates that are not
+        candidates already."""
         if not self.edits:
             return []
         have = {t for t, _ in cands}
         likeliest = sorted(cands, key=lambda c: -c[1])[:self.edit_beams]
-        return list(dict.fromkeys(e for t, _ in likeliest for e in self.one_word_edits(t) if e not in have))
+        edits = (e for t, _ in likeliest for e in self.one_word_edits(t) + (self.swapped(t) if self.swap_edits else []))
+        return list(dict.fromkeys(e for e in edits if e not in have))
 
     def _rank_top(self, prefix: torch.Tensor, image_embed: np.ndarray, cands: list[tuple[str, float]],
                   edits: list[str], top: int, chunk: int = 16) -> list[dict]:

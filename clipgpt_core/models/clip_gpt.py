@@ -147,6 +147,7 @@ class ClipGPT:
         # image -> caption is the captioner's job, with its CLIP re-ranking and one-word edits
         from ..world.captions import WORD_GROUPS
         self.captioner = Captioner(clip, self.text, self.net.mapper, decoder=self.text, edit_groups=WORD_GROUPS)
+        self.captioner.swap_edits = True
 
     @property
     def device(self) -> torch.device:
@@ -197,9 +198,11 @@ class ClipGPT:
         return self.net.vectors(states[torch.arange(len(rows)), at]).float().cpu().numpy()
 
     @torch.no_grad()
-    def write(self, parts, num_beams: int = 3) -> str:
+    def write(self, parts, num_beams: int = 5, rerank: bool = True) -> str:
         """The text CLIP-GPT writes after the parts. One image alone is captioned (beam search, CLIP re-ranking:
-        the captioner); anything else is beam search after the parts."""
+        the captioner). Two images and a question: the beams and their one-word edits re-ranked by how near the
+        vector CLIP-GPT writes for (first image, candidate) comes to the second image's (rerank=True; an edit
+        is checked by doing it). Anything else: the likeliest beam."""
         parts = self.check_parts(parts)
         if len(parts) == 1 and isinstance(parts[0], Image.Image):
             return self.captioner.caption([parts[0]], num_beams=max(num_beams, 1))[0]
@@ -208,8 +211,38 @@ class ClipGPT:
             return self.text.sample(1, temperature=0)[0]
         s = build(self.net, [items], self.device)
         prefix = inputs(self.net, s)                                                   # (1, T, W)
-        beams = beam_search(self.text, prefix, max(num_beams, 1), by_mean=True)[0]
-        return self.text.decode(beams[0][0])
+        beams = [self.text.decode(ids) for ids, _ in beam_search(self.text, prefix, max(num_beams, 1), by_mean=True)[0]]
+        images = [i[1] for i in items if isinstance(i, tuple) and i[1] is not None]
+        if not rerank or len(images) != 2:
+            return beams[0]
+        return self.checked_edit(images[0], images[1], beams)
+
+    def checked_edit(self, before: np.ndarray, after: np.ndarray, candidates: list[str], rounds: int = 3) -> str:
+        """The edit whose vector, written after `before`, comes nearest `after` (CLIP image vectors): the candidates
+        that are edits of the world's language, then the edits one field away from the best so far (world.edits.
+        neighbours: the object named, the new colour, shape, size or cell, the background) while they come nearer,
+        up to `rounds` times. An edit may only name an object the first image holds, as its caption says (when the
+        caption names every object's colour). Without an edit among the candidates, the likeliest is kept."""
+        from ..world.captions import parse_caption
+        from ..world.edits import edit_text, neighbours, parse_edit
+        target = np.asarray(after, np.float32)
+        d = parse_caption(self.captioner.caption_embeddings(np.asarray(before, np.float32)[None])[0])
+        held = {(p.colour, p.shape) for p in d.phrases} if d is not None and all(p.colour for p in d.phrases) else None
+
+        def scored(edits):
+            edits = [e for e in edits if held is None or e.target is None or e.target in held]
+            texts = [edit_text(e) for e in dict.fromkeys(edits)]
+            return dict(zip(texts, (self.embed_batch([[before, t] for t in texts]) @ target).tolist())) if texts else {}
+        scores = scored(e for e in map(parse_edit, candidates) if e is not None)
+        if not scores:
+            return candidates[0]
+        for _ in range(rounds):
+            best = max(scores, key=scores.get)
+            new = scored(n for n in neighbours(parse_edit(best)) if edit_text(n) not in scores)
+            scores |= new
+            if not new or max(new.values()) <= scores[best]:
+                break
+        return max(scores, key=scores.get)
 
     def sample(self, n: int = 1, **kwargs) -> list[str]:
         """Captions from CLIP-GPT as a caption prior (no parts): CaptionPrior.sample's arguments."""

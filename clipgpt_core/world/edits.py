@@ -203,3 +203,20 @@ def near_miss(scene: world.Scene, e: Edit, rng: random.Random) -> world.Scene | 
     if out is None or same_content(out, scene) or same_content(out, apply_edit(scene, e)):
         return None          # e.g. the other object is already the new colour
     return out
+
+
+def neighbours(e: Edit) -> list[Edit]:
+    """The edits that differ from `e` in one field (the object named, the new colour, shape, size or cell, the
+    background), each in its canonical form: where a search for the edit between two images steps."""
+    options = {"colour": list(world.COLOURS), "shape": world.SHAPES, "size": list(world.SIZES),
+               "position": world.POSITIONS, "background": list(world.BACKGROUNDS)}
+    out = []
+    for name, values in options.items():
+        if getattr(e, name) is not None:
+            out += [replace(e, **{name: v}) for v in values if v != getattr(e, name)]
+    if e.target is not None:
+        out += [replace(e, target=(c, e.target[1])) for c in world.COLOURS if c != e.target[0]]
+        out += [replace(e, target=(e.target[0], s)) for s in world.SHAPES if s != e.target[1]]
+        if e.kind == "recolour":                       # a new shape too: a replace
+            out += [Edit("replace", e.target, colour=e.colour, shape=s) for s in world.SHAPES if s != e.target[1]]
+    return list(dict.fromkeys(p for p in (parse_edit(edit_text(x)) for x in out) if p is not None and p != e))
