@@ -8,7 +8,7 @@ from clipgpt_core import BundleError, load_bundle
 from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
-        "position_stage_steps": 1, "n_scenes": 64, "n_val": 16, "captions": 2, "texts": 2, "text_vectors": 2,
+        "position_stage_steps": 1, "n_scenes": 64, "n_val": 16, "texts": 2, "text_vectors": 2,
         "edit_vectors": 2, "differences": 2}
 
 
@@ -37,11 +37,12 @@ def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, cap
     assert record["clip"] == bundle.clip.fingerprint() and "recipe" in record
     # nothing is stale now
     assert set(TB.run(small_bundle, overrides=TINY, checkpoints=ckpts).values()) == {"up to date"}
-    # a new recipe for the embedding prior retrains it alone
+    # a new recipe for the vector-writing stages (their cosine term) retrains those alone
     again = TB.run(small_bundle, overrides=TINY | {"cosine_weight": 0.5}, checkpoints=str(tmp_path / "c2"))
     assert again == {"clip": "up to date", "prior": "up to date", "captioner": "up to date",
-                     "embedding_prior": again["embedding_prior"], "clip_gpt": "up to date", "layout_head": "up to date"}
-    assert isinstance(again["embedding_prior"], float)
+                     "embedding_prior": again["embedding_prior"], "clip_gpt": again["clip_gpt"],
+                     "layout_head": "up to date"}
+    assert isinstance(again["embedding_prior"], float) and isinstance(again["clip_gpt"], float)
 
 
 def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_path):
