@@ -7,8 +7,8 @@ never uses; judges are structural (the world's parser and scene truth), no model
 - captions: write([image]) vs the bundle's captioner: two-object scenes named with exactly their colour-shape
   pairs (seen pairs; one held-out pair and a seen one; both held out), and 1-4 object scenes: true, the background
   stated right, every object's size stated and bound to it, and all of it (whole).
-- caption -> vector: R@1 of the captioned scene among every scene of the set (captions stating colour, size,
-  position and background) for embed([caption]), the MLP caption->CLIP prior, CLIP's own text vector.
+- caption -> vector: R@1 of the captioned scene among every scene of the set (5 n scenes; captions stating colour,
+  size, position and background) for embed([caption]), the MLP caption->CLIP prior, CLIP's own text vector.
 - edits: R@1 of the edited scene for embed([image, edit]) against a gallery of the source, the same change made
   to another object (or the object added in another cell, another background) and 20 unrelated scenes; beside
   phrase arithmetic z + T(new) - T(old) with the edit's own phrases, whole-caption arithmetic
@@ -92,6 +92,7 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
 
 
 def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
+    """R@1 of each scene's whole caption among all n scenes (every scene is a query and in the gallery)."""
     rng = random.Random(seed)
     scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
     images = [draw(s, rng, "alt") for s in scenes]
@@ -100,7 +101,12 @@ def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
     queries = {"clip_gpt": gpt.embed_batch([[t] for t in texts]), "clip_text": bundle.clip.encode_texts(texts)}
     if bundle.embedding_prior is not None:
         queries["embedding_prior"] = bundle.embedding_prior.predict(texts)
-    return {"gallery": n, **{k: float(np.mean(np.argmax(q @ gallery.T, 1) == np.arange(n))) for k, q in queries.items()}}
+    def spread(x):        # mean cosine between different vectors: higher = nearer one mean vector
+        c = x @ x.T
+        return float((c.sum() - np.trace(c)) / (len(x) * (len(x) - 1)))
+    return {"gallery": n, **{k: float(np.mean(np.argmax(q @ gallery.T, 1) == np.arange(n))) for k, q in queries.items()},
+            "cosine_to_own_image": {k: float((q * gallery).sum(1).mean()) for k, q in queries.items()},
+            "mean_pairwise_cosine": {"images": spread(gallery)} | {k: spread(q) for k, q in queries.items()}}
 
 
 def edit_phrases(edit: E.Edit, scene) -> tuple[str, str]:
@@ -210,6 +216,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", default="captions,text_to_vector,edits,differences,prior",
                    help="which tasks to run (comma-separated)")
+    p.add_argument("--compare", default="",
+                   help="other CLIP-GPT folders (comma-separated, e.g. the head ablation's runs) whose vectors are "
+                        "measured beside the bundle's in the same run (caption -> vector, edits)")
     p.add_argument("--out", default="benchmarks/results/clip_gpt.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -220,7 +229,7 @@ def main(argv=None):
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]) if __spec__ else "bench_clip_gpt",
               "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
     tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed),
-             "text_to_vector": lambda: bench_text_vectors(bundle, gpt, args.n, seed + 10),
+             "text_to_vector": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 10),
              "edits": lambda: bench_edits(bundle, gpt, args.n // 2, seed + 20),
              "differences": lambda: bench_differences(gpt, args.n, seed + 30),
              "prior": lambda: bench_prior(bundle, gpt)}
@@ -229,6 +238,13 @@ def main(argv=None):
             p.error(f"unknown task {name!r}; tasks: {', '.join(tasks)}")
         report[name] = tasks[name]()
         print(name, json.dumps(report[name])[:400], flush=True)
+    for folder in filter(None, args.compare.split(",")):
+        other = ClipGPT.load(folder, bundle.clip, bundle.prior)
+        report.setdefault("compare", {})[folder] = {
+            "train_config": json.loads((Path(folder) / "train_config.json").read_text()),
+            "text_to_vector": bench_text_vectors(bundle, other, 5 * args.n, seed + 10),
+            "edits": bench_edits(bundle, other, args.n // 2, seed + 20)}
+        print(folder, json.dumps(report["compare"][folder]["edits"]["all"]), flush=True)
     report["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
