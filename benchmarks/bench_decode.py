@@ -108,8 +108,14 @@ def main(argv=None):
     p.add_argument("--layout-head", default=None, help="a LayoutHead folder instead of the bundle's layout_head/")
     p.add_argument("--layout-texts", default="none,caption", help="layout route texts to compare ('' to skip)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/results/decode.json")
+    p.add_argument("--via-prior", action="store_true",
+                   help="instead: two-object prompts -> a CLIP image vector (the caption->CLIP prior; CLIP-GPT) -> "
+                        "decode, beside the text route (render), into decode_via_prior.json")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/decode.json (decode_via_prior.json)")
     args = p.parse_args(argv)
+    if args.via_prior:
+        return via_prior(args)
+    args.out = args.out or "benchmarks/results/decode.json"
 
     import torch
     torch.set_num_threads(args.threads)
@@ -202,3 +208,57 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def via_prior(args) -> None:
+    """Seed 003's "via the prior": prompt -> CLIP image vector -> decode(vector, method="layout"), judged on what the
+    prompt states (both colour-shape pairs, so binding and count; the background and sizes where stated) against
+    the text route (Renderer.render of the prompt), in one run."""
+    import sys
+    import torch
+    torch.set_num_threads(args.threads)
+    from clipgpt_core.bundle import load_bundle
+    bundle = load_bundle(args.bundle)
+    renderer = bundle.renderer
+    renderer.pipe.set_progress_bar_config(disable=True)
+    vectors = {"embedding_prior": lambda texts: bundle.embedding_prior.predict(texts)}
+    if bundle.clip_gpt is not None:
+        vectors["clip_gpt"] = lambda texts: bundle.clip_gpt.embed_batch([[t] for t in texts])
+    report = {"command": " ".join(["python -m benchmarks.bench_decode", *sys.argv[1:]]), "n_per_split": args.n,
+              "sets": {}}
+    pooled: dict[str, list] = {}
+    for i, split in enumerate(("train", "heldout")):
+        prompts = scene_prompts(args.n, "two_objects", split, EVAL_SEED + 40 + i)
+        texts = [p["text"] for p in prompts]
+        routes = {}
+        for name, fn in vectors.items():
+            v = fn(texts)
+            images = [im for k in range(0, len(v), CHUNK) for im in renderer.decode(v[k:k + CHUNK], seed=0)]
+            routes[f"via_{name}"] = stated(prompts, images)
+        routes["text_route"] = stated(prompts, renderer.render(texts, seed=0))
+        report["sets"][split] = routes
+        for name, r in routes.items():
+            pooled.setdefault(name, []).append(r)
+        print(split, json.dumps(routes), flush=True)
+    report["overall"] = {name: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in rs[0]}
+                         for name, rs in pooled.items()}
+    out = Path(args.out or "benchmarks/results/decode_via_prior.json")
+    out.write_text(json.dumps(report, indent=2))
+    print("overall", json.dumps(report["overall"], indent=1))
+
+
+def stated(prompts, images) -> dict:
+    """Per image, what its prompt states: binding (both colour-shape pairs on distinct objects), count, and the
+    background and sizes where the prompt states them."""
+    rows = []
+    for p, im in zip(prompts, images):
+        background, objects = detect(im)
+        objs = [o.as_obj() for o in objects[:6]]
+        d = p["description"]
+        bound = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape)
+        sized = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape
+                       and ph.size in (None, o.size))
+        rows.append({"binding": bound is not None, "count": len(objs) == 2,
+                     "sizes_as_stated": sized is not None,
+                     "background_as_stated": d.background in (None, background)})
+    return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}

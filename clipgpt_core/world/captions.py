@@ -40,20 +40,20 @@ _ALIASES = {"grey": "gray", "centre": "center"}  # spelling variants, same conce
 WORD_GROUPS = [list(world.COLOURS), list(world.SHAPES), list(world.PLURALS.values()), list(world.SIZES)]
 
 
-def _alternatives(words) -> str:
+def alternatives(words) -> str:
     # longest first, so "top left" is tried before "top"
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
 
 
 _PHRASE = re.compile(
-    rf"(a|an|one|two|three|four) (?:({_alternatives(world.SIZES)}) )?"
-    rf"(?:({_alternatives(world.COLOURS)}) )?(?:({_alternatives(world.SIZES)}) )?"
-    rf"({_alternatives(world.SHAPES + list(_SINGULAR))})"
-    rf"(?: (?:in|at|on) the ({_alternatives(world.POSITIONS)})( corner)?)?")
-_BACKGROUND = re.compile(rf"(.+) (?:on a|on the|with a) ({_alternatives(world.BACKGROUNDS)}) background")
+    rf"(a|an|one|two|three|four) (?:({alternatives(world.SIZES)}) )?"
+    rf"(?:({alternatives(world.COLOURS)}) )?(?:({alternatives(world.SIZES)}) )?"
+    rf"({alternatives(world.SHAPES + list(_SINGULAR))})"
+    rf"(?: (?:in|at|on) the ({alternatives(world.POSITIONS)})( corner)?)?")
+_BACKGROUND = re.compile(rf"(.+) (?:on a|on the|with a) ({alternatives(world.BACKGROUNDS)}) background")
 # "left of" etc. never occur inside a phrase (a position is never followed by "of"), so the
 # relation can be found by splitting: "in the top left of a square" reads as top + "left of".
-_RELATION_SPLIT = re.compile(rf" ({_alternatives(world.RELATIONS)}) ")
+_RELATION_SPLIT = re.compile(rf" ({alternatives(world.RELATIONS)}) ")
 _LIST_SPLIT = re.compile(r" (, and|,|and) ")
 
 

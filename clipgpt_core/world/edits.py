@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 
 from . import scenes as world
-from .captions import _alternatives, normalise
+from .captions import alternatives, normalise
 
 KINDS = ("recolour", "replace", "remove", "add", "background")
 DIFF_QUESTION = "what changed?"      # the question CLIP-GPT answers with an edit after two images
@@ -56,16 +56,16 @@ def edit_text(e: Edit, rng: random.Random | None = None) -> str:
                        position=e.position, background=e.background, a=world.article(first) if first else "a")
 
 
-_C, _S = _alternatives(world.COLOURS), _alternatives(world.SHAPES)
+_C, _S = alternatives(world.COLOURS), alternatives(world.SHAPES)
 _T = rf"(?:the )?({_C}) ({_S})"
 _OBJ = rf"(?:a|an) ({_C}) ({_S})"
 _PATTERNS = [
     ("recolour", re.compile(rf"(?:make|turn) {_T} ({_C})")),
     ("replace", re.compile(rf"(?:replace {_T} with|change {_T} into) {_OBJ}")),
     ("remove", re.compile(rf"(?:remove|delete) {_T}")),
-    ("add", re.compile(rf"(?:add|put) (?:a|an) ({_alternatives(world.SIZES)}) ({_C}) ({_S}) "
-                       rf"(?:in|at) the ({_alternatives(world.POSITIONS)})(?: corner)?")),
-    ("background", re.compile(rf"(?:change the background to|make the background) ({_alternatives(world.BACKGROUNDS)})")),
+    ("add", re.compile(rf"(?:add|put) (?:a|an) ({alternatives(world.SIZES)}) ({_C}) ({_S}) "
+                       rf"(?:in|at) the ({alternatives(world.POSITIONS)})(?: corner)?")),
+    ("background", re.compile(rf"(?:change the background to|make the background) ({alternatives(world.BACKGROUNDS)})")),
 ]
 
 
