@@ -91,10 +91,11 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
     return out
 
 
-def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
-    """R@1 of each scene's whole caption among all n scenes (every scene is a query and in the gallery)."""
+def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int, split: str = "train") -> dict:
+    """R@1 of each scene's whole caption among all n scenes (every scene is a query and in the gallery); split
+    "heldout": every object a held-out colour-shape pair."""
     rng = random.Random(seed)
-    scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
+    scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15), split) for _ in range(n)]
     images = [draw(s, rng, "alt") for s in scenes]
     texts = [world.caption_text(world.describe(s, rng, EVERYTHING), rng) for s in scenes]
     gallery = bundle.clip.encode_images(images)
@@ -214,7 +215,7 @@ def main(argv=None):
     p.add_argument("--clip-gpt", default=None, help="a CLIP-GPT folder (default: the bundle's)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tasks", default="captions,text_to_vector,edits,differences,prior",
+    p.add_argument("--tasks", default="captions,text_to_vector,text_to_vector_heldout,edits,differences,prior",
                    help="which tasks to run (comma-separated)")
     p.add_argument("--compare", default="",
                    help="other CLIP-GPT folders (comma-separated, e.g. the head ablation's runs) whose vectors are "
@@ -230,6 +231,7 @@ def main(argv=None):
               "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
     tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed),
              "text_to_vector": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 10),
+             "text_to_vector_heldout": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 11, "heldout"),
              "edits": lambda: bench_edits(bundle, gpt, args.n // 2, seed + 20),
              "differences": lambda: bench_differences(gpt, args.n, seed + 30),
              "prior": lambda: bench_prior(bundle, gpt)}

@@ -206,9 +206,6 @@ def main(argv=None):
     print("bars", json.dumps(report["bars_by_method"], indent=1))
 
 
-if __name__ == "__main__":
-    main()
-
 
 def via_prior(args) -> None:
     """Seed 003's "via the prior": prompt -> CLIP image vector -> decode(vector, method="layout"), judged on what the
@@ -262,3 +259,7 @@ def stated(prompts, images) -> dict:
                      "sizes_as_stated": sized is not None,
                      "background_as_stated": d.background in (None, background)})
     return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+
+if __name__ == "__main__":
+    main()
