@@ -200,9 +200,8 @@ class ClipGPT:
     @torch.no_grad()
     def write(self, parts, num_beams: int = 5, rerank: bool = True) -> str:
         """The text CLIP-GPT writes after the parts. One image alone is captioned (beam search, CLIP re-ranking:
-        the captioner). Two images and a question: the beams and their one-word edits re-ranked by how near the
-        vector CLIP-GPT writes for (first image, candidate) comes to the second image's (rerank=True; an edit
-        is checked by doing it). Anything else: the likeliest beam."""
+        the captioner). Two images and a question ("what changed?"): with rerank, the beams and their neighbouring
+        edits are checked by doing them (checked_edit). Anything else: the likeliest beam."""
         parts = self.check_parts(parts)
         if len(parts) == 1 and isinstance(parts[0], Image.Image):
             return self.captioner.caption([parts[0]], num_beams=max(num_beams, 1))[0]
