@@ -116,6 +116,12 @@ def test_trainer_runs_resumes_and_saves(tmp_path):
     for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values()):
         assert torch.equal(a, b)
     assert ClipGPT.load(tmp_path / "out", first.clip, first.text).embed(["a red star"]).shape == (first.clip.dim,)
+    # grown from the prior (a new mapper, not the captioner's), trained on the cosine term alone
+    from clipgpt_core import load_bundle
+    captioner_mapper = load_bundle().captioner.mapper.state_dict()
+    other = train(ClipGPTTrainConfig(**(vars(cfg) | {"init": "prior", "contrastive": False, "steps": 1,
+                                                      "checkpoint": str(tmp_path / "c2"), "out": str(tmp_path / "o2")})))
+    assert not torch.equal(other.net.mapper.state_dict()["net.0.weight"], captioner_mapper["net.0.weight"])
 
 
 def test_compose_tab_writes_searches_and_renders(bundle):
