@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import write_report
 from benchmarks.bench_clip import EVAL_SEED, SETS, draw, recall, single_object_set
 
 from clipgpt_core import world
@@ -215,9 +216,7 @@ def main():
                 bundle, 2 * args.n, split, EVAL_SEED + offset)
     report["speed"] = bench_speed(bundle.prior, bundle.captioner)
     report["seconds"] = round(time.time() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

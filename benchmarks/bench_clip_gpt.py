@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_captions import exact_pairs
+from benchmarks import write_report
 from benchmarks.bench_clip import EVAL_SEED, draw
 from clipgpt_core import world
 from clipgpt_core.bundle import load_bundle
@@ -248,9 +249,7 @@ def main(argv=None):
             "edits": bench_edits(bundle, other, args.n // 2, seed + 20)}
         print(folder, json.dumps(report["compare"][folder]["edits"]["all"]), flush=True)
     report["seconds"] = round(time.time() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

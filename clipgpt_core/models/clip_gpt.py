@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import BundleError, InputError
-from .caption_prior import CaptionGPT, CaptionPrior, PriorConfig, generate
+from .caption_prior import CaptionGPT, CaptionPrior, PriorConfig
 from .captioner import Captioner, MapperConfig, PrefixMapper, beam_search
 
 CONFIG_FILE = "clip_gpt_config.json"
