@@ -14,6 +14,11 @@ kept, objects moved), and the two-object prompts rendered via the caption->CLIP 
 by alt_render (the judge's ceiling) and, with --baseline-renderer, by another pipeline (the shipped v3) in
 the same run.
 
+Drawing CLIP image vectors (unCLIP, issue 40), each suite with its own flags and result file:
+    python -m benchmarks.bench_render --suite round_trip      # benchmarks/bench_decode.py -> decode.json
+    python -m benchmarks.bench_render --suite interpolation   # benchmarks/bench_unclip.py -> render_interpolation.json
+    python -m benchmarks.bench_render --suite diversity       # benchmarks/bench_unclip.py -> render_diversity.json
+
 Single objects (the v3 benchmark, kept):
 
 Prompts "a {size} {colour} {shape} [in the {position}] [on a {background} background]" (optional parts
@@ -246,7 +251,19 @@ def scene_bars(scenes: dict) -> dict:
     return bars
 
 
+UNCLIP_SUITES = ("round_trip", "interpolation", "diversity")   # drawing CLIP vectors (issue 40)
+
+
 def main():
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--suite")
+    known, rest = pre.parse_known_args()
+    if known.suite == "round_trip":        # decode(CLIP(image)) per attribute: benchmarks/bench_decode.py
+        from benchmarks import bench_decode
+        return bench_decode.main(rest)
+    if known.suite in UNCLIP_SUITES:       # benchmarks/bench_unclip.py
+        from benchmarks import bench_unclip
+        return bench_unclip.main(known.suite, rest)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default=None, help="bundle name or path (default: built-in); its CLIP judges")
     p.add_argument("--renderer", default=None, help="a pipeline directory to test instead of the bundle's renderer")
@@ -255,8 +272,9 @@ def main():
                         "git archive a356b9a assets/shapes/renderer | tar -x -C /tmp/v3)")
     p.add_argument("--baseline-guidance-scale", type=float, default=4.0,
                    help="the baseline's guidance (4: the v3 renderer's shipped default)")
-    p.add_argument("--suite", choices=("all", "scenes", "single", "guidance"), default="all",
-                   help="guidance: two-object and count prompts at each --guidances value (how the default was chosen)")
+    p.add_argument("--suite", choices=("all", "scenes", "single", "guidance") + UNCLIP_SUITES, default="all",
+                   help="guidance: two-object and count prompts at each --guidances value (how the default was chosen); "
+                        "round_trip (bench_decode), interpolation and diversity (bench_unclip): their own flags")
     p.add_argument("--guidances", default="1.5,2,2.5,4,6")
     p.add_argument("--n", type=int, default=48, help="single-object prompts per set")
     p.add_argument("--n-scenes", type=int, default=24, help="prompts per scene set")

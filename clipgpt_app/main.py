@@ -104,7 +104,8 @@ def main(argv=None):
 MCP_REQUIRED = {"score": ("text",), "caption": ("image",), "index_folder": ("folder",), "zero_shot": ("image",),
                 "render": ("prompt",), "variations": ("image",), "load_tokens": ("path",),
                 "explain_apply": ("saved_file",), "explain_units": ("model_file",), "decode_image": ("image",),
-                "interpolate": ("image_a", "image_b"), "text_diff": ("image", "from_text", "to_text")}
+                "interpolate": ("image_a", "image_b"), "text_diff": ("image", "from_text", "to_text"),
+                "sample_prior": ("prompt",)}
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -52,7 +52,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,11 @@ class TrainConfig:
     position_stage_trunk: bool = False    # also train the convolutions (False: attention pool and projection)
     position_stage_anchor: float = 10.0   # x (1 - cos) to the first stage's image embedding: keeps what it read
     from_clip: str = ""                   # a saved CLIP that is this recipe's first stage: run the second only
+    # benchmark-only variants (docs/results.md "Binding through the vector"); keyed only when set
+    edited_partners: bool = field(default=True, metadata={"keyed_when_set": True})  # False: each scene's partner
+    # is an independent scene (no hard negatives; pair with --text-negatives 0 --binding-weight 0 --group-share 0)
+    size_swap_share: float = field(default=0.0, metadata={"keyed_when_set": True})  # multi-object pairs whose
+    # partner trades two objects' sizes (stated); the extra false captions then trade sizes too
 
 
 # ----------------------------------------------------------------------------- data
@@ -138,7 +143,13 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
             group = (bg, rng.choice([c for c in world.COLOURS if c != bg]))
         scene = sample_training_scene(rng, cfg, group if group_left > 0 else None)
         group_left = max(0, group_left - 1)
-        force = "swap" if len(scene.objects) > 1 and rng.random() < cfg.swap_share else None
+        if not cfg.edited_partners:
+            for s in (scene, sample_training_scene(rng, cfg, None)):
+                scenes.append(s)
+                descs.append(world.describe(s, rng))
+            continue
+        u = rng.random() if len(scene.objects) > 1 else 1.0
+        force = "size_swap" if u < cfg.size_swap_share else "swap" if u < cfg.size_swap_share + cfg.swap_share else None
         edit = world.edited_scene(scene, rng, split="train", choice=force)
         if edit is None:
             continue
@@ -152,7 +163,9 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
     for d, s, cap in zip(descs, scenes, captions):
         # a held-out pair must not occur in training text either: stated only in negatives, "a red star"
         # was pushed away from every image, and the CLIP read red stars as anything but red (0.00)
-        found = [x for x in world.negatives(d, s, rng, n=cfg.text_negatives + 4) if states_only_train_pairs(x)]
+        swaps = ("colour", "shape", "size") if cfg.size_swap_share else ("colour", "shape")
+        found = [x for x in world.negatives(d, s, rng, n=cfg.text_negatives + 4, swaps=swaps)
+                 if states_only_train_pairs(x)]
         found = found[:cfg.text_negatives] + [None] * (cfg.text_negatives - len(found[:cfg.text_negatives]))
         negs += [world.caption_text(x, rng) if x else cap for x in found]
     truth = truth_matrix(descs, scenes)
@@ -423,7 +436,7 @@ def _step(clip: ClipEncoder, heads, opt, batch, rng, cfg: TrainConfig, anchor=No
     x = images_to_tensor(images, pp["mean"], pp["std"]).to(dev)
     trunk, img_raw = tower_features(model, x)
     loss, txt = clip_loss(clip, img_raw, clip.tokenizer(captions).to(dev), clip.tokenizer(negs).to(dev),
-                          torch.from_numpy(truth).to(dev), torch.tensor(neg_valid).to(dev), return_text=True)
+                          torch.from_numpy(truth).to(dev), torch.tensor(neg_valid, dtype=torch.bool).to(dev), return_text=True)
     if cfg.text_probe_weight:
         loss = loss + cfg.text_probe_weight * F.binary_cross_entropy_with_logits(
             heads.text_probe(txt * 10), torch.from_numpy(stated).to(dev))

@@ -7,7 +7,7 @@ import argparse
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,10 @@ def run_key(cfg) -> dict:
     """The settings that must match for a checkpoint to continue a run (not where it writes or how
     many threads it uses)."""
     skip = {"out", "threads", "device", "checkpoint", "fresh", "stop_after"}
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in skip}))
+    # a setting added after runs were made (field metadata "keyed_when_set") is part of the key only when it
+    # differs from its default, so those runs' checkpoints and lineage stay valid
+    quiet = {f.name for f in fields(cfg) if f.metadata.get("keyed_when_set") and getattr(cfg, f.name) == f.default}
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in skip | quiet}))
 
 
 # ----------------------------------------------------------------------------- resumable checkpoints

@@ -1,5 +1,6 @@
 """CLIP -> GPT captioning and the caption -> image-embedding prior."""
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,9 +160,41 @@ def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
     img = bundle.clip.encode_images(images)
     raw = (bundle.clip.encode_texts(captions) * img).sum(1).mean()
     ep = train_embedding_prior(EmbeddingPriorTrainConfig(out=str(tmp_path / "ep"), steps=40, batch=48, warmup=2,
-                                                             checkpoint=str(tmp_path / "ckpt")))
+                                                             checkpoint=str(tmp_path / "ckpt"), residual_pairs=256))
     via = (ep.predict(captions) * img).sum(1).mean()
     assert via > raw + 0.02, (raw, via)   # the trained CLIP's text is already close (~0.8): closer still
+    loaded = EmbeddingPrior.load(bundle.clip, tmp_path / "ep")                     # the residuals saved beside it
+    assert np.allclose(loaded.sample(captions[:2], 3, seed=4), ep.sample(captions[:2], 3, seed=4), atol=1e-6)
+
+
+def test_sampling_prior_varies_what_the_caption_leaves_open(bundle):
+    """EmbeddingPrior.sample (the shipped residual Gaussian): seeded, unit vectors around the mean, and read by the
+    layout head as scenes that keep the caption's objects while their places vary."""
+    from clipgpt_core.errors import BundleError, InputError
+    from clipgpt_core.models.decoder import REFINE_ROUNDS
+    from clipgpt_core.models.layout_head import LayoutHead
+    ep = bundle.embedding_prior
+    text = "a red circle and a blue square"
+    z = ep.sample([text], 16, seed=3)
+    assert z.shape == (1, 16, bundle.clip.dim) and np.allclose(np.linalg.norm(z, axis=-1), 1, atol=1e-5)
+    assert np.array_equal(z, ep.sample([text], 16, seed=3)) and not np.array_equal(z, ep.sample([text], 16, seed=4))
+    mean = ep.predict([text])[0]
+    assert np.allclose(ep.sample([text], 2, temperature=0)[0], mean, atol=1e-6)
+    cos = z[0] @ mean
+    assert 0.5 < cos.mean() < 0.99 and (z[0] @ z[0].T)[np.triu_indices(16, 1)].max() < 0.995
+    head = LayoutHead.load(Path(bundle.renderer.source).parent / "layout_head")
+
+    def read(vectors):                 # as decode reads them: the head's scenes, refined against the bundle's CLIP
+        scenes = head.predict(vectors, clip=bundle.clip, rounds=REFINE_ROUNDS)
+        kept = [{(o.colour, o.shape) for o in s.objects} >= {("red", "circle"), ("blue", "square")} for s in scenes]
+        return sum(kept), len({tuple(sorted((o.colour, o.shape, o.position) for o in s.objects)) for s in scenes})
+    kept, places = read(z[0])
+    assert kept >= 12 and places >= 8, (kept, places)
+    assert read(ep.sample([text], 16, seed=3, temperature=0)[0])[1] == 1        # the mean alone: one scene
+    with pytest.raises(InputError, match="num_samples"):
+        ep.sample([text], 0)
+    with pytest.raises(BundleError, match="cannot sample"):
+        EmbeddingPrior(bundle.clip, ep.net).sample([text])
 
 
 def test_shipped_captioner_names_colour_and_shape(bundle):

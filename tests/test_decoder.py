@@ -267,3 +267,11 @@ def test_interpolation_and_text_diffs_fix_the_noise(pipe):
         r.interpolate(a, b, frames=40)
     with pytest.raises(RenderError, match="both texts"):
         r.text_diff(a, "a red star", " ")
+
+
+def test_sampling_via_the_prior_needs_one_and_a_prompt_list():
+    from clipgpt_core.models.renderer import RenderError, Renderer
+    with pytest.raises(RenderError, match="caption->CLIP prior"):
+        Renderer(None).sample_via_prior(["a red star"])
+    with pytest.raises(TypeError, match="list of prompts"):
+        Renderer(None).sample_via_prior("a red star")

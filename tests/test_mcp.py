@@ -63,7 +63,8 @@ def needs(files) -> dict:
             "compose_write": {"image_1": png(4)}, "compose_embed": {"text_1": "a large red star"},
             "compose_render": {"image_1": png(5), "text_1": "change the background to white"},
             "decode_image": {"image": png(6)}, "interpolate": {"image_a": png(6), "image_b": png(7)},
-            "text_diff": {"image": png(8), "from_text": "a red star", "to_text": "a blue star"}}
+            "text_diff": {"image": png(8), "from_text": "a red star", "to_text": "a blue star"},
+            "sample_prior": {"prompt": "a red star and a blue circle"}}
 
 
 def test_every_tool_answers_with_only_what_it_needs(bundle, files):

@@ -2,6 +2,9 @@
 clipgpt_core.models.renderer.Renderer (a diffusers pipeline), showing what it read and the layout it drew."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import gradio as gr
 
 from clipgpt_core.errors import ClipGPTError
@@ -17,6 +20,20 @@ EXAMPLES = ["a large red star and a large blue circle on a black background", "a
             "three small yellow circles on a gray background",
             "a small green cross in the top right, a purple square and a large white triangle on a black background",
             "a large red circle on a black background"]
+DIVERSITY_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "render_diversity.json"
+
+
+def diversity_figure():
+    """The measured diversity-fidelity points as a table (route, guidance, fidelity, diversity), or None when this
+    checkout has no result file (an installed package, a Space)."""
+    import pandas as pd
+    try:
+        routes = json.loads(DIVERSITY_RESULTS.read_text())["routes"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return pd.DataFrame([{"route": name} | row for name, rows in routes.items() for row in rows])
+
+
 def build(bundle) -> None:
     """Lay out the tab inside the current gr.Blocks / gr.Tab."""
     from clipgpt_core.models.fast_sd import defaults      # a few-step renderer (manifest "fast"): 4 steps, no CFG
@@ -172,6 +189,31 @@ def build(bundle) -> None:
         return strip([(im, f"θ = {t:g}") for im, t in zip(images, thetas)],
                      f"slerp(z_image, normalize(z(“{to_text}”) − z(“{from_text}”)), θ), decoded with fixed noise")
 
+    @gpu("render")
+    def sample_prior(prompt, num_images=4, seed=0, guidance_scale=guidance_default, temperature=1.0,
+                     progress=gr.Progress(track_tqdm=True)):
+        """Render a prompt through a sampling prior (seed 003, DALL-E 2's whole path): num_images CLIP image vectors
+        drawn from the caption->CLIP prior (its mean plus a Gaussian residual of what captions leave out), each
+        decoded. Beside Render (text conditioning), it shows what varies when the vector is sampled.
+
+        Args:
+            prompt: what to draw, e.g. "a red star and a blue circle".
+            num_images: how many vectors (and images), 1 to 16.
+            seed: random seed, 0 or more (the vectors and the noise).
+            guidance_scale: the decoder's classifier-free guidance, 0 to 30.
+            temperature: the residual's scale, 0 (the mean only) to 4.
+
+        Returns:
+            The images, one per sampled vector, and a note.
+        """
+        try:
+            images = renderer().sample_via_prior([prompt or ""], int(num_images), int(seed or 0), float(temperature),
+                                                 guidance_scale=float(guidance_scale))
+        except ClipGPTError as e:
+            raise gr.Error(str(e)) from e
+        return strip([(im, f"vector {i + 1}/{len(images)}") for i, im in enumerate(images)],
+                     f"“{prompt}” → {len(images)} vectors sampled from the prior (temperature {temperature:g}), decoded")
+
     def load_tokens(path):
         """Load learned tokens (diffusers' learned_embeds.safetensors, e.g. from Explain's textual inversion)
         into the renderer, so prompts can use them, e.g. "a <concept> on a black background".
@@ -225,6 +267,14 @@ def build(bundle) -> None:
                     decode_btn = gr.Button("Decode A")
                     interpolate_btn = gr.Button("Interpolate A → B")
                     diff_btn = gr.Button("Apply text diff to A")
+            with gr.Accordion("Experiments: diversity against fidelity (a sampling prior)", open=False):
+                temperature = gr.Slider(0, 4, value=1.0, step=0.25, label="Prior temperature (0: its mean only)")
+                sample_btn = gr.Button("Sample the prompt via the prior")
+                measured = diversity_figure()
+                if measured is not None:
+                    gr.ScatterPlot(measured, x="fidelity", y="diversity", color="route", title=(
+                        "Measured (benchmarks/results/render_diversity.json): guidance 1-10 per route"),
+                        tooltip=["route", "guidance", "fidelity", "diversity"], height=260)
             with gr.Accordion("Learned tokens", open=False):
                 tokens_file = gr.File(label="Learned-token file (diffusers' learned_embeds.safetensors)",
                                       type="filepath")
@@ -248,6 +298,8 @@ def build(bundle) -> None:
                           concurrency_limit=1, concurrency_id="renderer")
     diff_btn.click(text_diff, [vec_a, diff_from, diff_to, seed], outputs, api_name="render_text_diff",
                    concurrency_limit=1, concurrency_id="renderer")
+    sample_btn.click(sample_prior, [prompt, num_images, seed, guidance, temperature], outputs,
+                     api_name="render_sample_prior", concurrency_limit=1, concurrency_id="renderer")
     tokens_file.upload(load_tokens, tokens_file, tokens_status, api_name="load_tokens", concurrency_limit=1,
                       concurrency_id="renderer")   # one pipeline: one job on it at a time
     gr.Examples([[e] for e in EXAMPLES], [prompt], label="Prompts")

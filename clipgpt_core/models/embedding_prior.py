@@ -16,11 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from safetensors.torch import load_file, save_file
+
 from .component import load_component, save_component
-from ..errors import BundleError
+from ..errors import BundleError, InputError
 
 CONFIG_FILE = "embedding_prior_config.json"
 WEIGHTS_FILE = "embedding_prior.safetensors"
+RESIDUALS_FILE = "embedding_prior_residuals.safetensors"   # the sampling prior: a Gaussian of what a caption leaves out
+MAX_SAMPLES = 64
 
 
 @dataclass
@@ -48,18 +52,39 @@ class EmbeddingPriorNet(nn.Module):
 
 
 class EmbeddingPrior:
-    """bundle.embedding_prior.predict(texts) -> (N, D) float32, L2-normalised image-space embeddings."""
+    """bundle.embedding_prior.predict(texts) -> (N, D) float32, L2-normalised image-space embeddings (the mean);
+    .sample(texts, num_samples) -> (N, num_samples, D): the mean plus a Gaussian residual (seed 003's sampled
+    prior, in its simplest form: what images of a caption add to its mean, fitted on world pairs)."""
 
-    def __init__(self, clip, net: EmbeddingPriorNet):
+    def __init__(self, clip, net: EmbeddingPriorNet, residuals: dict[str, torch.Tensor] | None = None):
         self.clip, self.net = clip, net.eval()
+        self.residuals = residuals          # {"mean": (D,), "scale_tril": (D, D)} or None
 
     @torch.no_grad()
     def predict(self, texts) -> np.ndarray:
         text = torch.from_numpy(self.clip.encode_texts(texts))
         return self.net(text).numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def sample(self, texts, num_samples: int = 8, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        """(N, num_samples, D) unit vectors: normalise(mean(text) + temperature * r), r ~ N(mu, L L^T)."""
+        if self.residuals is None:
+            raise BundleError(f"this embedding prior has no {RESIDUALS_FILE}, so it cannot sample; "
+                              "python -m clipgpt_train.embedding_prior --residuals-only writes one")
+        if not 1 <= num_samples <= MAX_SAMPLES:
+            raise InputError(f"num_samples must be 1-{MAX_SAMPLES}, got {num_samples}")
+        if not 0 <= temperature <= 4:
+            raise InputError(f"temperature must be 0-4, got {temperature}")
+        mean = torch.from_numpy(self.predict(texts))                                    # (N, D)
+        g = torch.Generator().manual_seed(int(seed))
+        eps = torch.randn(len(mean), num_samples, mean.shape[1], generator=g)           # (N, S, D)
+        r = self.residuals["mean"] + eps @ self.residuals["scale_tril"].T                # (N, S, D)
+        return F.normalize(mean[:, None] + temperature * r, dim=-1).numpy().astype(np.float32)
+
     def save(self, directory: str | Path) -> None:
         save_component(directory, self.net, self.net.cfg, WEIGHTS_FILE, CONFIG_FILE)
+        if self.residuals is not None:
+            save_file({k: v.contiguous() for k, v in self.residuals.items()}, Path(directory) / RESIDUALS_FILE)
 
     @classmethod
     def load(cls, clip, directory: str | Path) -> "EmbeddingPrior":
@@ -69,4 +94,9 @@ class EmbeddingPrior:
         if net.cfg.dim != clip.dim:
             raise BundleError(f"embedding prior at {directory} is for {net.cfg.dim}-d CLIP embeddings; "
                              f"this CLIP has {clip.dim}")
-        return cls(clip, net)
+        residuals = None
+        if (Path(directory) / RESIDUALS_FILE).is_file():
+            residuals = {k: v.float() for k, v in load_file(Path(directory) / RESIDUALS_FILE).items()}
+            if set(residuals) != {"mean", "scale_tril"} or tuple(residuals["scale_tril"].shape) != (cfg.dim, cfg.dim):
+                raise BundleError(f"{Path(directory) / RESIDUALS_FILE} is not a {cfg.dim}-d residual Gaussian")
+        return cls(clip, net, residuals)

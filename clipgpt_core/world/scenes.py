@@ -326,10 +326,11 @@ def caption_text(d: Description, rng: random.Random | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------- hard negatives
-def negatives(d: Description, scene: Scene, rng: random.Random, n: int = 1) -> list[Description]:
+def negatives(d: Description, scene: Scene, rng: random.Random, n: int = 1,
+              swaps: tuple[str, ...] = ("colour", "shape")) -> list[Description]:
     """Descriptions that differ from `d` in one stated fact and are false of the scene:
-    another value of a stated attribute, swapped colours/shapes between two objects
-    (binding), a reversed relation, or a different count."""
+    another value of a stated attribute, two objects' `swaps` attributes traded (binding),
+    a reversed relation, or a different count."""
     cands: list[Description] = []
     if d.background:
         cands += [replace(d, background=b) for b in BACKGROUNDS if b != d.background]
@@ -345,7 +346,7 @@ def negatives(d: Description, scene: Scene, rng: random.Random, n: int = 1) -> l
                     cands.append(replace(d, phrases=tuple(ph)))
     if len(d.phrases) >= 2:
         for i, j in itertools.combinations(range(len(d.phrases)), 2):
-            for attr in ("colour", "shape"):
+            for attr in swaps:
                 a, b = getattr(d.phrases[i], attr), getattr(d.phrases[j], attr)
                 if a and b and a != b:
                     ph = list(d.phrases)
@@ -369,15 +370,29 @@ def negatives(d: Description, scene: Scene, rng: random.Random, n: int = 1) -> l
 def edited_scene(scene: Scene, rng: random.Random, split: str = "train",
                  choice: str | None = None) -> tuple[Scene, str] | None:
     """A partner scene that differs in one attribute (for in-batch hard negatives), and the
-    attribute changed. `choice` forces the edit ("swap": two objects trade colours).
-    Returns None if the edit could not be made."""
+    attribute changed. `choice` forces the edit ("swap": two objects trade colours; "size_swap": a large and
+    a small object trade sizes, each kept at its centre). Returns None if the edit could not be made."""
     objs = list(scene.objects)
     i = rng.randrange(len(objs))
     o = objs[i]
     choice = choice or rng.choice(["colour", "shape", "size", "position", "background", "swap"]
                                   if len(objs) > 1 else ["colour", "shape", "size", "position", "background"])
-    if choice == "swap" and len(objs) < 2:
+    if choice in ("swap", "size_swap") and len(objs) < 2:
         return None
+    if choice == "size_swap":
+        others = [k for k in range(len(objs)) if objs[k].size != o.size]
+        if not others:
+            return None
+        j = rng.choice(others)
+        a, b = objs[i], objs[j]
+        objs[i] = replace(a, size=b.size, extent=rng.uniform(*SIZES[b.size]))
+        objs[j] = replace(b, size=a.size, extent=rng.uniform(*SIZES[a.size]))
+        for k in (i, j):   # a grown object is moved inside the canvas, then must not touch the rest
+            r = objs[k].extent * 0.72
+            objs[k] = replace(objs[k], cx=min(max(objs[k].cx, r), CANVAS - r), cy=min(max(objs[k].cy, r), CANVAS - r))
+        if not all(fits(objs[k].cx, objs[k].cy, objs[k].extent * 0.72, objs[:k] + objs[k + 1:]) for k in (i, j)):
+            return None
+        return Scene(scene.background, tuple(objs)), "size"
     if choice == "background":
         bgs = [b for b in BACKGROUNDS if b != scene.background and all(x.colour != b for x in objs)]
         return (Scene(rng.choice(bgs), scene.objects), "background") if bgs else None
