@@ -4,7 +4,7 @@
 
 Every image is drawn by the independent renderer (benchmarks/alt_render.py) from evaluation seeds training
 never uses; judges are structural (the world's parser and scene truth), no model.
-- captions: write([image]) vs the bundle's captioner: two-object scenes named with exactly their colour-shape
+- captions: write([image]) vs a separate captioner (--captioner: the v2 bundle's): two-object scenes named with exactly their colour-shape
   pairs (seen pairs; one held-out pair and a seen one; both held out), and 1-4 object scenes: true, the background
   stated right, every object's size stated and bound to it, and all of it (whole).
 - caption -> vector: R@1 of the captioned scene among every scene of the set (5 n scenes; captions stating colour,
@@ -60,7 +60,7 @@ def whole(d, scene) -> dict:
             "whole": true and background and sizes and all(p.colour for p in d.phrases)}
 
 
-def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
+def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int, captioner) -> dict:
     out = {}
     held = lambda s: sum((o.colour, o.shape) in world.HELDOUT_PAIRS for o in s.objects)    # noqa: E731
     # seen pairs only; one held-out pair beside a seen one; both held out
@@ -76,14 +76,14 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int) -> dict:
                 images.append(draw(s, rng, "alt"))
         out[name] = {}
         for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
-                             ("captioner", bundle.captioner.caption(images))):
+                             ("captioner", captioner.caption(images))):
             out[name][method] = float(np.mean([exact_pairs(parse_caption(c), s) for c, s in zip(caps, scenes)]))
     rng = random.Random(seed + 7)
     scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
     images = [draw(s, rng, "alt") for s in scenes]
     out["whole_scene"] = {}
     for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
-                         ("captioner", bundle.captioner.caption(images))):
+                         ("captioner", captioner.caption(images))):
         judged = [whole(parse_caption(c), s) for c, s in zip(caps, scenes)]
         out["whole_scene"][method] = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
         out["whole_scene"][method]["whole_by_objects"] = {
@@ -210,10 +210,22 @@ def bench_prior(bundle, gpt: ClipGPT, n: int = 1000) -> dict:
     return out
 
 
+def separate_captioner(bundle, directory: str):
+    """The baseline captioner (ClipCap's mapper + fine-tuned prior blocks), loaded from its folder."""
+    from clipgpt_core.models.captioner import Captioner
+    from clipgpt_core.world.captions import WORD_GROUPS
+    if not Path(directory, "mapper_config.json").is_file():
+        raise SystemExit(f"no captioner at {directory}: pass --captioner DIR (see --help)")
+    return Captioner.load(bundle.clip, bundle.prior, directory, edit_groups=WORD_GROUPS)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default="shapes")
     p.add_argument("--clip-gpt", default=None, help="a CLIP-GPT folder (default: the bundle's)")
+    p.add_argument("--captioner", default="runs/captioner_v2",
+                   help="the separate captioner compared in `captions` (the built-in bundle's until CLIP-GPT became its "
+                        "captioner: git archive 3b22937 assets/shapes/captioner | tar -x -C /tmp, then that folder)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", default="captions,text_to_vector,text_to_vector_heldout,edits,differences,prior",
@@ -230,7 +242,7 @@ def main(argv=None):
     seed = EVAL_SEED + 900
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]) if __spec__ else "bench_clip_gpt",
               "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
-    tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed),
+    tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed, separate_captioner(bundle, args.captioner)),
              "text_to_vector": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 10),
              "text_to_vector_heldout": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 11, "heldout"),
              "edits": lambda: bench_edits(bundle, gpt, args.n // 2, seed + 20),

@@ -102,7 +102,7 @@ def main(argv=None):
     p.add_argument("--bundle", default=None, help="bundle name or path (default: built-in)")
     p.add_argument("--decoder", default=None, help="an UnclipDecoderPipeline folder instead of the bundle's decoder/")
     p.add_argument("--n", type=int, default=100, help="sources per split (seen, held-out)")
-    p.add_argument("--guidances", default="1,3,5", help="decoder guidance scales to compare")
+    p.add_argument("--guidances", default="1,3,5", help="decoder guidance scales to compare ('' to skip the decoder)")
     p.add_argument("--steps", type=int, default=None, help="decoder sampling steps (default: its own)")
     p.add_argument("--no-caption-route", action="store_true", help="skip Renderer.variations")
     p.add_argument("--layout-head", default=None, help="a LayoutHead folder instead of the bundle's layout_head/")
@@ -130,9 +130,10 @@ def main(argv=None):
         renderer.layout_head = LayoutHead.load(args.layout_head)
     layout_texts = [t for t in args.layout_texts.split(",") if t]
     head = decoder_module.layout_head_of(renderer) if layout_texts else None
-    decoder_module.decoder_of(renderer).set_progress_bar_config(disable=True)
+    if guidances:
+        decoder_module.decoder_of(renderer).set_progress_bar_config(disable=True)
     renderer.pipe.set_progress_bar_config(disable=True)
-    guidances = [float(g) for g in args.guidances.split(",")]
+    guidances = [float(g) for g in args.guidances.split(",") if g]
     steps = args.steps or decoder_module.STEPS_DEFAULT
 
     report = {"settings": {"n_per_split": args.n, "guidances": guidances, "decoder_steps": steps,
@@ -173,11 +174,12 @@ def main(argv=None):
                          for name, rs in pooled.items()}
     # one vector per call, at the default guidance (the latency bar)
     g = decoder_module.GUIDANCE_DEFAULT
-    renderer.decode(vectors[:1], seed=0, guidance_scale=g, steps=steps, method="unclip")       # warm-up
-    t0 = time.time()
-    for k in range(5):
-        renderer.decode(vectors[k % len(vectors)][None], seed=0, guidance_scale=g, steps=steps, method="unclip")
-    report["seconds_per_image"][f"decode_g{g:g}_one_per_call"] = round((time.time() - t0) / 5, 3)
+    if guidances:
+        renderer.decode(vectors[:1], seed=0, guidance_scale=g, steps=steps, method="unclip")       # warm-up
+        t0 = time.time()
+        for k in range(5):
+            renderer.decode(vectors[k % len(vectors)][None], seed=0, guidance_scale=g, steps=steps, method="unclip")
+        report["seconds_per_image"][f"decode_g{g:g}_one_per_call"] = round((time.time() - t0) / 5, 3)
     for text in layout_texts:
         renderer.decode(vectors[:1], seed=0, method="layout", text=text)       # warm-up
         t0 = time.time()
@@ -194,8 +196,10 @@ def main(argv=None):
             "cell": r["cell"], "seconds_per_image_one_per_call": report["seconds_per_image"][one_per_call]}
 
     score = lambda k: report["overall"][k]["binding"] + report["overall"][k]["clip_i"]   # noqa: E731
-    best_unclip = max((k for k in report["overall"] if k.startswith("decode")), key=score)
-    report["bars_by_method"] = {"unclip": bars(best_unclip, f"decode_g{g:g}_one_per_call")}
+    report["bars_by_method"] = {}
+    if guidances:
+        best_unclip = max((k for k in report["overall"] if k.startswith("decode")), key=score)
+        report["bars_by_method"]["unclip"] = bars(best_unclip, f"decode_g{g:g}_one_per_call")
     if layout_texts:
         best_layout = max((f"layout_{t}" for t in layout_texts), key=score)
         report["bars_by_method"]["layout"] = bars(best_layout, f"{best_layout}_one_per_call")

@@ -226,7 +226,7 @@ def captioner_choices(manifest: dict) -> list[tuple[str, str]]:
     named = {"captioner": components["captioner"]} if "captioner" in components else {}
     named |= manifest.get("captioners", {})
     choices = [(Path(entry.get("path", key)).name if len(named) > 1 else key, key) for key, entry in named.items()]
-    if "clip_gpt" in components and named:      # CLIP-GPT captions an image too (its image -> caption path)
+    if "clip_gpt" in components:      # CLIP-GPT captions an image too (its image -> caption path); alone, the default
         choices.append(("CLIP-GPT", "clip_gpt"))
     return choices
 
@@ -324,16 +324,16 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
         named |= bundle.manifest.get("captioners", {})
         for key, entry in named.items():
             bundle.captioners[key] = _load_captioner(bundle, entry, device, edits)
-        if "captioner" in bundle.captioners:
-            bundle.captioner = bundle.captioners["captioner"]
-        else:
-            bundle.captioner = Captioner(bundle.clip, bundle.prior, edit_groups=edits)
         if directory("embedding_prior"):
             bundle.embedding_prior = EmbeddingPrior.load(bundle.clip, directory("embedding_prior"))
         if directory("clip_gpt"):
             from .models.clip_gpt import ClipGPT
             bundle.clip_gpt = ClipGPT.load(directory("clip_gpt"), bundle.clip, bundle.prior, device)
             bundle.captioners["clip_gpt"] = bundle.clip_gpt.captioner
+        # the default captioner: a captioner component; else CLIP-GPT's image -> caption path (the built-in bundle:
+        # one model where there were two); else a training-free one
+        bundle.captioner = (bundle.captioners.get("captioner") or bundle.captioners.get("clip_gpt")
+                            or Captioner(bundle.clip, bundle.prior, edit_groups=edits))
     except FileNotFoundError as e:
         name = next((n for n in RETRAIN if directory(n) and str(directory(n)) in str(e)), "prior")
         raise BundleError(f"Bundle {bundle.path} is incomplete: {e}. Retrain the {name} with "
@@ -399,7 +399,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     bundle.clip.save(directory / "clip")
     components = dict(bundle.manifest.get("components", {})) | {"clip": {"kind": "open_clip", "path": "clip"}}
     saved = {"prior": (bundle.prior, "caption_prior"), "embedding_prior": (bundle.embedding_prior, "embedding_prior"),
-             "captioner": (bundle.captioner if bundle.captioner and bundle.captioner.mapper else None,
+             "captioner": (bundle.captioner if bundle.captioner and bundle.captioner.mapper and not (
+                 bundle.clip_gpt is not None and bundle.captioner is bundle.clip_gpt.captioner) else None,
                            "clipcap_mapper"), "clip_gpt": (bundle.clip_gpt, "clip_gpt")}
     for name, (component, kind) in saved.items():
         if component is not None:

@@ -2,15 +2,17 @@
 
     python -m clipgpt_train.bundle                      # assets/shapes: whatever is stale, resumably
     python -m clipgpt_train.bundle --stages clip,prior  # only these (each still only if stale)
-    python -m clipgpt_train.bundle --force captioner    # retrain it (and what depends on it) anyway
+    python -m clipgpt_train.bundle --force clip_gpt     # retrain it (and what depends on it) anyway
     python -m clipgpt_train.bundle --device cuda        # the long stages on a GPU
     python -m clipgpt_train.bundle --from-clip DIR      # the CLIP's first stage is that saved CLIP's
 
-Stages: clip -> prior -> captioner -> embedding_prior -> clip_gpt -> renderer -> layout_head (CLIP-GPT starts from
-the captioner; the layout head, which reads CLIP image vectors for renderer.decode, is kept beside the renderer). A component is stale when the
+Stages: clip -> prior -> embedding_prior -> clip_gpt -> renderer -> layout_head (CLIP-GPT, grown from the prior, is
+also the bundle's image captioner: the separate captioner stage, 55 min, is gone; `python -m clipgpt_train.captioner`
+still trains one for other bundles. The layout head, which reads CLIP image vectors for renderer.decode, is kept
+beside the renderer). A component is stale when the
 recipe it was trained with (its config, without paths and thread counts) or the fingerprint of what
-it depends on (bundle.DEPENDS_ON) differs from what the bundle holds now, so a new CLIP makes the
-captioner and the embedding prior stale, and a new text tower the prior and the renderer too.
+it depends on (bundle.DEPENDS_ON) differs from what the bundle holds now, so a new CLIP makes CLIP-GPT,
+the embedding prior and the layout head stale, and a new text tower the prior and the renderer too.
 Each stage checkpoints as it goes (runs/train_<stage>/): stop this command at any point and run it
 again, and it skips the finished stages and continues the interrupted one where it stopped. After
 each stage it writes the component's trained_against.json (recipe, fingerprints, minutes, machine)
@@ -32,7 +34,7 @@ from clipgpt_core.models.clip import load_clip
 from clipgpt_core.errors import InputError
 from .loop import run_key
 
-ORDER = ("clip", "prior", "captioner", "embedding_prior", "clip_gpt", "renderer", "layout_head")
+ORDER = ("clip", "prior", "embedding_prior", "clip_gpt", "renderer", "layout_head")
 
 
 def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "runs/train_bundle"):
@@ -44,9 +46,6 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
     elif stage == "prior":
         from .prior import PriorTrainConfig as cls
         base = {"out": str(bundle / "prior"), "clip": str(bundle)}
-    elif stage == "captioner":
-        from .captioner import CaptionerTrainConfig as cls
-        base = {"out": str(bundle / "captioner"), "bundle": str(bundle)}
     elif stage == "embedding_prior":
         from .embedding_prior import EmbeddingPriorTrainConfig as cls
         base = {"out": str(bundle / "embedding_prior"), "bundle": str(bundle)}
@@ -67,8 +66,8 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
 
 
 def trainer(stage: str):
-    from . import captioner, clip, clip_gpt, embedding_prior, layout_head, prior, renderer
-    return {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
+    from . import clip, clip_gpt, embedding_prior, layout_head, prior, renderer
+    return {"clip": clip, "prior": prior, "embedding_prior": embedding_prior,
             "clip_gpt": clip_gpt, "renderer": renderer, "layout_head": layout_head}[stage].train
 
 

@@ -3,7 +3,8 @@
     python -m clipgpt_train.clip_gpt                     # the shipped one (assets/shapes/clip_gpt)
     python -m clipgpt_train.clip_gpt --steps 20 --out /tmp/clip_gpt     # a smoke run
 
-Grown from the bundle's captioner (its fine-tuned prior blocks and mapper) or, without one, the prior. Every step
+Grown from the caption prior (--init captioner: from a captioner component's fine-tuned blocks and mapper; as good,
+and the bundle no longer trains one: CLIP-GPT is its captioner). Every step
 mixes five tasks drawn fresh from the world, each exact there: image -> whole caption (colour, size and
 background always stated), text-only captions (it stays a caption prior), caption -> image vector, image + edit
 -> the edited scene's vector, two images + "what changed?" -> the edit. Words: cross-entropy on the answers.
@@ -50,7 +51,8 @@ class ClipGPTTrainConfig:
     vector_weight: float = 1.0
     contrastive: bool = True    # False: the cosine term alone (seed 002's regression onto the vector)
     cosine_weight: float = 1.0
-    init: str = "captioner"     # "captioner": its fine-tuned blocks and mapper; "prior": the prior, a new mapper
+    init: str = "prior"         # "prior": the prior, a new mapper (the shipped one); "captioner": a captioner
+    # component's fine-tuned blocks and mapper (measured as good: docs/results.md "CLIP-GPT")
     noise: float = 0.02         # on input image vectors (CapDec): robustness to other renderers
     context_length: int = 48
     seed: int = 0

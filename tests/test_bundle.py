@@ -75,7 +75,7 @@ def test_bad_bundle_specs(spec, message):
 
 def test_mixed_bundle_is_refused_and_names_the_retrain_command(tmp_path):
     """Every component records the fingerprints of what it was trained against; a bundle whose CLIP
-    was swapped under its captioner and embedding prior is refused (strict) or loaded without them."""
+    was swapped under its CLIP-GPT (the captioner) and embedding prior is refused (strict) or loaded without them."""
     import shutil
     shutil.copytree(load_bundle().path, tmp_path / "mixed", ignore=shutil.ignore_patterns("renderer", "classifier"))
     manifest = (tmp_path / "mixed" / "manifest.json")
@@ -84,16 +84,18 @@ def test_mixed_bundle_is_refused_and_names_the_retrain_command(tmp_path):
     other.save(tmp_path / "mixed" / "clip")
     with pytest.raises(BundleError, match=r"python -m clipgpt_train.bundle --out .*mixed") as e:
         load_bundle(tmp_path / "mixed")
-    for name in ("captioner was trained against clip", "embedding_prior", "prior was trained against clip_text"):
+    for name in ("clip_gpt was trained against clip", "embedding_prior", "prior was trained against clip_text"):
         assert name in str(e.value)
     partial = load_bundle(tmp_path / "mixed", strict=False)
-    assert partial.embedding_prior is None and partial.captioner.mapper is None
+    assert partial.embedding_prior is None and partial.clip_gpt is None and partial.captioner.mapper is None
 
 
 def test_saved_bundle_records_what_it_was_trained_against(tmp_path):
     import json
     b = load_bundle()
     save_bundle(b, tmp_path / "copy")
-    record = json.loads((tmp_path / "copy" / "captioner" / "trained_against.json").read_text())
+    record = json.loads((tmp_path / "copy" / "clip_gpt" / "trained_against.json").read_text())
     assert record["clip"] == b.clip.fingerprint() and set(record) == {"clip", "prior"}
-    assert load_bundle(tmp_path / "copy").captioner.mapper is not None
+    assert not (tmp_path / "copy" / "captioner").exists()          # CLIP-GPT is the captioner: not saved twice
+    copy = load_bundle(tmp_path / "copy")
+    assert copy.captioner is copy.clip_gpt.captioner and copy.captioner.mapper is not None

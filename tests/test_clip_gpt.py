@@ -63,7 +63,8 @@ def test_captions_state_the_whole_scene_and_captions_find_their_scene(bundle):
     caps = [gpt.write([im]) for im in images]
     said = whole(caps)
     # every object's size is where this CLIP's vector is least sure (bench_clip_gpt: whole 0.66 of 1-4 objects)
-    assert sum(said) >= 15 and sum(said) >= sum(whole(bundle.captioner.caption(images))) + 8, list(zip(caps, said))
+    assert sum(said) >= 15, list(zip(caps, said))
+    assert bundle.captioner is gpt.captioner and bundle.captioner.caption(images[:4]) == caps[:4]   # the default
     texts = [world.caption_text(world.describe(s, rng, {"colour", "size", "position", "background"})) for s in scenes]
     found = np.argmax(gpt.embed_batch([[t] for t in texts]) @ bundle.clip.encode_images(images).T, 1)
     assert (found == np.arange(len(scenes))).mean() >= 0.8

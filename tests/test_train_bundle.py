@@ -9,7 +9,7 @@ from clipgpt_train import bundle as TB
 
 TINY = {"steps": 2, "pairs": 3, "batch": 8, "warmup": 1, "save_every": 1, "threads": 1, "pretrain_steps": 1,
         "position_stage_steps": 1, "n_scenes": 64, "n_val": 16, "texts": 2, "text_vectors": 2,
-        "edit_vectors": 2, "differences": 2}
+        "edit_vectors": 2, "differences": 2, "residual_pairs": 64}
 
 
 @pytest.fixture
@@ -27,20 +27,20 @@ def small_bundle(tmp_path):
 def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, capsys):
     ckpts = str(tmp_path / "ckpt")
     done = TB.run(small_bundle, overrides=TINY, checkpoints=ckpts)
-    assert list(done) == ["clip", "prior", "captioner", "embedding_prior", "clip_gpt", "layout_head"]
+    assert list(done) == ["clip", "prior", "embedding_prior", "clip_gpt", "layout_head"]
     assert all(isinstance(v, float) for v in done.values())          # minutes: every stage ran
     bundle = load_bundle(small_bundle)                                # strict: consistent again
-    assert bundle.captioner.mapper is not None and bundle.embedding_prior is not None and bundle.clip_gpt is not None
+    assert bundle.clip_gpt is not None and bundle.captioner is bundle.clip_gpt.captioner     # CLIP-GPT captions
+    assert bundle.embedding_prior is not None and bundle.embedding_prior.residuals is not None
     times = json.loads((small_bundle / "train_times.json").read_text())
     assert set(times) == set(done) and all("machine" in t for t in times.values())
-    record = json.loads((small_bundle / "captioner" / "trained_against.json").read_text())
+    record = json.loads((small_bundle / "clip_gpt" / "trained_against.json").read_text())
     assert record["clip"] == bundle.clip.fingerprint() and "recipe" in record
     # nothing is stale now
     assert set(TB.run(small_bundle, overrides=TINY, checkpoints=ckpts).values()) == {"up to date"}
     # a new recipe for the vector-writing stages (their cosine term) retrains those alone
     again = TB.run(small_bundle, overrides=TINY | {"cosine_weight": 0.5}, checkpoints=str(tmp_path / "c2"))
-    assert again == {"clip": "up to date", "prior": "up to date", "captioner": "up to date",
-                     "embedding_prior": again["embedding_prior"], "clip_gpt": again["clip_gpt"],
+    assert again == {"clip": "up to date", "prior": "up to date", "embedding_prior": again["embedding_prior"], "clip_gpt": again["clip_gpt"],
                      "layout_head": "up to date"}
     assert isinstance(again["embedding_prior"], float) and isinstance(again["clip_gpt"], float)
 
@@ -50,7 +50,7 @@ def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_pa
     with pytest.raises(BundleError, match="clipgpt_train.bundle"):
         load_bundle(small_bundle)
     done = TB.run(small_bundle, overrides=TINY, checkpoints=str(tmp_path / "ckpt"))
-    assert done["clip"] == "up to date" and isinstance(done["captioner"], float)
+    assert done["clip"] == "up to date" and isinstance(done["clip_gpt"], float)
     load_bundle(small_bundle)
 
 
