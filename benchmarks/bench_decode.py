@@ -106,6 +106,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="decoder sampling steps (default: its own)")
     p.add_argument("--no-caption-route", action="store_true", help="skip Renderer.variations")
     p.add_argument("--layout-head", default=None, help="a LayoutHead folder instead of the bundle's layout_head/")
+    p.add_argument("--clip", default=None,
+                   help="another CLIP (e.g. runs/clip_nohn) whose vectors are decoded, with a layout head trained on it")
     p.add_argument("--layout-texts", default="none,caption", help="layout route texts to compare ('' to skip)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--via-prior", action="store_true",
@@ -128,18 +130,22 @@ def main(argv=None):
     if args.layout_head:
         from clipgpt_core.models.layout_head import LayoutHead
         renderer.layout_head = LayoutHead.load(args.layout_head)
+    if args.clip:       # a benchmark-only CLIP encodes the sources and refines the head; the renderer keeps its text
+        from clipgpt_core.models.clip import load_clip
+        renderer.vector_clip = clip = load_clip(args.clip)
     layout_texts = [t for t in args.layout_texts.split(",") if t]
     head = decoder_module.layout_head_of(renderer) if layout_texts else None
+    guidances = [float(g) for g in args.guidances.split(",") if g]
     if guidances:
         decoder_module.decoder_of(renderer).set_progress_bar_config(disable=True)
     renderer.pipe.set_progress_bar_config(disable=True)
-    guidances = [float(g) for g in args.guidances.split(",") if g]
     steps = args.steps or decoder_module.STEPS_DEFAULT
 
     report = {"settings": {"n_per_split": args.n, "guidances": guidances, "decoder_steps": steps,
                            "decoder": args.decoder or str(Path(renderer.source).parent / decoder_module.DECODER_DIR),
                            "layout_head": args.layout_head or str(Path(renderer.source).parent / "layout_head"),
-                           "layout_texts": layout_texts, "layout_guidance": renderer_guidance(renderer),
+                           "layout_texts": layout_texts, "clip": args.clip or "the bundle's",
+                           "layout_guidance": renderer_guidance(renderer),
                            "threads": args.threads, "seed": EVAL_SEED},
               "sets": {}, "seconds_per_image": {}}
     pooled: dict[str, list] = {}

@@ -77,6 +77,7 @@ def spread(reads: list[dict], d) -> tuple[float, float]:
 
 
 def diversity(args) -> dict:
+    import matplotlib  # noqa: F401  -- the figure (pip install -r requirements-bench.txt); checked before the work
     from clipgpt_core.bundle import load_bundle
     bundle = load_bundle(args.bundle)
     renderer = bundle.renderer

@@ -149,7 +149,7 @@ def decode_layout(renderer, head, vectors, num_images: int = 1, seed: int | None
     guidance_scale = getattr(renderer, "default_guidance", 2.5) if guidance_scale is None else guidance_scale
     steps = getattr(renderer, "default_steps", 12) if steps is None else steps
     seed = renderer.check_options(num_images, guidance_scale, steps, seed, len(x))
-    clip = getattr(renderer.captioner, "clip", None)            # the bundle's CLIP: the head's scenes refined
+    clip = renderer.reads_vectors_of()                          # the bundle's CLIP: the head's scenes refined
     scenes = [s for s in head.predict(x, clip=clip, rounds=REFINE_ROUNDS) for _ in range(num_images)]
     crops = detail_crops(scenes) if detail else []
     if text == "caption":

@@ -122,6 +122,11 @@ class Renderer:
 
     layout_head = None   # method="layout": loaded on first use from layout_head/ beside source (models/layout_head.py)
 
+    vector_clip = None   # the CLIP whose image vectors decode() and text_diff() read; None: the captioner's (the bundle's)
+
+    def reads_vectors_of(self):
+        return self.vector_clip if self.vector_clip is not None else getattr(self.captioner, "clip", None)
+
     def decode(self, vectors, num_images: int = 1, seed: int | None = 0, guidance_scale: float | None = None,
                steps: int | None = None, method: str | None = None, text: str | None = None):
         """CLIP image vectors (n, d) -> n * num_images PIL images drawn from the vectors themselves (no caption).
@@ -165,14 +170,14 @@ class Renderer:
         """DALL-E 2's text diffs: the image vector moved towards CLIP(to_text) - CLIP(from_text) by each theta
         (models/decoder.text_diff), each drawn with the same noise. Needs the bundle's CLIP (its captioner's)."""
         from . import decoder as d
-        if self.captioner is None:
+        if self.reads_vectors_of() is None:
             raise RenderError("Text diffs need the bundle's CLIP to read the texts (a bundle with a captioner)")
         texts = [" ".join(str(t).split())[:MAX_PROMPT_CHARS] for t in (from_text, to_text)]
         if not all(texts):
             raise RenderError("A text diff needs both texts: what the image is and what it should become")
         if not 1 <= len(thetas) <= MAX_FRAMES or any(not 0 <= float(t) <= 1 for t in thetas):
             raise RenderError(f"thetas: 1 to {MAX_FRAMES} amounts, each between 0 and 1")
-        z_from, z_to = self.captioner.clip.encode_texts(texts)
+        z_from, z_to = self.reads_vectors_of().encode_texts(texts)
         return d.frames(self, d.text_diff(vector, z_from, z_to, [float(t) for t in thetas]), seed, **kwargs)
 
     # ------------------------------------------------------------------------- loading
