@@ -5,8 +5,8 @@
     clipgpt caption --folder ~/photos --out captions.jsonl   (or .csv) resumable batch captions
     clipgpt explain --csv scores.csv                         (or --positives DIR --negatives DIR)
     clipgpt serve --index photos=~/photos-index/index        clip-retrieval's back-end with our CLIP
-    clipgpt train STAGE [...]                                STAGE: clip, prior, captioner, embedding_prior,
-                                                             clip_gpt, renderer, classifier, or bundle (all stale)
+    clipgpt train STAGE [...]                                STAGE: clip, prior, embedding_prior, clip_gpt,
+                                                             renderer, classifier, bundle (all stale), captioner
     clipgpt app [--share] [--port N] [--bundle B]            the Gradio app (what `python app.py` runs)
     clipgpt space --out DIR                                  a folder a Hugging Face Space accepts as it is
     clipgpt convert clip-gpt SRC --out DIR                   seed 000's clip_gpt.pt -> a caption prior

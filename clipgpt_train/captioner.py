@@ -1,7 +1,8 @@
 """Train the ClipCap captioner: a mapper (CLIP image embedding -> prefix) and, with --tune-prior
 (the default), the prior's blocks fine-tuned with it (ClipCap's fine-tuned-GPT variant).
 
-    python -m clipgpt_train.captioner                 # the shipped captioner (assets/shapes/captioner)
+    python -m clipgpt_train.captioner                 # a ClipCap captioner for the built-in CLIP (runs/captioner; the
+                                                      # bundle's captioner is CLIP-GPT's since it measured better)
     python -m clipgpt_train.captioner --steps 20 --out /tmp/captioner     # a smoke run
 
 Needs a bundle with a CLIP and a prior (train the prior first). Images are rendered on the fly
@@ -25,7 +26,7 @@ from .loop import Resume, fit, run_cli, write_train_record
 @dataclass
 class CaptionerTrainConfig:
     bundle: str = "shapes"
-    out: str = "assets/shapes/captioner"
+    out: str = "runs/captioner"
     steps: int = 3000
     batch: int = 64
     lr: float = 2e-3
