@@ -9,6 +9,7 @@ import gradio as gr
 
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import load_image
+from clipgpt_core.models.embedding_prior import TEMPERATURE_DEFAULT
 from clipgpt_core.models.planner import draw_plan
 from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
                                          TokenAlreadyLoaded)
@@ -190,7 +191,7 @@ def build(bundle) -> None:
                      f"slerp(z_image, normalize(z(“{to_text}”) − z(“{from_text}”)), θ), decoded with fixed noise")
 
     @gpu("render")
-    def sample_prior(prompt, num_images=4, seed=0, guidance_scale=guidance_default, temperature=1.0,
+    def sample_prior(prompt, num_images=4, seed=0, guidance_scale=guidance_default, temperature=TEMPERATURE_DEFAULT,
                      progress=gr.Progress(track_tqdm=True)):
         """Render a prompt through a sampling prior (seed 003, DALL-E 2's whole path): num_images CLIP image vectors
         drawn from the caption->CLIP prior (its mean plus a Gaussian residual of what captions leave out), each
@@ -268,7 +269,8 @@ def build(bundle) -> None:
                     interpolate_btn = gr.Button("Interpolate A → B")
                     diff_btn = gr.Button("Apply text diff to A")
             with gr.Accordion("Experiments: diversity against fidelity (a sampling prior)", open=False):
-                temperature = gr.Slider(0, 4, value=1.0, step=0.25, label="Prior temperature (0: its mean only)")
+                temperature = gr.Slider(0, 4, value=TEMPERATURE_DEFAULT, step=0.25,
+                                        label="Prior temperature (0: its mean only)")
                 sample_btn = gr.Button("Sample the prompt via the prior")
                 measured = diversity_figure()
                 if measured is not None:

@@ -142,7 +142,7 @@ class Renderer:
         return d.decode(d.decoder_of(self), vectors, num_images, seed, guidance_scale, steps)
 
     def sample_via_prior(self, prompts: list[str], num_images: int = 4, seed: int | None = 0,
-                         temperature: float = 1.0, **kwargs):
+                         temperature: float | None = None, **kwargs):
         """DALL-E 2's whole path with a sampling prior: each prompt -> num_images CLIP image vectors drawn from the
         caption->CLIP prior (EmbeddingPrior.sample) -> decode (its options in kwargs); prompt by prompt."""
         if isinstance(prompts, str):
@@ -153,7 +153,9 @@ class Renderer:
         if self.embedding_prior is None:
             raise RenderError("Sampling via the prior needs a bundle with a caption->CLIP prior (the built-in has one)")
         seed = self.check_options(num_images, self.default_guidance, self.default_steps, seed, len(prompts))
-        z = self.embedding_prior.sample(prompts, num_images, seed, temperature)          # (P, S, D)
+        from .embedding_prior import TEMPERATURE_DEFAULT
+        t = TEMPERATURE_DEFAULT if temperature is None else temperature
+        z = self.embedding_prior.sample(prompts, num_images, seed, t)                     # (P, S, D)
         return self.decode(z.reshape(-1, z.shape[-1]), 1, seed, **kwargs)
 
     def interpolate(self, vector_a, vector_b, frames: int = 5, seed: int | None = 0, **kwargs):
