@@ -21,3 +21,5 @@ EXAMPLES = ASSETS / "examples"
 # the folder holding this package (a checkout's root, or site-packages): what a child process of ours (Spark's
 # workers, the gallery build) puts on its PYTHONPATH to import the package from where this process did
 PACKAGE_PARENT = _HERE.parent
+# a checkout's measured figures (benchmarks/results), which a tab may plot; an installed package has none
+BENCHMARK_RESULTS = _HERE.parent / "benchmarks" / "results"

@@ -8,32 +8,8 @@ Interrupt it at any point and run the same command again: it continues from the 
 (`--checkpoint`, every `--save-every` steps: weights, optimizer moments, step and RNG states) and ends
 with the same weights, bit for bit, as an uninterrupted run. `--fresh` ignores a checkpoint.
 
-What v2 changes, and why. Where shape was lost, by linear probes for "the scene has a {shape}" on
-3-object scenes (circle, star, cross and diamond; square and triangle were read at 0.96-1.00 throughout):
-  * v1 image tower: 0.77-0.80 AUC from its final 4x4 map, 0.71-0.79 from the 128-d embedding, but
-    0.86-0.91 from the 8x8 map one layer earlier (max+mean pooled): the last stride and the
-    flatten-then-project head lost it. v2 keeps the 8x8 map and attention-pools it with 8 learned
-    queries (shapes_cnn.py); the same tower, probed with the facts directly, reads all six at
-    0.99 after 400 steps of 64 images;
-  * v1 text tower: its embeddings of 3-object captions tell whether they name a circle, star, cross
-    or diamond only at 0.72-0.79 (square, triangle 0.98-0.99). With that tower frozen (the v2 image
-    tower, 1,500 steps) the image features read those shapes at 0.86-0.93, the embedding at
-    0.78-0.80 and zero-shot at 0.68-0.75: the text side capped it. So the text tower is trained
-    again from scratch, with a probe of what each caption states on its embedding;
-  * binding: with presence learned, a caption and its colour-swapped twin were still at cosine
-    0.98-0.995 (two-object binding 0.55-0.67 at 1,400-2,500 steps): every probe asked for a bag of
-    attributes. Colour-shape conjunctions as facts and as presence ("a red circle" among all pairs)
-    took binding to 0.99 by 4,000 steps, with 3-object presence >= 0.998 and counting 1.00;
-  * held-out pairs: zero-shot colour and shape of held-out pairs once fell to 0.00 (seen: 1.00): hard
-    negatives had stated them, so the CLIP learned that text matches nothing. No training text names one now;
-  * 1-4 objects (30/25/25/20 %), some of one shape throughout (count captions), colour-swap partners;
-  * training-only heads beside v1's fact probe: the same facts from the tower's pooled features, the stated
-    facts from the text embedding, and three read through CLIP's own text so that zero-shot readings are
-    what they train: presence ("a star" against the other shapes, each colour averaged over shapes), count
-    ("one/two/three/four stars") and binding (the listing against it with two objects' colours swapped);
-  * a second stage, position_stage: "in the top left" was read at AUC 0.87 in 3-object scenes (shapes and
-    colours 1.00), which capped Explain on units that respond to places. 1,500 steps on the pooling and
-    projection learn position presence through the frozen text, held near the first stage's embedding.
+Why each part of the recipe is there (what v1 lost and how v2 got it back, with the probes that showed it):
+docs/results.md, "CLIP (built-in v2): how the recipe was found".
 
 Recipe kept from v1 (seed 001's symmetric cross-entropy with a learned temperature, plus):
   * every batch is made of scene pairs: a scene and a copy with one attribute changed (a

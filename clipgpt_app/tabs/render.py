@@ -3,15 +3,15 @@ clipgpt_core.models.renderer.Renderer (a diffusers pipeline), showing what it re
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 
 from clipgpt_core.errors import ClipGPTError
 from clipgpt_core.images import load_image
-from clipgpt_core.models.embedding_prior import TEMPERATURE_DEFAULT
 from clipgpt_core.models.planner import draw_plan
-from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, STEPS, STEPS_DEFAULT, RenderError,
+from clipgpt_core.paths import BENCHMARK_RESULTS
+from clipgpt_core.models.renderer import (DETAIL_DEFAULT, GUIDANCE, GUIDANCE_DEFAULT, NUM_IMAGES, PRIOR_TEMPERATURE,
+                                         PRIOR_TEMPERATURE_DEFAULT, STEPS, STEPS_DEFAULT, RenderError,
                                          TokenAlreadyLoaded)
 from clipgpt_app.zerogpu import gpu
 from clipgpt_app.tabs import NO_RENDERER, bundle_renderer, gallery_file, upscale
@@ -21,7 +21,7 @@ EXAMPLES = ["a large red star and a large blue circle on a black background", "a
             "three small yellow circles on a gray background",
             "a small green cross in the top right, a purple square and a large white triangle on a black background",
             "a large red circle on a black background"]
-DIVERSITY_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "render_diversity.json"
+DIVERSITY_RESULTS = BENCHMARK_RESULTS / "render_diversity.json"
 
 
 def diversity_figure():
@@ -191,8 +191,8 @@ def build(bundle) -> None:
                      f"slerp(z_image, normalize(z(“{to_text}”) − z(“{from_text}”)), θ), decoded with fixed noise")
 
     @gpu("render")
-    def sample_prior(prompt, num_images=4, seed=0, guidance_scale=guidance_default, temperature=TEMPERATURE_DEFAULT,
-                     progress=gr.Progress(track_tqdm=True)):
+    def sample_prior(prompt, num_images=4, seed=0, guidance_scale=guidance_default,
+                     temperature=PRIOR_TEMPERATURE_DEFAULT, progress=gr.Progress(track_tqdm=True)):
         """Render a prompt through a sampling prior (seed 003, DALL-E 2's whole path): num_images CLIP image vectors
         drawn from the caption->CLIP prior (its mean plus a Gaussian residual of what captions leave out), each
         decoded. Beside Render (text conditioning), it shows what varies when the vector is sampled.
@@ -269,7 +269,7 @@ def build(bundle) -> None:
                     interpolate_btn = gr.Button("Interpolate A → B")
                     diff_btn = gr.Button("Apply text diff to A")
             with gr.Accordion("Experiments: diversity against fidelity (a sampling prior)", open=False):
-                temperature = gr.Slider(0, 4, value=TEMPERATURE_DEFAULT, step=0.25,
+                temperature = gr.Slider(*PRIOR_TEMPERATURE, value=PRIOR_TEMPERATURE_DEFAULT, step=0.25,
                                         label="Prior temperature (0: its mean only)")
                 sample_btn = gr.Button("Sample the prompt via the prior")
                 measured = diversity_figure()

@@ -19,13 +19,13 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .component import load_component, save_component
+from .rendering import PRIOR_TEMPERATURE, PRIOR_TEMPERATURE_DEFAULT
 from ..errors import BundleError, InputError
 
 CONFIG_FILE = "embedding_prior_config.json"
 WEIGHTS_FILE = "embedding_prior.safetensors"
 RESIDUALS_FILE = "embedding_prior_residuals.safetensors"   # the sampling prior: a Gaussian of what a caption leaves out
 MAX_SAMPLES = 64
-TEMPERATURE_DEFAULT = 0.5   # measured: fidelity 0.58 vs 0.45 at 1.0, diversity 0.64 vs 0.66 (docs/results.md, Render)
 
 
 @dataclass
@@ -67,15 +67,15 @@ class EmbeddingPrior:
         return self.net(text).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def sample(self, texts, num_samples: int = 8, seed: int = 0, temperature: float = TEMPERATURE_DEFAULT) -> np.ndarray:
+    def sample(self, texts, num_samples: int = 8, seed: int = 0, temperature: float = PRIOR_TEMPERATURE_DEFAULT) -> np.ndarray:
         """(N, num_samples, D) unit vectors: normalise(mean(text) + temperature * r), r ~ N(mu, L L^T)."""
         if self.residuals is None:
             raise BundleError(f"this embedding prior has no {RESIDUALS_FILE}, so it cannot sample; "
                               "python -m clipgpt_train.embedding_prior --residuals-only writes one")
         if not 1 <= num_samples <= MAX_SAMPLES:
             raise InputError(f"num_samples must be 1-{MAX_SAMPLES}, got {num_samples}")
-        if not 0 <= temperature <= 4:
-            raise InputError(f"temperature must be 0-4, got {temperature}")
+        if not PRIOR_TEMPERATURE[0] <= temperature <= PRIOR_TEMPERATURE[1]:
+            raise InputError(f"temperature must be {PRIOR_TEMPERATURE[0]:g}-{PRIOR_TEMPERATURE[1]:g}, got {temperature}")
         mean = torch.from_numpy(self.predict(texts))                                    # (N, D)
         g = torch.Generator().manual_seed(int(seed))
         eps = torch.randn(len(mean), num_samples, mean.shape[1], generator=g)           # (N, S, D)

@@ -31,8 +31,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .rendering import (GUIDANCE, MAX_BATCH, NUM_IMAGES, STEPS, RenderError,  # noqa: F401 (their home)
-                        check_options, yield_between_steps)
+from .rendering import (GUIDANCE, MAX_BATCH, NUM_IMAGES, PRIOR_TEMPERATURE, PRIOR_TEMPERATURE_DEFAULT,  # noqa: F401
+                        STEPS, RenderError, check_options, yield_between_steps)                      # (their home)
 from .planner import Plan, completions, layout_map, plan_prompts
 
 if TYPE_CHECKING:
@@ -153,8 +153,7 @@ class Renderer:
         if self.embedding_prior is None:
             raise RenderError("Sampling via the prior needs a bundle with a caption->CLIP prior (the built-in has one)")
         seed = self.check_options(num_images, self.default_guidance, self.default_steps, seed, len(prompts))
-        from .embedding_prior import TEMPERATURE_DEFAULT
-        t = TEMPERATURE_DEFAULT if temperature is None else temperature
+        t = PRIOR_TEMPERATURE_DEFAULT if temperature is None else temperature
         z = self.embedding_prior.sample(prompts, num_images, seed, t)                     # (P, S, D)
         return self.decode(z.reshape(-1, z.shape[-1]), 1, seed, **kwargs)
 

@@ -12,6 +12,8 @@ STEPS = (1, 200)
 GUIDANCE = (0.0, 30.0)
 NUM_IMAGES = (1, 16)
 MAX_BATCH = 64                      # prompts x images per call
+PRIOR_TEMPERATURE = (0.0, 4.0)      # the sampling prior's residual scale (embedding_prior.sample)
+PRIOR_TEMPERATURE_DEFAULT = 0.5     # measured: fidelity 0.58 vs 0.45 at 1.0, diversity 0.64 vs 0.66 (docs Render)
 
 
 class RenderError(ClipGPTError, ValueError):

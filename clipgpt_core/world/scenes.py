@@ -390,9 +390,8 @@ def edited_scene(scene: Scene, rng: random.Random, split: str = "train",
         for k in (i, j):   # a grown object is moved inside the canvas, then must not touch the rest
             r = objs[k].extent * 0.72
             objs[k] = replace(objs[k], cx=min(max(objs[k].cx, r), CANVAS - r), cy=min(max(objs[k].cy, r), CANVAS - r))
-        if not all(fits(objs[k].cx, objs[k].cy, objs[k].extent * 0.72, objs[:k] + objs[k + 1:]) for k in (i, j)):
-            return None
-        return Scene(scene.background, tuple(objs)), "size"
+        kept_apart = all(fits(objs[k].cx, objs[k].cy, objs[k].extent * 0.72, objs[:k] + objs[k + 1:]) for k in (i, j))
+        return (Scene(scene.background, tuple(objs)), "size") if kept_apart else None
     if choice == "background":
         bgs = [b for b in BACKGROUNDS if b != scene.background and all(x.colour != b for x in objs)]
         return (Scene(rng.choice(bgs), scene.objects), "background") if bgs else None
