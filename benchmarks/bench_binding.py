@@ -47,8 +47,8 @@ def scene_pairs(n: int, seed: int):
 
 
 def caption(scene) -> str:
-    o = scene.objects
-    return f"a {o[0].size} {o[0].colour} {o[0].shape} and a {o[1].size} {o[1].colour} {o[1].shape}"
+    """Both objects with colour, size and shape stated, in scene order (the world's canonical wording)."""
+    return world.caption_text(world.Description(tuple(world.Phrase(o.shape, o.colour, o.size) for o in scene.objects)))
 
 
 def measure(clip, pairs, rng) -> dict:

@@ -260,15 +260,17 @@ def stated(prompts, images) -> dict:
     rows = []
     for p, im in zip(prompts, images):
         background, objects = detect(im)
-        objs = [o.as_obj() for o in objects[:6]]
-        d = p["description"]
-        bound = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape)
-        sized = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape
-                       and ph.size in (None, o.size))
-        rows.append({"binding": bound is not None, "count": len(objs) == 2,
-                     "sizes_as_stated": sized is not None,
-                     "background_as_stated": d.background in (None, background)})
+        rows.append(stated_row(p["description"], background, [o.as_obj() for o in objects[:6]]))
     return {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
+
+
+def stated_row(d, background, objs) -> dict:
+    """One image's (detected background, world.Obj objects) against what description `d` states."""
+    bound = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape)
+    sized = assign(list(d.phrases), objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape
+                   and ph.size in (None, o.size))
+    return {"binding": bound is not None, "count": len(objs) == len(d.phrases), "sizes_as_stated": sized is not None,
+            "background_as_stated": d.background in (None, background)}
 
 
 if __name__ == "__main__":

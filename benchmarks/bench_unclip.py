@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import alt_render, write_report
+from benchmarks.bench_decode import judge_scene, stated_row
 from benchmarks.scene_judge import assign, detect
 from benchmarks.scene_sets import scene_prompts
 from clipgpt_core import world
@@ -50,10 +51,8 @@ def read(image, d) -> dict:
     background, objects = detect(image)
     objs = [o.as_obj() for o in objects[:6]]
     phrases = list(d.phrases)
+    true = all(stated_row(d, background, objs).values())
     bound = assign(phrases, objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape)
-    sized = assign(phrases, objs, lambda ph, o: ph.colour == o.colour and ph.shape == o.shape
-                   and ph.size in (None, o.size))
-    true = sized is not None and len(objs) == len(phrases) and d.background in (None, background)
     open_values = {}
     if d.background is None:
         open_values["background"] = background
@@ -146,7 +145,6 @@ def plot(rows: dict, path: Path) -> None:
 
 
 def interpolation(args) -> dict:
-    from benchmarks.bench_decode import judge_scene
     from clipgpt_core.bundle import load_bundle
     bundle = load_bundle(args.bundle)
     renderer, clip = bundle.renderer, bundle.clip

@@ -412,7 +412,8 @@ def _step(clip: ClipEncoder, heads, opt, batch, rng, cfg: TrainConfig, anchor=No
     x = images_to_tensor(images, pp["mean"], pp["std"]).to(dev)
     trunk, img_raw = tower_features(model, x)
     loss, txt = clip_loss(clip, img_raw, clip.tokenizer(captions).to(dev), clip.tokenizer(negs).to(dev),
-                          torch.from_numpy(truth).to(dev), torch.tensor(neg_valid, dtype=torch.bool).to(dev), return_text=True)
+                          torch.from_numpy(truth).to(dev), torch.tensor(neg_valid, dtype=torch.bool).to(dev),
+                          return_text=True)
     if cfg.text_probe_weight:
         loss = loss + cfg.text_probe_weight * F.binary_cross_entropy_with_logits(
             heads.text_probe(txt * 10), torch.from_numpy(stated).to(dev))

@@ -146,6 +146,9 @@ def train(cfg: ClipGPTTrainConfig) -> ClipGPT:
     if cfg.init not in ("captioner", "prior"):
         raise SystemExit(f"--init must be captioner or prior, got {cfg.init!r}")
     captioner = bundle.captioners.get("captioner") if cfg.init == "captioner" else None
+    if cfg.init == "captioner" and captioner is None:
+        raise SystemExit(f"--init captioner needs a bundle with a captioner component; {cfg.bundle} has none "
+                         "(the built-in bundle's captioner is CLIP-GPT itself): use --init prior")
     net = grow(prior, clip, EDIT_WORDS, cfg.context_length, captioner).to(device)
     net.token_embedding.requires_grad_(False)
     model = ClipGPT(net, clip, device)

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .component import load_component, save_component
 from .rendering import PRIOR_TEMPERATURE, PRIOR_TEMPERATURE_DEFAULT
@@ -67,7 +66,8 @@ class EmbeddingPrior:
         return self.net(text).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def sample(self, texts, num_samples: int = 8, seed: int = 0, temperature: float = PRIOR_TEMPERATURE_DEFAULT) -> np.ndarray:
+    def sample(self, texts, num_samples: int = 8, seed: int = 0,
+               temperature: float = PRIOR_TEMPERATURE_DEFAULT) -> np.ndarray:
         """(N, num_samples, D) unit vectors: normalise(mean(text) + temperature * r), r ~ N(mu, L L^T)."""
         if self.residuals is None:
             raise BundleError(f"this embedding prior has no {RESIDUALS_FILE}, so it cannot sample; "
@@ -98,6 +98,7 @@ class EmbeddingPrior:
         residuals = None
         if (Path(directory) / RESIDUALS_FILE).is_file():
             residuals = {k: v.float() for k, v in load_file(Path(directory) / RESIDUALS_FILE).items()}
-            if set(residuals) != {"mean", "scale_tril"} or tuple(residuals["scale_tril"].shape) != (cfg.dim, cfg.dim):
+            shapes = {k: tuple(v.shape) for k, v in residuals.items()}
+            if shapes != {"mean": (cfg.dim,), "scale_tril": (cfg.dim, cfg.dim)}:
                 raise BundleError(f"{Path(directory) / RESIDUALS_FILE} is not a {cfg.dim}-d residual Gaussian")
         return cls(clip, net, residuals)
