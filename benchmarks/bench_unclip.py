@@ -27,7 +27,6 @@ object of that shape in the new colour (recoloured), the background and a single
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
