@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from clipgpt_core import world
 from clipgpt_core.models.clip import ClipEncoder, create_clip, is_text_tower, load_clip
 from clipgpt_core.errors import InputError
-from .clip_facts import (COUNTS, FACTS, PAIRS, PRESENCE_COLOURS, PRESENCE_POSITIONS, PRESENCE_SHAPES, TRAIN_PAIRS,
-                         binding_texts, scene_facts, stated_facts, states_only_train_pairs, truth_matrix)
+from .clip_facts import scene_facts, stated_facts, states_only_train_pairs, truth_matrix
+from .clip_losses import AuxHeads, aux_losses, clip_loss, images_to_tensor
 from .loop import Resume, fit, run_cli, run_key, write_train_record
 
 
@@ -90,6 +89,8 @@ class TrainConfig:
     # is an independent scene (no hard negatives; pair with --text-negatives 0 --binding-weight 0 --group-share 0)
     size_swap_share: float = field(default=0.0, metadata={"keyed_when_set": True})  # multi-object pairs whose
     # partner trades two objects' sizes (stated); the extra false captions then trade sizes too
+    size_conjunctions: bool = field(default=False, metadata={"keyed_when_set": True})  # size-colour-shape presence
+    # ("a large red star", and "a large star" averaged over colours) and a size-swapped listing in the binding loss
 
 
 # ----------------------------------------------------------------------------- data
@@ -150,124 +151,6 @@ def make_batch(rng: random.Random, cfg: TrainConfig):
             np.stack([stated_facts(d) for d in descs]))
 
 
-# ----------------------------------------------------------------------------- losses
-def images_to_tensor(images, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).float().div_(255)
-    x = x.permute(0, 3, 1, 2)  # (B, 3, 64, 64)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-def soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    targets = targets / targets.sum(dim=1, keepdim=True)
-    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
-def clip_loss(clip: ClipEncoder, img_raw, tokens, neg_tokens, truth, neg_valid, return_text: bool = False):
-    model = clip.model
-    img = F.normalize(img_raw, dim=-1)                                     # (B, D)
-    txt = F.normalize(model.encode_text(torch.cat([tokens, neg_tokens])), dim=-1)
-    b = img.shape[0]
-    scale = model.logit_scale.exp()
-    logits = scale * img @ txt.T                                           # (B, B + B*K)
-    # image -> text: targets over batch captions that are true of the image; hard negatives
-    # of *other* images are ordinary negatives, invalid (empty) negatives are masked out
-    t_i2t = torch.cat([truth.T.float(), truth.new_zeros(b, logits.shape[1] - b, dtype=torch.float)], dim=1)
-    mask = torch.cat([truth.new_zeros(b, b), ~neg_valid.view(1, -1).expand(b, -1)], dim=1)
-    loss_i = soft_ce(logits.masked_fill(mask, -1e4), t_i2t)
-    # text -> image: each batch caption against all images
-    loss_t = soft_ce(logits[:, :b].T, truth.float())
-    return ((loss_i + loss_t) / 2, txt[:b]) if return_text else (loss_i + loss_t) / 2
-
-
-class AuxHeads(nn.Module):
-    """Training-only heads; none is part of the saved model.
-
-    probe: the image embedding must linearly tell the scene's facts (v1: contrastive learning alone
-    left shape at chance for 1000+ steps on this CPU budget; direct ground truth breaks that tie).
-    trunk_probe: the same facts from the tower's pooled features, before the 128-d projection. Read
-    there, a linear probe learns shape presence in 3-object scenes to AUC 0.99 in 400 steps of
-    64 images; through the normalised embedding alone, the tower still read circle, star, cross and
-    diamond at 0.70 after 1,500 CLIP steps.
-    text_probe: what a caption states, from its text embedding. The v1 text tower's embeddings of
-    3-object captions tell whether they name a circle, star, cross or diamond only at AUC 0.72-0.79
-    (linear probe), so a frozen v1 text tower capped the image side there too.
-    presence: a per-value scale and bias on the *centred* cosine to CLIP's own text for that value,
-    which is how zero-shot presence is read, so the text directions themselves learn presence."""
-
-    def __init__(self, dim: int, trunk_dim: int):
-        super().__init__()
-        self.probe = nn.Linear(dim, len(FACTS))
-        self.trunk_probe = nn.Linear(trunk_dim, len(FACTS))
-        self.text_probe = nn.Linear(dim, len(FACTS))
-        self.presence_scale = nn.Parameter(torch.tensor(20.0))
-        self.shape_bias = nn.Parameter(torch.zeros(len(world.SHAPES)))
-        self.colour_bias = nn.Parameter(torch.zeros(len(world.COLOURS)))
-        self.pair_bias = nn.Parameter(torch.zeros(len(TRAIN_PAIRS)))
-        self.position_bias = nn.Parameter(torch.zeros(len(world.POSITIONS)))
-
-
-def centred(sims: torch.Tensor) -> torch.Tensor:
-    return sims - sims.mean(dim=1, keepdim=True)
-
-
-def aux_losses(clip: ClipEncoder, heads: AuxHeads, img, trunk, scenes, rng, cfg: TrainConfig, dev) -> torch.Tensor:
-    """img: (B, D) normalised image embeddings of `scenes`; trunk: (B, F) the tower's pooled features."""
-    model = clip.model
-    encode = lambda texts: F.normalize(model.encode_text(clip.tokenizer(texts).to(dev)), dim=-1)  # noqa: E731
-    loss = img.new_zeros(())
-    facts = torch.from_numpy(np.stack([scene_facts(s) for s in scenes])).to(dev)
-    if cfg.aux_weight:
-        loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(heads.probe(img * 10), facts)
-    if cfg.trunk_weight:
-        loss = loss + cfg.trunk_weight * F.binary_cross_entropy_with_logits(heads.trunk_probe(trunk), facts)
-    if cfg.presence_weight:
-        shape_txt = encode(PRESENCE_SHAPES)                                              # (6, D)
-        pair_txt = encode(PRESENCE_COLOURS)                                              # (48, D)
-        allowed = torch.tensor([world.split_allows(c, s, "train") for c, s in PAIRS], dtype=torch.float,
-                               device=dev).view(len(world.COLOURS), len(world.SHAPES), 1)
-        colour_txt = F.normalize((pair_txt.view(len(world.COLOURS), len(world.SHAPES), -1) * allowed).sum(1),
-                                 dim=-1)                                                 # (8, D), train pairs only
-        has_shape = torch.tensor([[any(o.shape == s for o in sc.objects) for s in world.SHAPES]
-                                  for sc in scenes], dtype=torch.float, device=dev)
-        has_colour = torch.tensor([[any(o.colour == c for o in sc.objects) for c in world.COLOURS]
-                                   for sc in scenes], dtype=torch.float, device=dev)
-        has_pair = torch.tensor([[any((o.colour, o.shape) == cs for o in sc.objects) for cs in TRAIN_PAIRS]
-                                 for sc in scenes], dtype=torch.float, device=dev)
-        pair_txt = pair_txt[[PAIRS.index(cs) for cs in TRAIN_PAIRS]]                     # (42, D)
-        s_logits = heads.presence_scale * centred(img @ shape_txt.T) + heads.shape_bias
-        c_logits = heads.presence_scale * centred(img @ colour_txt.T) + heads.colour_bias
-        p_logits = heads.presence_scale * centred(img @ pair_txt.T) + heads.pair_bias
-        loss = loss + cfg.presence_weight * (F.binary_cross_entropy_with_logits(s_logits, has_shape)
-                                             + F.binary_cross_entropy_with_logits(c_logits, has_colour)
-                                             + F.binary_cross_entropy_with_logits(p_logits, has_pair))
-    if cfg.position_weight:
-        # "an object in the top left", as Explain reads it: "a {shape} in the {position}" averaged over shapes
-        pos_txt = F.normalize(encode(PRESENCE_POSITIONS).view(len(world.POSITIONS), len(world.SHAPES), -1).mean(1),
-                              dim=-1)                                                    # (9, D)
-        has_pos = torch.tensor([[any(o.position == p for o in sc.objects) for p in world.POSITIONS]
-                                for sc in scenes], dtype=torch.float, device=dev)
-        logits = heads.presence_scale * centred(img @ pos_txt.T) + heads.position_bias
-        loss = loss + cfg.position_weight * F.binary_cross_entropy_with_logits(logits, has_pos)
-    scale = model.logit_scale.exp()
-    one_shape = [(i, world.SHAPES.index(sc.objects[0].shape), len(sc.objects)) for i, sc in enumerate(scenes)
-                 if len({o.shape for o in sc.objects}) == 1]
-    if cfg.count_weight and one_shape:
-        count_txt = encode(COUNTS).view(len(world.SHAPES), 4, -1)                        # (6, 4, D)
-        rows, shapes, counts = map(list, zip(*one_shape))
-        logits = scale * torch.einsum("bd,bkd->bk", img[rows], count_txt[shapes])       # (b, 4)
-        loss = loss + cfg.count_weight * F.cross_entropy(logits, torch.tensor(counts, device=dev) - 1)
-    if cfg.binding_weight:
-        found = [(i, t) for i, sc in enumerate(scenes) if len(sc.objects) > 1
-                 for t in [binding_texts(sc, rng)] if t]
-        if found:
-            rows = [i for i, _ in found]
-            txt = encode([x for _, t in found for x in t]).view(len(found), 2, -1)       # (b, 2, D)
-            logits = scale * torch.einsum("bd,bkd->bk", img[rows], txt)
-            loss = loss + cfg.binding_weight * F.cross_entropy(logits, torch.zeros(len(found), dtype=torch.long,
-                                                                                    device=dev))
-    return loss
-
-
 # ----------------------------------------------------------------------------- training
 def build_model(cfg: TrainConfig) -> ClipEncoder:
     """The architecture at random init (seeded), its text tower copied from `text_from` and frozen."""
@@ -321,7 +204,7 @@ def first_stage(cfg: TrainConfig) -> tuple[ClipEncoder, float, float]:
     """The CLIP from scratch -> (clip, seconds spent, smoothed final loss)."""
     clip = build_model(cfg)
     model = clip.model.train()
-    heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim)).to(cfg.device)
+    heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim), cfg.size_conjunctions).to(cfg.device)
     opt = make_optimizer(model, heads, cfg)
     rng = random.Random(cfg.seed)
     if cfg.fresh:
@@ -357,7 +240,7 @@ def position_stage(clip: ClipEncoder, cfg: TrainConfig) -> tuple[float, float]:
         p.requires_grad_(not is_text_tower(name) and name not in frozen)
     if frozen:
         trunk.features.eval()             # batch norm as at inference: its running statistics stay as they are
-    heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim)).to(cfg.device)
+    heads = AuxHeads(clip.dim, trunk_dim(model, clip.dim), cfg.size_conjunctions).to(cfg.device)
     anchor = copy.deepcopy(model.visual).eval().requires_grad_(False) if cfg.position_stage_anchor else None
     opt, rng = make_optimizer(model, heads, stage), random.Random(cfg.seed + 2)
     resume = Resume(str(Path(cfg.checkpoint) / "position_stage"), {"model": model, "heads": heads}, rng,

@@ -64,29 +64,38 @@ def count_prompt(shape: str, n: int) -> str:
 
 PRESENCE_SHAPES = [f"a {s}" for s in world.SHAPES]                                   # (6,)
 PRESENCE_COLOURS = [f"a {c} {s}" for c, s in PAIRS]                                  # (8 * 6,)
+# size-colour-shape conjunctions, train pairs only (the size_conjunctions variant)
+PRESENCE_SIZES = [f"a {z} {c} {s}" for z in world.SIZES for c, s in TRAIN_PAIRS]     # (2 * 42,)
 COUNTS = [count_prompt(s, n) for s in world.SHAPES for n in (1, 2, 3, 4)]           # (6 * 4,)
 # where an object is, read as Explain reads "in the top left": "a {shape} in the {position}" for every shape
 PRESENCE_POSITIONS = [t for p in world.POSITIONS for t in claim_captions({"position": p})]  # (9 * 6,)
 
 
-def binding_texts(scene, rng: random.Random) -> tuple[str, str] | None:
-    """The scene's objects listed by colour and shape, and the same listing with two objects of
-    different colours and shapes trading colours (a false caption); None if no such pair."""
+def binding_texts(scene, rng: random.Random, attr: str = "colour") -> tuple[str, str] | None:
+    """The scene's objects listed by colour and shape (with attr "size": size, colour and shape), and the same
+    listing with two objects of different shapes trading that attribute (a false caption); None if no such pair."""
     objs = list(scene.objects)
-    pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))
-             if objs[i].colour != objs[j].colour and objs[i].shape != objs[j].shape
-             and world.split_allows(objs[j].colour, objs[i].shape, "train")
-             and world.split_allows(objs[i].colour, objs[j].shape, "train")]
+    if attr == "colour":
+        pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))
+                 if objs[i].colour != objs[j].colour and objs[i].shape != objs[j].shape
+                 and world.split_allows(objs[j].colour, objs[i].shape, "train")
+                 and world.split_allows(objs[i].colour, objs[j].shape, "train")]
+    else:
+        pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))
+                 if getattr(objs[i], attr) != getattr(objs[j], attr) and objs[i].shape != objs[j].shape]
     if not pairs:
         return None
     i, j = rng.choice(pairs)
     order = list(range(len(objs)))
     rng.shuffle(order)
 
-    def listing(colours):
-        parts = [f"a {colours[k]} {objs[k].shape}" for k in order]
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    colours = [o.colour for o in objs]
-    swapped = list(colours)
-    swapped[i], swapped[j] = colours[j], colours[i]
-    return listing(colours), listing(swapped)
+    def listing(values):
+        if attr == "colour":   # the shipped recipe's wording ("a orange ..."), kept so that it reproduces
+            parts = [f"a {values[k]} {objs[k].shape}" for k in order]
+            return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        phrases = [world.Phrase(objs[k].shape, objs[k].colour, values[k]) for k in order]
+        return world.caption_text(world.Description(tuple(phrases)))
+    values = [getattr(o, attr) for o in objs]
+    swapped = list(values)
+    swapped[i], swapped[j] = values[j], values[i]
+    return listing(values), listing(swapped)

@@ -25,7 +25,7 @@ from clipgpt_core.models.clip_gpt import ClipGPT, build, grow, inputs
 from clipgpt_core.world import edits as E
 from clipgpt_core.world import scenes as world
 from clipgpt_core.world.corpus import mixed_scene, world_captions
-from .clip import soft_ce
+from .clip_losses import soft_ce
 from .loop import Resume, fit, run_cli, write_train_record
 
 WHOLE = frozenset({"colour", "size", "background"})          # what write([image]) always states

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clipgpt_core.models.embedding_prior import EmbeddingPrior, EmbeddingPriorConfig, EmbeddingPriorNet
-from .clip import soft_ce
+from .clip_losses import soft_ce
 from .clip_facts import truth_matrix
 from clipgpt_core.world.corpus import world_pairs
 from .loop import Resume, fit, run_cli, write_train_record

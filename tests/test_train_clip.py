@@ -7,7 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from clipgpt_train import clip as T
+from clipgpt_train import clip_facts as CF
 from clipgpt_core import world
+from clipgpt_core.world.captions import parse_caption
 from clipgpt_core.models.clip import load_clip
 
 TINY = {"embed_dim": 32,
@@ -34,7 +36,7 @@ def test_truth_matrix_marks_every_true_pair():
     _, caps, negs, truth, valid, facts, scenes, stated = T.make_batch(random.Random(0), cfg)
     assert truth.diagonal().all() and len(negs) == len(caps)
     assert all(n != c for n, c, v in zip(negs, caps, valid) if v)
-    assert facts.shape == stated.shape == (len(caps), len(T.FACTS)) and len(scenes) == len(caps)
+    assert facts.shape == stated.shape == (len(caps), len(CF.FACTS)) and len(scenes) == len(caps)
     assert (stated <= facts).all()     # a caption states only what is true of its scene
     # every caption is true of its own scene
     assert all(truth[i, i] for i in range(len(caps)))
@@ -54,7 +56,7 @@ def test_no_training_text_names_a_held_out_pair():
 def test_scene_facts_are_the_ground_truth():
     scene = world.Scene("black", (world.Obj("red", "star", "large", 10, 10, 24, 0),
                                   world.Obj("blue", "cross", "small", 50, 50, 12, 0)))
-    on = {f for f, v in zip(T.FACTS, T.scene_facts(scene)) if v}
+    on = {f for f, v in zip(CF.FACTS, CF.scene_facts(scene)) if v}
     assert on == {"shape:star", "shape:cross", "colour:red", "colour:blue", "size:large", "size:small",
                   "position:top left", "position:bottom right", "background:black", "count:2",
                   "pair:blue cross"}     # red star is a held-out pair: no training fact names it
@@ -63,11 +65,22 @@ def test_scene_facts_are_the_ground_truth():
 def test_binding_texts_swap_two_colours():
     scene = world.Scene("black", (world.Obj("red", "square", "large", 10, 10, 24, 0),
                                   world.Obj("blue", "cross", "small", 50, 50, 12, 0)))
-    true, swapped = T.binding_texts(scene, random.Random(0))
+    true, swapped = CF.binding_texts(scene, random.Random(0))
     assert sorted(true.split(" and ")) == ["a blue cross", "a red square"]
     assert sorted(swapped.split(" and ")) == ["a blue square", "a red cross"]
     same = world.Scene("black", scene.objects[:1] * 2)
-    assert T.binding_texts(same, random.Random(0)) is None
+    assert CF.binding_texts(same, random.Random(0)) is None
+
+
+def test_binding_texts_swap_two_sizes():
+    scene = world.Scene("black", (world.Obj("red", "square", "large", 10, 10, 24, 0),
+                                  world.Obj("orange", "cross", "small", 50, 50, 12, 0)))
+    true, swapped = CF.binding_texts(scene, random.Random(0), "size")
+    assert sorted(true.split(" and ")) == ["a large red square", "a small orange cross"]
+    assert sorted(swapped.split(" and ")) == ["a large orange cross", "a small red square"]
+    assert not world.is_true(parse_caption(swapped), scene) and world.is_true(parse_caption(true), scene)
+    both_large = world.Scene("black", (scene.objects[0], world.Obj("orange", "cross", "large", 50, 50, 24, 0)))
+    assert CF.binding_texts(both_large, random.Random(0), "size") is None
 
 
 def tiny_config(tmp_path, name, **kw):
@@ -170,3 +183,12 @@ def test_the_anchor_holds_the_image_embedding_near_the_first_stage(tmp_path):
                             position_stage_anchor=anchor, pairs=3, warmup=1, threads=1)
         moved[anchor] = 1 - (T.train(cfg).encode_images(images) * first).sum(-1).mean().item()
     assert 0 <= moved[100.0] < moved[0.0]
+
+
+def test_the_size_conjunction_variant_trains_and_is_keyed_only_when_set(tmp_path):
+    from clipgpt_train.loop import run_key
+    cfg = tiny_config(tmp_path, "sized", steps=3, pairs=8, warmup=1, save_every=1000, threads=2,
+                      size_conjunctions=True)
+    assert "size_conjunctions" not in run_key(T.TrainConfig()) and run_key(cfg)["size_conjunctions"] is True
+    clip = T.train(cfg)
+    assert load_clip(tmp_path / "sized").fingerprint() == clip.fingerprint()
