@@ -1,7 +1,7 @@
 """Benchmark serving: many users at once on one app, against one user, and against the floor, in one run.
 
     python -m benchmarks.bench_serve [--clients 20] [--requests 10] [--runs 1] [--baseline-root DIR]
-                                     [--out benchmarks/results/serve.json]
+                                     [--split-cores] [--out benchmarks/results/serve.json]
 
 Starts the app as a user does (`python app.py --port P`, the built-in bundle) and, for the floor, the same app
 with every measured endpoint answering its recorded reply without model work (`--serve floor`: the same
@@ -18,7 +18,10 @@ Queries are new each run, as users bring their own: 256 ShapesWorld images drawn
 (benchmarks/alt_render.py) and 864 world phrases, so no cache sees a run's queries before it.
 The server's resident memory (psutil, the process and its children) is read before the load and after each run, and
 its CPU time over each run: CPU seconds a request, and the share of the two cores the server and the clients used.
-Whole-request latencies as a client sees them, gradio_client's `predict`, on the same 2 cores as the server.
+Whole-request latencies as a client sees them, gradio_client's `predict`, on the same 2 cores as the server; with
+--split-cores the server is held to core 0 and the clients to core 1 (sched_setaffinity), as users' clients run on
+their own machines: the server then has one core, and the clients' CPU no longer competes with it. The report ends
+with each endpoint's p95 over the floor's (the mean of the runs' p95s).
 """
 from __future__ import annotations
 
@@ -88,16 +91,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, root: Path = ROOT, app_args: tuple = ()) -> tuple[subprocess.Popen, str]:
+def start(kind: str, root: Path = ROOT, app_args: tuple = (), cpus: set[int] | None = None
+          ) -> tuple[subprocess.Popen, str]:
     """The app (`python app.py [app_args]` in `root`) or the floor, on a free loopback port -> (process, url) once it
-    answers."""
+    answers. cpus: the cores the server may run on (None: any)."""
     from gradio_client import Client
     port = free_port()
     cmd = ([sys.executable, "app.py", *app_args, "--port", str(port)] if kind != "floor" else
            [sys.executable, "-m", "benchmarks.bench_serve", "--serve", "floor", "--port", str(port)])
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_{kind}.log", "w")
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                            env=os.environ | {"PYTHONPATH": str(root)})
+                            env=os.environ | {"PYTHONPATH": str(root)},
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(600):
         if proc.poll() is not None:
@@ -247,7 +252,7 @@ def summary(lat: dict, single: dict) -> dict:
 
 
 def measure(kind: str, args, root: Path = ROOT) -> dict:
-    proc, url = start(kind, root)
+    proc, url = start(kind, root, cpus={0} if args.split_cores else None)
     try:
         single = single_client(url, args.single)
         report = {"single_client_median": {e: round(s, 3) for e, s in single.items()},
@@ -286,23 +291,34 @@ def main():
     p.add_argument("--no-floor", action="store_true", help="skip the floor (the app without model work)")
     p.add_argument("--no-long-job", action="store_true")
     p.add_argument("--baseline-root", default=None, help="another checkout whose app.py runs as the baseline")
+    p.add_argument("--split-cores", action="store_true", help="the server on core 0, the clients on core 1")
     p.add_argument("--out", default="benchmarks/results/serve.json")
     p.add_argument("--serve", choices=("floor",), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return serve_floor(args.port)
+    if args.split_cores:
+        os.sched_setaffinity(0, {1})        # the clients (this process's threads); the servers get core 0
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]), "clients": args.clients,
               "requests_per_client": args.requests, "machine": f"{os.cpu_count()} CPUs",
+              "cores": "server: core 0, clients: core 1" if args.split_cores else "server and clients share all",
               "app": measure("app", args)}
     if args.baseline_root:
         report["baseline"] = measure("baseline", args, Path(args.baseline_root).resolve())
         report["baseline_root"] = args.baseline_root
     if not args.no_floor:
         report["floor"] = measure("floor", args)
+        report["p95_over_floor"] = {k: over_floor(report[k], report["floor"]) for k in ("app", "baseline") if k in report}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print_report(report)
+
+
+def over_floor(server: dict, floor: dict) -> dict:
+    """Each endpoint's p95 (the mean over runs) over the floor's."""
+    mean = lambda rep, e: np.mean([r["endpoints"][e]["p95"] for r in rep["runs"]])   # noqa: E731
+    return {e: round(float(mean(server, e) / mean(floor, e)), 2) for e in server["runs"][0]["endpoints"]}
 
 
 def print_report(report: dict) -> None:
@@ -320,6 +336,8 @@ def print_report(report: dict) -> None:
         for e, s in report.get(kind, {}).get("long_job", {}).get("endpoints", {}).items():
             print(f"| {kind}, beside a 16-image render | {e} | {s['single']} | {s['p50']} | {s['p95']} | "
                   f"{s['p95_over_single']} | | |")
+    for kind, ratios in report.get("p95_over_floor", {}).items():
+        print(f"{kind}: p95 over the floor's", ratios)
     for kind in ("app", "baseline", "floor"):
         if kind in report:
             print(f"{kind} memory MB: before {report[kind]['memory_mb_before']}, after each run "
