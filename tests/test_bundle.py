@@ -51,6 +51,20 @@ def test_pretrained_architecture_at_random_init():
     assert e.shape == (1, 512) and t.shape == (1, 512)
 
 
+@pytest.mark.parametrize("spec", ["shapes", "open_clip:ViT-B-32/random-init"])
+def test_text_encodes_trimmed_to_the_longest_text_are_open_clips(spec):
+    """encode_texts runs the text tower only up to the longest text's end; open_clip runs the whole context."""
+    import torch
+    import torch.nn.functional as F
+    clip = load_bundle(spec).clip
+    texts = ["a red star", "two small blue circles and a large green square in the top left on a white background",
+             "a"]
+    with torch.no_grad():
+        ref = F.normalize(clip.model.encode_text(clip.tokenizer(clip.clean_texts(texts))).float(), dim=-1).numpy()
+    ours = clip._encode_texts(clip.clean_texts(texts))
+    assert np.abs(ours - ref).max() < 1e-5
+
+
 def test_missing_pretrained_weights_fail_fast_and_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     t0 = time.time()

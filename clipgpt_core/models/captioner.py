@@ -352,10 +352,11 @@ class Captioner:
         return list(dict.fromkeys(e for e in edits if e not in have))
 
     def _rank_top(self, prefix: torch.Tensor, image_embed: np.ndarray, cands: list[tuple[str, float]],
-                  edits: list[str], top: int, chunk: int = 16) -> list[dict]:
+                  edits: list[str], top: int, chunk: int = 8) -> list[dict]:
         """The best `top` of cands and edits. score = similarity + prior_weight x log p per token and log p <= 0,
         so an edit whose similarity is below the top-th best score so far cannot enter: edits are scored by the
-        captioner in order of similarity until the next one could not."""
+        captioner in order of similarity until the next one could not, `chunk` at a time (8: the bar rises sooner;
+        on 40 scenes 8 or 6 took 0.86-0.94x of 16's time, the same rows)."""
         rows = self._rank(image_embed, cands)
         edits = [t for t in edits if t.strip()]
         sims = self.clip.encode_texts(edits) @ image_embed if edits else np.zeros(0)
