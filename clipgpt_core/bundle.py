@@ -175,8 +175,8 @@ def read_manifest(name_or_path: str | Path | None = None) -> tuple[Path, dict]:
 
 
 def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", strict: bool = True) -> Bundle:
-    """strict=False leaves out stale components (with a log line) instead of refusing the bundle:
-    the retraining commands use it to read a half-retrained bundle."""
+    """strict=False leaves out stale components, and those with no folder yet (with a log line), instead of refusing
+    the bundle: the retraining commands use it to read a half-retrained bundle."""
     if str(name_or_path).startswith("open_clip:"):
         return _pretrained_bundle(str(name_or_path)[len("open_clip:"):], device)
     from .models.clip import load_clip
@@ -194,6 +194,9 @@ def load_bundle(name_or_path: str | Path | None = None, device: str = "cpu", str
         raise BundleError(f"Bundle {path} mixes components trained against different models: "
                           f"{'; '.join(stale.values())}. Retrain the stale ones with `{RETRAIN_ALL} --out {path}` "
                           f"(it retrains only what is stale, in dependency order).")
+    if not strict:   # a bundle being trained from nothing: what has no folder yet is not trained yet
+        stale |= {k: "not trained yet" for k, v in components.items()
+                  if k != "clip" and "path" in v and not (path / v["path"]).exists()}
     for name, why in stale.items():
         logging.warning("leaving out the stale %s of %s: %s", name, path, why)
     components = {k: v for k, v in components.items() if k not in stale}

@@ -54,6 +54,18 @@ def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_pa
     load_bundle(small_bundle)
 
 
+def test_a_bundle_with_only_its_clip_trains_the_rest_from_nothing(small_bundle, tmp_path):
+    for name in ("prior", "embedding_prior", "clip_gpt", "layout_head"):
+        shutil.rmtree(small_bundle / name)
+    with pytest.raises(BundleError, match="incomplete"):
+        load_bundle(small_bundle)
+    done = TB.run(small_bundle, stages=["prior", "embedding_prior", "clip_gpt", "layout_head"], overrides=TINY,
+                  checkpoints=str(tmp_path / "ckpt"))
+    assert list(done) == ["prior", "embedding_prior", "clip_gpt", "layout_head"]
+    assert all(isinstance(v, float) for v in done.values())
+    assert load_bundle(small_bundle).clip_gpt is not None
+
+
 def test_unknown_stage_is_an_error():
     with pytest.raises(SystemExit):
         TB.main(["--stages", "clip,captionr"])
