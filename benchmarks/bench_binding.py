@@ -1,6 +1,6 @@
 """Binding in a CLIP's vectors (seed 003: "a CLIP image vector can't bind"): colours and sizes, text side and image side.
 
-    python -m benchmarks.bench_binding --clips assets/shapes/clip,runs/clip_nohn,runs/clip_sizes [--n 300]
+    python -m benchmarks.bench_binding [--clips assets/shapes/clip,runs/clip_nohn,runs/clip_sizes,runs/clip_sizeconj] [--n 300]
 
 For each CLIP, on two-object scenes (two colours, two shapes, one large and one small object; seen pairs) drawn by
 the independent renderer (benchmarks/alt_render.py), and for two swaps — colours (the objects trade colours) and
@@ -12,7 +12,8 @@ sizes (they trade sizes):
   * zero-shot: the share of images whose caption scores above its swapped twin.
 Compare: the shipped CLIP (hard negatives swap colours and shapes, never sizes), runs/clip_nohn (`python -m
 clipgpt_train.clip --no-edited-partners --text-negatives 0 --binding-weight 0 --group-share 0`: no hard negatives)
-and runs/clip_sizes (`--size-swap-share 0.3`: size swaps among the hard negatives).
+runs/clip_sizes (`--size-swap-share 0.3`: size swaps among the hard negatives) and runs/clip_sizeconj
+(`--size-conjunctions --size-swap-share 0.3`: size-colour-shape presence and size-swapped listings as well).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def measure(clip, pairs, rng) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", default="assets/shapes/clip,runs/clip_nohn,runs/clip_sizes")
+    p.add_argument("--clips", default="assets/shapes/clip,runs/clip_nohn,runs/clip_sizes,runs/clip_sizeconj")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", default="benchmarks/results/binding.json")
     args = p.parse_args(argv)
