@@ -76,14 +76,14 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int, captioner) -> dict:
                 images.append(draw(s, rng, "alt"))
         out[name] = {}
         for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
-                             ("captioner", captioner.caption(images))):
+                             *((("captioner", captioner.caption(images)),) if captioner else ())):
             out[name][method] = float(np.mean([exact_pairs(parse_caption(c), s) for c, s in zip(caps, scenes)]))
     rng = random.Random(seed + 7)
     scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15)) for _ in range(n)]
     images = [draw(s, rng, "alt") for s in scenes]
     out["whole_scene"] = {}
     for method, caps in (("clip_gpt", [gpt.write([im]) for im in images]),
-                         ("captioner", captioner.caption(images))):
+                         *((("captioner", captioner.caption(images)),) if captioner else ())):
         judged = [whole(parse_caption(c), s) for c, s in zip(caps, scenes)]
         out["whole_scene"][method] = {k: float(np.mean([j[k] for j in judged])) for k in judged[0]}
         out["whole_scene"][method]["whole_by_objects"] = {
@@ -225,7 +225,8 @@ def main(argv=None):
     p.add_argument("--clip-gpt", default=None, help="a CLIP-GPT folder (default: the bundle's)")
     p.add_argument("--captioner", default="runs/captioner_v2",
                    help="the separate captioner compared in `captions` (the built-in bundle's until CLIP-GPT became its "
-                        "captioner: git archive 3b22937 assets/shapes/captioner | tar -x -C /tmp, then that folder)")
+                        "captioner: git archive 3b22937 assets/shapes/captioner | tar -x -C /tmp, then that folder; "
+                        "'none': leave it out, e.g. for a bundle with another CLIP, which that captioner cannot read)")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", default="captions,text_to_vector,text_to_vector_heldout,edits,differences,prior",
@@ -242,7 +243,8 @@ def main(argv=None):
     seed = EVAL_SEED + 900
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]) if __spec__ else "bench_clip_gpt",
               "n": args.n, "renderer": "independent (benchmarks/alt_render.py)"}
-    tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed, separate_captioner(bundle, args.captioner)),
+    baseline = lambda: None if args.captioner == "none" else separate_captioner(bundle, args.captioner)  # noqa: E731
+    tasks = {"captions": lambda: bench_captions(bundle, gpt, args.n, seed, baseline()),
              "text_to_vector": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 10),
              "text_to_vector_heldout": lambda: bench_text_vectors(bundle, gpt, 5 * args.n, seed + 11, "heldout"),
              "edits": lambda: bench_edits(bundle, gpt, args.n // 2, seed + 20),
