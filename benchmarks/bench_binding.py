@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +75,10 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", default="benchmarks/results/binding.json")
     args = p.parse_args(argv)
+    missing = [c for c in args.clips.split(",") if not (Path(c) / "open_clip_config.json").is_file()]
+    if missing:   # the benchmark-only CLIPs live in runs/: say how to make them rather than fail in load_clip
+        raise SystemExit(f"no CLIP at {', '.join(missing)}: train it with the command in this benchmark's --help, "
+                         "or pass --clips")
     report = {"command": " ".join(["python -m benchmarks.bench_binding", *sys.argv[1:]]), "n": args.n, "clips": {}}
     for path in args.clips.split(","):
         pairs, rng = scene_pairs(args.n, EVAL_SEED + 80)          # the same scenes and drawings for every CLIP
