@@ -1,6 +1,6 @@
 """Binding in a CLIP's vectors (seed 003: "a CLIP image vector can't bind"): colours and sizes, text side and image side.
 
-    python -m benchmarks.bench_binding [--clips assets/shapes/clip,runs/clip_nohn,runs/clip_sizes,runs/clip_sizeconj] [--n 300]
+    python -m benchmarks.bench_binding [--clips assets/shapes/clip,runs/clip_unsized,runs/clip_nohn,runs/clip_sizes] [--n 300]
 
 For each CLIP, on two-object scenes (two colours, two shapes, one large and one small object; seen pairs) drawn by
 the independent renderer (benchmarks/alt_render.py), and for two swaps — colours (the objects trade colours) and
@@ -10,10 +10,11 @@ sizes (they trade sizes):
   * image: with a second drawing of the same scene (objects elsewhere) and a drawing of the swapped scene, the share
     where the same scene is nearer (0.5: chance; the vector does not hold the binding);
   * zero-shot: the share of images whose caption scores above its swapped twin.
-Compare: the shipped CLIP (hard negatives swap colours and shapes, never sizes), runs/clip_nohn (`python -m
-clipgpt_train.clip --no-edited-partners --text-negatives 0 --binding-weight 0 --group-share 0`: no hard negatives)
-runs/clip_sizes (`--size-swap-share 0.3`: size swaps among the hard negatives) and runs/clip_sizeconj
-(`--size-conjunctions --size-swap-share 0.3`: size-colour-shape presence and size-swapped listings as well).
+Compare: the shipped CLIP (`python -m clipgpt_train.clip`: hard negatives swap colours, shapes and sizes, and
+size-colour-shape presence), runs/clip_unsized (`--no-size-conjunctions --size-swap-share 0`: the recipe before
+2026-12-07, whose hard negatives never swap sizes), runs/clip_nohn (that, with `--no-edited-partners --text-negatives 0
+--binding-weight 0 --group-share 0`: no hard negatives) and runs/clip_sizes (that, with `--size-swap-share 0.3`: size
+swaps among the hard negatives, no conjunctions).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def measure(clip, pairs, rng) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", default="assets/shapes/clip,runs/clip_nohn,runs/clip_sizes,runs/clip_sizeconj")
+    p.add_argument("--clips", default="assets/shapes/clip,runs/clip_unsized,runs/clip_nohn,runs/clip_sizes")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", default="benchmarks/results/binding.json")
     args = p.parse_args(argv)

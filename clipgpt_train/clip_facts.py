@@ -64,7 +64,7 @@ def count_prompt(shape: str, n: int) -> str:
 
 PRESENCE_SHAPES = [f"a {s}" for s in world.SHAPES]                                   # (6,)
 PRESENCE_COLOURS = [f"a {c} {s}" for c, s in PAIRS]                                  # (8 * 6,)
-# size-colour-shape conjunctions, train pairs only (the size_conjunctions variant)
+# size-colour-shape conjunctions, train pairs only (size_conjunctions)
 PRESENCE_SIZES = [f"a {z} {c} {s}" for z in world.SIZES for c, s in TRAIN_PAIRS]     # (2 * 42,)
 COUNTS = [count_prompt(s, n) for s in world.SHAPES for n in (1, 2, 3, 4)]           # (6 * 4,)
 # where an object is, read as Explain reads "in the top left": "a {shape} in the {position}" for every shape

@@ -66,7 +66,7 @@ class AuxHeads(nn.Module):
         self.colour_bias = nn.Parameter(torch.zeros(len(world.COLOURS)))
         self.pair_bias = nn.Parameter(torch.zeros(len(TRAIN_PAIRS)))
         self.position_bias = nn.Parameter(torch.zeros(len(world.POSITIONS)))
-        if sizes:   # only in the size_conjunctions variant, so the shipped recipe's heads are as they were
+        if sizes:   # only with size_conjunctions, so a run of the older recipe resumes with its heads as they were
             self.size_pair_bias = nn.Parameter(torch.zeros(len(PRESENCE_SIZES)))
             self.size_shape_bias = nn.Parameter(torch.zeros(len(world.SIZES) * len(world.SHAPES)))
 

@@ -185,6 +185,12 @@ def save_checkpoint(directory: str | Path, modules: dict, optimizer, step: int, 
     (directory / (CHECKPOINT_STATE + ".tmp")).replace(directory / CHECKPOINT_STATE)
 
 
+def checkpoint_seconds(directory: str | Path) -> float:
+    """The training time a checkpoint has counted over every session of its run so far (0.0 without one)."""
+    state = Path(directory) / CHECKPOINT_STATE
+    return float(json.loads(state.read_text()).get("seconds", 0.0)) if state.is_file() else 0.0
+
+
 def load_checkpoint(directory: str | Path, modules: dict, optimizer, rng: random.Random) -> dict | None:
     """Restore what save_checkpoint wrote into live objects; returns its JSON (step, extras), or None
     when the directory holds no checkpoint (a fresh run)."""

@@ -54,7 +54,7 @@ from clipgpt_core.models.planner import LAYOUT_CHANNELS, layout_map
 from clipgpt_core.models.layout_pipeline import LayoutDiffusionPipeline
 from .denoising import (draw_latents, encode_text, fit_with_ema, object_masks, optimizer_step, stage_schedule,
                         to_pixels, unet_loss)
-from .loop import Resume, fit, run_cli, write_train_record
+from .loop import Resume, checkpoint_seconds, fit, run_cli, write_train_record
 
 
 @dataclass
@@ -354,13 +354,20 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
         data = encode_scenes(vae, cfg, progress, layout_stage=True)
         unet = train_layout_unet(cfg, vae, tokenizer, text_encoder, unet, data, layout_log, progress)
     t_layout = time.time() - t_layout
+    if cfg.checkpoint:   # a resumed run: each stage's time over every session, not only this one's
+        if not cfg.from_pipeline:
+            t_vae = max(t_vae, checkpoint_seconds(f"{cfg.checkpoint}/vae"))
+            t_unet = max(t_unet, checkpoint_seconds(f"{cfg.checkpoint}/unet"))
+        t_layout = max(t_layout, checkpoint_seconds(f"{cfg.checkpoint}/layout"))
     pipe = assemble(vae, text_encoder, tokenizer, unet, cfg)
     save_pipeline(pipe, cfg.out, cfg.with_text_encoder)
 
     def tail(log, key):   # mean of the last 10 % of steps
         values = [r[key] for r in log[-max(1, len(log) // 10):]]
         return round(float(np.mean(values)), 5) if values else None
-    write_train_record(cfg.out, cfg, t0, clip=clip.model_name, scaling_factor=vae.config.scaling_factor,
+    spent = t_vae + t_encode + t_unet + t_layout
+    write_train_record(cfg.out, cfg, time.time() - spent, clip=clip.model_name,
+                       scaling_factor=vae.config.scaling_factor,
                        vae_final_mse=tail(vae_log, "mse"), vae_final_kl=tail(vae_log, "kl"),
                        unet_final_loss=tail(unet_log, "loss"), layout_final_loss=tail(layout_log, "loss"),
                        seconds={"vae": round(t_vae, 1), "encode": round(t_encode, 1), "unet": round(t_unet, 1),

@@ -43,6 +43,18 @@ def test_a_relation_and_a_count_read_outside_the_grammar():
     assert c.description.count == 3 and c.description.phrases[0] == world.Phrase("circle", "yellow")
 
 
+def test_an_object_whose_shape_is_not_said_gets_one_drawn_per_image():
+    """Explain's answers read "red" or "a large object in the top left"; the render check draws them."""
+    assert read_prompt("red").summary() == "read as: a red object"
+    plans = plan_prompts(["red", "a large object in the top left", "two blue things"], 12, seed=0)
+    red, corner, blue = plans[:12], plans[12:24], plans[24:]
+    assert all(len(p.scene.objects) == 1 and p.scene.objects[0].colour == "red" for p in red)
+    assert len({p.scene.objects[0].shape for p in red}) >= 3                  # the shape is drawn, not fixed
+    assert all((o.size, o.position) == ("large", "top left") for p in corner for o in p.scene.objects)
+    assert all(len(p.scene.objects) == 2 and {o.colour for o in p.scene.objects} == {"blue"} for p in blue)
+    assert read_prompt("a photo of a dog").description is None               # no attribute of the world: text only
+
+
 def test_a_reading_is_completed_with_every_unstated_background_and_size():
     from clipgpt_core.models.planner import completions
     options = completions("a red star left of a blue circle")

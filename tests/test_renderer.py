@@ -347,3 +347,14 @@ def test_the_built_in_renderer_draws_what_the_prompt_says():
               for im in renderer.render([f"a large {colour} {shape} on a {bg} background"], num_images=2, seed=1)]
     assert sum(bg == got[0] for bg, _, got in judged) >= 5, judged
     assert sum(colour == got[1] for _, colour, got in judged) >= 4, judged
+
+
+def test_a_resumed_run_records_the_time_of_every_session(bundle, tmp_path):
+    """train_config.json's minutes (what train_times.json reports) count the stages an earlier session trained."""
+    cfg = tiny_config(tmp_path / "out", checkpoint=str(tmp_path / "ck"), steps_layout=2)
+    train(cfg, clip=bundle.clip, progress=False)
+    state = tmp_path / "ck" / "vae" / "checkpoint.json"        # as if the VAE had taken ten minutes a session ago
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"seconds": 600.0}))
+    train(cfg, clip=bundle.clip, progress=False)                # every stage is done: it only reloads and saves
+    record = json.loads((tmp_path / "out" / "train_config.json").read_text())
+    assert record["seconds"]["vae"] == 600.0 and 10.0 <= record["minutes"] < 11.0

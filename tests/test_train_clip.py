@@ -185,10 +185,11 @@ def test_the_anchor_holds_the_image_embedding_near_the_first_stage(tmp_path):
     assert 0 <= moved[100.0] < moved[0.0]
 
 
-def test_the_size_conjunction_variant_trains_and_is_keyed_only_when_set(tmp_path):
+def test_size_conjunctions_are_the_recipe_and_the_older_recipe_still_trains(tmp_path):
     from clipgpt_train.loop import run_key
-    cfg = tiny_config(tmp_path, "sized", steps=3, pairs=8, warmup=1, save_every=1000, threads=2,
-                      size_conjunctions=True)
-    assert "size_conjunctions" not in run_key(T.TrainConfig()) and run_key(cfg)["size_conjunctions"] is True
+    key = run_key(T.TrainConfig())
+    assert key["size_conjunctions"] is True and key["size_swap_share"] == 0.3
+    cfg = tiny_config(tmp_path, "unsized", steps=3, pairs=8, warmup=1, save_every=1000, threads=2,
+                      size_conjunctions=False, size_swap_share=0.0)
     clip = T.train(cfg)
-    assert load_clip(tmp_path / "sized").fingerprint() == clip.fingerprint()
+    assert load_clip(tmp_path / "unsized").fingerprint() == clip.fingerprint()

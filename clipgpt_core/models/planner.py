@@ -36,7 +36,11 @@ NEGATIONS = {"not", "no", "without", "except"}
 _DETERMINERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 _GLUE = {"in", "at", "on", "the", "of", "and", ",", "with", "background", "corner"}
 _POSITION_WORDS = {w for p in world.POSITIONS for w in p.split()}
-VOCABULARY = (set(_DETERMINERS) | set(world.SIZES) | set(world.COLOURS) | set(world.SHAPES)
+# an object whose shape is not said ("a red object", or a bare "red", as Explain's answers read): the planner
+# draws its shape at random, as it draws every other attribute a prompt leaves unstated
+ANY_SHAPE = "object"
+_ANY_NOUNS = {"object", "objects", "shape", "shapes", "thing", "things", "something"}
+VOCABULARY = (set(_DETERMINERS) | set(world.SIZES) | set(world.COLOURS) | set(world.SHAPES) | _ANY_NOUNS
               | set(world.PLURALS.values()) | set(world.BACKGROUNDS) | _POSITION_WORDS | _GLUE
               | {w for r in world.RELATIONS for w in r.split()})
 
@@ -98,6 +102,13 @@ def read_prompt(text: str) -> Reading:
     d = parse_caption(" ".join(known))
     if d is None:
         d = _read_phrases(known)
+    said = [w for i, w in enumerate(known) if known[i + 1:i + 2] != ["background"]]   # an object's, not the ground's
+    if d is None and any(w in world.COLOURS or w in world.SIZES or w in _POSITION_WORDS for w in said):
+        adjectives = [w for w in said if w in world.COLOURS or w in world.SIZES]
+        rest = list(known)
+        for w in adjectives:
+            rest.remove(w)
+        d = _read_phrases(["a", *adjectives, ANY_SHAPE, *rest])        # "red", "large in the top left"
     return Reading(text, d, unknown, False, tuple(negated))
 
 
@@ -126,7 +137,7 @@ def _read_phrases(words: list[str]) -> world.Description | None:
             break
     phrases, counts, spans = [], [], []
     for i, w in enumerate(words):
-        shape = singular(w)
+        shape = ANY_SHAPE if w in _ANY_NOUNS else singular(w)
         if shape is None:
             continue
         j, colour, size, count = i - 1, None, None, None
@@ -143,7 +154,7 @@ def _read_phrases(words: list[str]) -> world.Description | None:
         rest = " ".join(words[i + 1:i + 5])
         position = next((p for p in sorted(world.POSITIONS, key=len, reverse=True)
                          if re.match(rf"(in|at|on) the {p}\b", rest)), None)
-        plural = w != shape
+        plural = w in {"objects", "shapes", "things"} if shape == ANY_SHAPE else w != shape
         phrases.append(world.Phrase(shape, colour, size, position))
         counts.append(count or (2 if plural else 1))
         spans.append((j, i))
@@ -155,7 +166,7 @@ def _read_phrases(words: list[str]) -> world.Description | None:
         relation = next((r for r in world.RELATIONS if re.search(rf"\b{r}\b", between)), None)
     if relation:
         return world.Description(tuple(phrases), relation=relation, background=background)
-    if len(phrases) == 1 and counts[0] > 1:
+    if len(phrases) == 1 and counts[0] > 1 and phrases[0].shape != ANY_SHAPE:   # "two objects" may differ
         return world.Description((phrases[0],), count=counts[0], background=background)
     expanded = [p for p, c in zip(phrases, counts) for _ in range(c)][:4]   # an image holds at most four
     return world.Description(tuple(expanded), background=background)
@@ -181,9 +192,12 @@ def scene_for(d: world.Description, rng: random.Random, tries: int = 400) -> wor
     position, background, angle), stated positions inside their cell, relations at least
     world.RELATION_MIN_PX apart. The layout planner of the renderer. None when no placement was found
     in `tries` attempts (e.g. four large objects stated in one cell)."""
-    phrases = list(d.phrases) * d.count if d.count else list(d.phrases)
-    stated = {p.colour for p in phrases if p.colour}
+    said = list(d.phrases) * d.count if d.count else list(d.phrases)
+    stated = {p.colour for p in said if p.colour}
     for _attempt in range(tries):
+        phrases = [replace(p, shape=rng.choice(list(world.SHAPES))) if p.shape == ANY_SHAPE else p for p in said]
+        if phrases != said:
+            d = replace(d, phrases=tuple(phrases), count=None)
         colours = [p.colour or rng.choice([c for c in world.COLOURS if c != d.background] or list(world.COLOURS))
                    for p in phrases]
         backgrounds = ([b for b in world.BACKGROUNDS if b not in colours]
