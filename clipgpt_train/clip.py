@@ -84,11 +84,11 @@ class TrainConfig:
     position_stage_trunk: bool = False    # also train the convolutions (False: attention pool and projection)
     position_stage_anchor: float = 10.0   # x (1 - cos) to the first stage's image embedding: keeps what it read
     from_clip: str = ""                   # a saved CLIP that is this recipe's first stage: run the second only
-    # sizes bound to colour and shape (docs/results.md "Binding through the vector"): multi-object pairs whose
-    # partner trades two objects' sizes (stated; the extra false captions then trade sizes too), and
-    size_swap_share: float = 0.3
-    size_conjunctions: bool = True   # size-colour-shape presence
-    # ("a large red star", and "a large star" averaged over colours) and a size-swapped listing in the binding loss
+    # sizes bound to colour and shape (docs/results.md "Binding through the vector"):
+    size_swap_share: float = 0.3   # multi-object pairs whose partner trades two objects' sizes (stated; the extra
+    # false captions then trade sizes too)
+    size_conjunctions: bool = True  # presence of "a large red star" (and "a large star", averaged over colours) and
+    # a size-swapped listing in the binding loss
     # benchmark-only variants (docs/results.md "Binding through the vector"); keyed only when set
     edited_partners: bool = field(default=True, metadata={"keyed_when_set": True})  # False: each scene's partner
     # is an independent scene (no hard negatives; pair with --text-negatives 0 --binding-weight 0 --group-share 0)
