@@ -230,14 +230,10 @@ def untrained(renderer: Renderer) -> Renderer:
 def load_renderer(directory, bundle, device):
     """A pipeline directory drawn with the bundle's CLIP text tower, captioner and caption->CLIP prior; refused when
     its lineage names another text tower (its UNet would read text it was not trained on: not a fair baseline)."""
-    import json
-    from pathlib import Path
-    from clipgpt_core.bundle import LINEAGE_FILE
-    record = Path(directory) / LINEAGE_FILE
-    trained = json.loads(record.read_text()).get("clip_text") if record.is_file() else None
-    if trained and trained != bundle.clip.fingerprint("text"):
-        raise SystemExit(f"{directory} was trained against another CLIP text tower ({trained}; this bundle's: "
-                         f"{bundle.clip.fingerprint('text')}): compare it on its own bundle (--bundle) instead")
+    from clipgpt_core.bundle import lineage_mismatch
+    why = lineage_mismatch(directory, "renderer", {"clip_text": bundle.clip.fingerprint("text")})
+    if why:
+        raise SystemExit(f"{directory}: {why}; compare it on its own bundle (--bundle) instead")
     return Renderer.load(directory, device, bundle.clip, bundle.captioner, bundle.embedding_prior)
 
 

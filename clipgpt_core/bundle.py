@@ -136,17 +136,25 @@ def stale_components(path: Path, components: dict, clip: ClipEncoder) -> dict[st
     file, from bundles written before lineage existed, are trusted)."""
     now = dependency_fingerprints(path, components, clip)
     stale = {}
-    for name, deps in DEPENDS_ON.items():
-        has_folder = name in components and "path" in components[name]      # a Hub renderer has none
-        record_file = path / components[name]["path"] / LINEAGE_FILE if has_folder else None
-        if record_file is None or not record_file.is_file():
-            continue
-        record = json.loads(record_file.read_text())
-        for dep in deps:
-            if dep in record and record[dep] != now.get(dep):
-                stale[name] = f"{name} was trained against {dep} {record[dep]}, the bundle's {dep} is {now.get(dep)}"
-                break
+    for name in DEPENDS_ON:
+        if name in components and "path" in components[name]:                 # a Hub renderer has none
+            why = lineage_mismatch(path / components[name]["path"], name, now)
+            if why:
+                stale[name] = why
     return stale
+
+
+def lineage_mismatch(directory: str | Path, name: str, now: dict[str, str]) -> str | None:
+    """Why component `name`, saved in `directory`, does not match the fingerprints `now` of what it depends on
+    (None when it does, or when it has no lineage file)."""
+    record_file = Path(directory) / LINEAGE_FILE
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    for dep in DEPENDS_ON.get(name, ()):
+        if dep in record and record[dep] != now.get(dep):
+            return f"{name} was trained against {dep} {record[dep]}, the bundle's {dep} is {now.get(dep)}"
+    return None
 
 
 def read_manifest(name_or_path: str | Path | None = None) -> tuple[Path, dict]:

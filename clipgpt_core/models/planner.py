@@ -102,13 +102,14 @@ def read_prompt(text: str) -> Reading:
     d = parse_caption(" ".join(known))
     if d is None:
         d = _read_phrases(known)
-    said = [w for i, w in enumerate(known) if known[i + 1:i + 2] != ["background"]]   # an object's, not the ground's
-    if d is None and any(w in world.COLOURS or w in world.SIZES or w in _POSITION_WORDS for w in said):
-        adjectives = [w for w in said if w in world.COLOURS or w in world.SIZES]
-        rest = list(known)
-        for w in adjectives:
-            rest.remove(w)
-        d = _read_phrases(["a", *adjectives, ANY_SHAPE, *rest])        # "red", "large in the top left"
+    if d is None:           # no shape named: attributes alone ("red", "large in the top left") are an object's
+        said = [w for i, w in enumerate(known) if known[i + 1:i + 2] != ["background"]]   # not the ground's colour
+        if any(w in world.COLOURS or w in world.SIZES or w in _POSITION_WORDS for w in said):
+            adjectives = [w for w in said if w in world.COLOURS or w in world.SIZES]
+            rest = list(known)
+            for w in adjectives:
+                rest.remove(w)
+            d = _read_phrases(["a", *adjectives, ANY_SHAPE, *rest])
     return Reading(text, d, unknown, False, tuple(negated))
 
 
