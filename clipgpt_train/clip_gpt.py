@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from clipgpt_core.models.clip_gpt import ClipGPT, build, grow, inputs
 from clipgpt_core.world import edits as E
 from clipgpt_core.world import scenes as world
-from clipgpt_core.world.corpus import mixed_scene, world_captions
+from clipgpt_core.world.corpus import mixed_scene, vocabulary, world_captions
 from .clip_losses import soft_ce
 from .loop import Resume, fit, run_cli, write_train_record
 
@@ -215,6 +215,7 @@ def train(cfg: ClipGPTTrainConfig) -> ClipGPT:
 
     ema = fit(step, opt, cfg, "train clip_gpt", resume=Resume(cfg.checkpoint, {"net": net}, rng))
     net.eval().requires_grad_(False)
+    net.restrict_writes(model.text.token_ids(vocabulary()))           # captions, edits: the world's words
     model = ClipGPT(net, clip, device)
     model.save(cfg.out)
     write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from clipgpt_core.models.caption_prior import CaptionPrior
-from clipgpt_core.world.corpus import world_captions
+from clipgpt_core.world.corpus import vocabulary, world_captions
 from .loop import Resume, fit, read_captions, run_cli, write_train_record
 
 
@@ -75,6 +75,9 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
     ema = fit(step, opt, cfg, "train prior", disable=not accelerator.is_main_process, resume=resume)
     accelerator.wait_for_everyone()
     prior = CaptionPrior(model.eval(), str(accelerator.device))
+    writes = prior.token_ids(corpus if corpus else vocabulary())          # what it was trained to write
+    if len(writes) < model.cfg.vocab_size // 2:
+        model.restrict_writes(writes)
     if accelerator.is_main_process:
         prior.save(cfg.out)
         write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)

@@ -9,7 +9,7 @@ from clipgpt_core.world.captions import is_valid_caption
 from clipgpt_core.models.clip import create_clip
 from clipgpt_core.models.caption_prior import CaptionPrior
 from clipgpt_train.prior import PriorTrainConfig, train
-from clipgpt_core.world.corpus import world_captions
+from clipgpt_core.world.corpus import vocabulary, world_captions
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,43 @@ def test_training_lowers_the_loss(tmp_path):
     after = prior.log_prob(held_out).mean()
     assert after > before + 5, (before, after)
     loaded = CaptionPrior.load(tmp_path / "prior")
+    assert loaded.cfg.writes == prior.token_ids(vocabulary())        # it writes the world's words, and says so
     assert np.allclose(loaded.log_prob(held_out[:4]), prior.log_prob(held_out[:4]), atol=0.05)  # float16 weights
+
+
+def test_a_prior_writes_only_its_words_and_scores_them_over_them(fresh, bundle):
+    """restrict_writes: sampling and beam search write only the tokens the prior was trained on; a text of those
+    tokens is scored over them (the full head's log-probs renormalised there), another text over the whole head;
+    training reads the whole head. The shipped prior and CLIP-GPT write exactly the world's vocabulary."""
+    from clipgpt_core.models.captioner import beam_search
+    _, prior = fresh
+    words = ["a", "red", "blue", "circle", "star", "and"]
+    ids = torch.tensor(prior.token_ids(words))
+    texts = ["a red circle and a blue star", "a blue circle"]
+    tokens = prior.token_batch(texts)
+    gpt = prior.gpt
+    with torch.no_grad():
+        full = gpt(tokens).float()[:, :-1]
+        gpt.restrict_writes(ids.tolist())
+        renorm = full[..., ids].log_softmax(-1)
+        at = torch.searchsorted(ids, tokens[:, 1:].clamp(min=ids[0]))
+        want = renorm.gather(-1, at[..., None])[..., 0] * (tokens[:, 1:] != 0)
+        assert torch.allclose(gpt.target_log_probs(tokens), want, atol=1e-5)
+        other = prior.token_batch(["a dog"])                           # "dog" is not written: the whole head
+        plain = gpt(other).float().log_softmax(-1)[:, :-1].gather(-1, other[:, 1:, None])[..., 0]
+        assert torch.allclose(gpt.target_log_probs(other), plain, atol=1e-5)
+        gpt.train()
+        assert torch.isclose(gpt(tokens, loss=True), -(full.log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+                             * (tokens[:, 1:] != 0)).sum() / (tokens[:, 1:] != 0).sum(), atol=1e-5)
+        gpt.eval()
+        sampled = {t for s in prior.sample(50, temperature=1.5, seed=1) for t in prior.encode(s)}
+        assert sampled and sampled <= set(ids.tolist())
+        beams = beam_search(prior, torch.zeros(1, 0, prior.cfg.width), num_beams=4)[0]
+        assert all(set(b) <= set(ids.tolist()) for b, _ in beams)
+    gpt.restrict_writes([])
+    assert gpt.writes is None and gpt.cfg.writes == []
+    world_ids = bundle.prior.token_ids(vocabulary())
+    assert bundle.prior.cfg.writes == world_ids and bundle.clip_gpt.net.cfg.writes == world_ids
 
 
 def test_shipped_prior_speaks_the_world_language(bundle):

@@ -136,3 +136,21 @@ def test_world_scenes_make_single_objects_large_at_the_asked_share():
     assert len(images) == 60 and all(o.size == "large" for s in scenes for o in s.objects)
     _, scenes = world_scenes(random.Random(0), 60, object_mix=(1, 0, 0, 0))      # the world's own sizes
     assert 10 < sum(s.objects[0].size == "large" for s in scenes) < 50
+
+
+def test_the_vocabulary_holds_every_word_the_world_writes():
+    """corpus.vocabulary(): captions in every form (lists, relations, counts, positions, backgrounds, sizes first or
+    second), edits in every accepted wording, the difference question -- their tokens are the vocabulary's."""
+    from clipgpt_core.models.caption_prior import CaptionPrior
+    from clipgpt_core.models.clip import create_clip
+    from clipgpt_core.world import edits as E
+    from clipgpt_core.world.corpus import vocabulary, world_captions
+    prior = CaptionPrior.from_clip(create_clip("shapes-clip"))
+    rng = random.Random(5)
+    texts = world_captions(rng, 3000) + [E.DIFF_QUESTION]
+    texts += [world.caption_text(world.Description((world.Phrase("star", "red"),), count=k)) for k in (2, 3, 4)]
+    while len(texts) < 4000:
+        made = E.random_edit(world.sample_scene(rng), rng)
+        if made is not None:
+            texts.append(E.edit_text(made[0], rng))
+    assert set(prior.token_ids(texts)) == set(prior.token_ids(vocabulary()))

@@ -12,7 +12,7 @@ samples at once and stops each sample at end-of-text.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ class PriorConfig:
     sot_token: int = 49406
     eot_token: int = 49407
     tokenizer: str = "shapes-clip"   # an open_clip model name whose tokenizer to use
+    # the token ids it writes: its training texts' (restrict_writes); empty = all V. Decoding and scoring then read
+    # only those rows of the head: the 49408-way head was most of a caption's CPU (docs/results.md)
+    writes: list = field(default_factory=list)
 
 
 class KVCache:
@@ -71,6 +74,15 @@ class CaptionGPT(nn.Module):
             cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, act_layer=act)
         self.ln_final = nn.LayerNorm(cfg.width)
         self.lm_head = None if cfg.tie_head else nn.Linear(cfg.width, cfg.vocab_size, bias=cfg.head_bias)
+        self.register_buffer("writes", None, persistent=False)
+        self.restrict_writes(cfg.writes)
+
+    def restrict_writes(self, ids) -> None:
+        """Write only these token ids from now on (end-of-text is always one); empty: every token."""
+        ids = sorted(set(int(i) for i in ids) | {self.cfg.eot_token}) if len(ids) else []
+        self.cfg.writes = ids
+        device = self.positional_embedding.device
+        self.writes = torch.tensor(ids, dtype=torch.long, device=device) if ids else None
 
     @classmethod
     def from_clip(cls, clip_model: nn.Module, tokenizer_name: str, tie_head: bool = True) -> "CaptionGPT":
@@ -123,8 +135,22 @@ class CaptionGPT(nn.Module):
             cache.length = start + t
         return self.ln_final(x)
 
-    def logits(self, states: torch.Tensor) -> torch.Tensor:     # (..., W) -> (..., V)
-        return states @ self.token_embedding.weight.T if self.lm_head is None else self.lm_head(states)
+    def logits(self, states: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., W) -> (..., V), or (..., len(ids)): the head's columns `ids` only."""
+        if self.lm_head is None:
+            return states @ (self.token_embedding.weight if ids is None else self.token_embedding.weight[ids]).T
+        if ids is None:
+            return self.lm_head(states)
+        bias = None if self.lm_head.bias is None else self.lm_head.bias[ids]
+        return F.linear(states, self.lm_head.weight[ids], bias)
+
+    def write_logits(self, states: torch.Tensor) -> torch.Tensor:                  # (..., W) -> (..., V)
+        """The logits decoding reads: -inf at every token it does not write (cfg.writes)."""
+        if self.writes is None:
+            return self.logits(states)
+        out = states.new_full((*states.shape[:-1], self.cfg.vocab_size), float("-inf"))
+        out[..., self.writes] = self.logits(states, self.writes)
+        return out
 
     def forward(self, tokens: torch.Tensor, prefix_embeds: torch.Tensor | None = None,
                 loss: bool = False) -> torch.Tensor:
@@ -142,7 +168,9 @@ class CaptionGPT(nn.Module):
         padding of shorter rows), and once per distinct context: rows in the same group (the same prefix
         embeddings; without them, all rows) that begin with the same tokens share the next-token distribution
         there (a caption's one-word edits share everything before the edit). `chunk` contexts at a time: torch's
-        fused log_softmax on a small chunk was ~4x faster here than logsumexp, which makes full-size temporaries."""
+        fused log_softmax on a small chunk was ~4x faster here than logsumexp, which makes full-size temporaries.
+        In eval mode, over the tokens it writes when every target is one of them (a text with another token, a
+        user's, is scored over all V); training reads the whole head."""
         states = self.hidden(self._inputs(tokens, prefix_embeds))[:, -tokens.shape[1]:-1]   # (B, T-1, W)
         targets = tokens[:, 1:]
         keep = targets != 0
@@ -157,9 +185,11 @@ class CaptionGPT(nn.Module):
         unique = states[list(rows), list(cols)]                                              # (U, W)
         picked = targets[keep]                                                              # (M,)
         where = torch.tensor(where, dtype=torch.long, device=tokens.device)
+        head = self.logits if self.training or self.writes is None or not torch.isin(picked, self.writes).all() \
+            else self.write_logits
         at, values = [torch.zeros(0, dtype=torch.long, device=tokens.device)], [torch.zeros(0, device=tokens.device)]
         for i in range(0, len(unique), chunk):
-            z = self.logits(unique[i:i + chunk]).float().log_softmax(-1)                     # (u, V)
+            z = head(unique[i:i + chunk]).float().log_softmax(-1)                            # (u, V)
             mine = (where >= i) & (where < i + chunk)
             at.append(mine.nonzero().squeeze(1))
             values.append(z[where[mine] - i, picked[mine]])
@@ -214,7 +244,7 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
              top_p: float = 1.0, generator: Generators = None, use_cache: bool = True) -> list[list[int]]:
     """Sample continuations of start (B, T0) [after prefix embeddings (B, L, W)] until end-of-text. T0 may be 0
     after a prefix (a decoder with no start token, e.g. ClipCap's GPT-2). gpt: a CaptionGPT, or any decoder with
-    its cfg (context_length, eot_token), embed, hidden(x, cache), logits and new_cache (gpt2_decoder.Gpt2LM).
+    its cfg (context_length, eot_token), embed, hidden(x, cache), write_logits and new_cache (gpt2_decoder.Gpt2LM).
     generator: one for all rows, or [(k, generator), ...] for runs of k rows in order (callers batched together:
     each run draws what it would alone, one uniform per row per step).
 
@@ -235,7 +265,7 @@ def generate(gpt: CaptionGPT, start: torch.Tensor, prefix_embeds: torch.Tensor |
     out: list[list[int]] = [[] for _ in range(b)]
     live = torch.arange(b, device=start.device)                                  # rows still decoding
     for _ in range(max_new):
-        logits = gpt.logits(gpt.hidden(x, cache)[:, -1]).float()                 # (A, V), A = len(live)
+        logits = gpt.write_logits(gpt.hidden(x, cache)[:, -1]).float()           # (A, V), A = len(live)
         if temperature <= 0:
             nxt = logits.argmax(-1)
         else:
@@ -287,6 +317,10 @@ class CaptionPrior:
     def decode(self, ids: list[int]) -> str:
         # CLIP's BPE decodes punctuation as separate words ("star , a"); join it back
         return re.sub(r" ([,.!?;:])", r"\1", self.tokenizer.decode(ids)).strip()
+
+    def token_ids(self, texts) -> list[int]:
+        """The token ids `texts` use, end-of-text included: what a prior trained on them writes (restrict_writes)."""
+        return sorted({t for text in texts for t in self.encode(text)} | {self.cfg.eot_token})
 
     def token_batch(self, texts: list[str], reserve: int = 0) -> torch.Tensor:
         """[SOT] ids [EOT] 0... -> (N, T) trimmed to the longest; texts longer than the context

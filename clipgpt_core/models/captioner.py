@@ -132,7 +132,7 @@ def beam_search(prior: CaptionPrior, prefix_embeds: torch.Tensor, num_beams: int
     lengths = torch.zeros(b * k, device=x.device)
     done = torch.zeros(b * k, dtype=torch.bool, device=x.device)
     for _ in range(cfg.context_length - x.shape[1]):
-        logp = gpt.logits(gpt.hidden(x, cache)[:, -1]).float().log_softmax(-1)           # (B*K, V)
+        logp = gpt.write_logits(gpt.hidden(x, cache)[:, -1]).float().log_softmax(-1)     # (B*K, V)
         # a finished beam only extends with padding, at no cost
         logp[done] = float("-inf")
         logp[done, 0] = 0.0

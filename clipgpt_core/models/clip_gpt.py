@@ -72,10 +72,14 @@ class ClipGPTNet(CaptionGPT):
         delta = torch.cat([self.token_delta.new_zeros(1, self.cfg.width), self.token_delta])
         return self.token_embedding(tokens) + F.embedding(self.delta_index[tokens], delta)
 
-    def logits(self, states: torch.Tensor) -> torch.Tensor:                           # (..., W) -> (..., V)
-        out = super().logits(states)
+    def logits(self, states: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:   # -> (..., V | K)
+        out = super().logits(states, ids)
         if len(self.extra_ids):
-            out[..., self.extra_ids] += states @ self.token_delta.T
+            if ids is None:
+                out[..., self.extra_ids] += states @ self.token_delta.T
+            else:                                   # the columns of `ids` that are extra tokens
+                k = self.delta_index[ids]
+                out[..., k > 0] += states @ self.token_delta[k[k > 0] - 1].T
         return out
 
     def vectors(self, states: torch.Tensor) -> torch.Tensor:                          # (N, W) -> (N, D) unit
@@ -254,7 +258,8 @@ class ClipGPT:
         state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
                  for k, v in self.net.state_dict().items() if k != SHARED}
         save_file(state, directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.net.net_cfg), indent=2))
+        cfg = asdict(self.net.net_cfg) | {"prior": asdict(self.net.cfg)}       # the GPT's as it is (its writes)
+        (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
 
     @classmethod
     def load(cls, directory: str | Path, clip, prior: CaptionPrior, device: str = "cpu") -> "ClipGPT":

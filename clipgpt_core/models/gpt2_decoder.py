@@ -6,6 +6,7 @@ one (a CaptionPrior copy) and `Gpt2Decoder` both provide it:
     decoder.gpt.embed(tokens (B, T)) -> (B, T, W)          token embeddings
     decoder.gpt.hidden(x (B, T, W), cache | None) -> (B, T, W)  final-norm states; with a cache, after what it holds
     decoder.gpt.logits(states (..., W)) -> (..., V)
+    decoder.gpt.write_logits(states (..., W)) -> (..., V)   what decoding reads: -inf at tokens it never writes
     decoder.gpt.new_cache(batch, device, dtype)           a cache with .length and .reorder(index) (beams, and rows
                                                           that finished leaving the batch)
     decoder.cfg.context_length, .eot_token, .sot_token    sot_token None: decoding starts right after the prefix
@@ -78,6 +79,8 @@ class Gpt2LM(nn.Module):
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(states)
+
+    write_logits = logits         # GPT-2 writes any of its tokens
 
 
 class Gpt2Decoder:

@@ -40,6 +40,21 @@ _ALIASES = {"grey": "gray", "centre": "center"}  # spelling variants, same conce
 WORD_GROUPS = [list(world.COLOURS), list(world.SHAPES), list(world.PLURALS.values()), list(world.SIZES)]
 
 
+def form_words(form: str) -> set[str]:
+    """The words and punctuation of a phrasing, its {slots} left out."""
+    return {w for w in re.findall(r"\{\w*\}|\w+|[^\w\s]", form) if not w.startswith("{")}
+
+
+def caption_words() -> set[str]:
+    """Every word caption_text can write: attributes, counts, relations, positions, backgrounds, their forms,
+    articles and the list's joints."""
+    words = set(world.COLOURS) | set(world.SHAPES) | set(world.PLURALS.values()) | set(world.SIZES)
+    words |= set(world.BACKGROUNDS) | set(world.COUNT_WORDS.values()) | {"a", "an", "and", ","}
+    for form in [*world.POSITIONS, *world.RELATIONS, *world.POSITION_FORMS, *world.BACKGROUND_FORMS]:
+        words |= form_words(form)
+    return words
+
+
 def alternatives(words) -> str:
     # longest first, so "top left" is tried before "top"
     return "|".join(sorted(map(re.escape, words), key=len, reverse=True))

@@ -50,3 +50,11 @@ def world_scenes(rng: random.Random, n: int, split: str = "train", object_mix=OB
         scenes.append(mixed_scene(rng, object_mix, split, large_share))
         images.append(world.render(scenes[-1], rng, world.RenderStyle.random(rng)))
     return images, scenes
+
+
+def vocabulary() -> list[str]:
+    """Every word the world writes: its captions' (captions.py) and its edits' and question's (edits.py). A model
+    trained on the world's texts writes only these (its cfg.writes: caption_prior.py)."""
+    from .captions import caption_words
+    from .edits import edit_words
+    return sorted(caption_words() | edit_words())

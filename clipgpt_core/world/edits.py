@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 
 from . import scenes as world
-from .captions import alternatives, normalise
+from .captions import alternatives, form_words, normalise
 
 KINDS = ("recolour", "replace", "remove", "add", "background")
 DIFF_QUESTION = "what changed?"      # the question CLIP-GPT answers with an edit after two images
@@ -45,6 +45,14 @@ _FORMS = {
             "add {a} {size} {colour} {shape} at the {position}"],
     "background": ["change the background to {background}", "make the background {background}"],
 }
+
+
+def edit_words() -> set[str]:
+    """Every word an edit in any accepted wording, or the difference question, can write beside the objects'."""
+    words = form_words(DIFF_QUESTION) | {"a", "an"}
+    for form in (f for forms in _FORMS.values() for f in forms):
+        words |= form_words(form)
+    return words
 
 
 def edit_text(e: Edit, rng: random.Random | None = None) -> str:

@@ -285,8 +285,8 @@ def describe(scene: Scene, rng: random.Random, must_state: set[str] = frozenset(
 
 
 # ----------------------------------------------------------------------------- text
-_POSITION_FORMS = ["in the {}", "in the {}", "at the {}"]
-_BACKGROUND_FORMS = ["on a {} background", "on a {} background", "with a {} background"]
+POSITION_FORMS = ["in the {}", "in the {}", "at the {}"]
+BACKGROUND_FORMS = ["on a {} background", "on a {} background", "with a {} background"]
 
 
 def article(word: str) -> str:
@@ -305,7 +305,7 @@ def phrase_text(p: Phrase, rng: random.Random | None = None, plural_count: int |
         det = "one" if rng and rng.random() < 0.03 else article(head)
         text = f"{det} {head}"
     if p.position:
-        form = rng.choice(_POSITION_FORMS) if rng else _POSITION_FORMS[0]
+        form = rng.choice(POSITION_FORMS) if rng else POSITION_FORMS[0]
         text += " " + form.format(p.position)
     return text
 
@@ -320,7 +320,7 @@ def caption_text(d: Description, rng: random.Random | None = None) -> str:
         parts = [phrase_text(p, rng) for p in d.phrases]
         text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     if d.background:
-        form = rng.choice(_BACKGROUND_FORMS) if rng else _BACKGROUND_FORMS[0]
+        form = rng.choice(BACKGROUND_FORMS) if rng else BACKGROUND_FORMS[0]
         text += " " + form.format(d.background)
     return text
 
