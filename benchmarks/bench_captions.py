@@ -165,13 +165,21 @@ def seed_style_generate(gpt: CaptionGPT, start: torch.Tensor, new_tokens: int) -
 
 def bench_speed(prior: CaptionPrior, captioner, batch: int = 16, new_tokens: int = 24) -> dict:
     """Random-init models of the prior's exact size, so no sample stops early and every method
-    generates batch x new_tokens tokens."""
+    generates batch x new_tokens tokens. The loops are compared reading the whole head (as the seed's and Hugging
+    Face's do); then the KV cache reading only the rows of the tokens the prior writes (cfg.writes, end-of-text left
+    out so that no row stops early)."""
+    from dataclasses import replace
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
-    cfg = prior.cfg
+    cfg = replace(prior.cfg, writes=[])
     gpt = CaptionGPT(cfg).eval()
     start = torch.full((batch, 1), cfg.sot_token)
     ours = timed(lambda: generate(gpt, start, max_new_tokens=new_tokens, temperature=1.0, use_cache=True))
+    writes = [t for t in prior.cfg.writes if t != cfg.eot_token]
+    if writes:
+        gpt.writes = torch.tensor(writes)
+        ours_writes = timed(lambda: generate(gpt, start, max_new_tokens=new_tokens, temperature=1.0, use_cache=True))
+        gpt.restrict_writes([])
     nocache = timed(lambda: generate(gpt, start, max_new_tokens=new_tokens, temperature=1.0, use_cache=False))
     seed_t = timed(lambda: seed_style_generate(gpt, start, new_tokens), repeats=1)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.width,
@@ -187,6 +195,8 @@ def bench_speed(prior: CaptionPrior, captioner, batch: int = 16, new_tokens: int
                              "no_cache_last_position_only": tokens / nocache, "hf_gpt2_generate": tokens / hf_t},
             "kv_cache_vs_seed_style": seed_t / ours, "kv_cache_vs_no_cache_last_position": nocache / ours,
             "kv_cache_vs_hf_generate": hf_t / ours,
+            **({"written_tokens": len(writes), "kv_cache_written_tokens_only": tokens / ours_writes,
+                "written_only_vs_whole_head": ours / ours_writes} if writes else {}),
             "captions_per_s_default": len(images) / cap_t}
 
 
