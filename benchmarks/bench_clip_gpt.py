@@ -94,11 +94,16 @@ def bench_captions(bundle, gpt: ClipGPT, n: int, seed: int, captioner) -> dict:
 
 def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int, split: str = "train") -> dict:
     """R@1 of each scene's whole caption among all n scenes (every scene is a query and in the gallery); split
-    "heldout": every object a held-out colour-shape pair."""
+    "heldout": every object a held-out colour-shape pair. Beside it, how often the caption is true of the nearest
+    image's scene: a whole caption can be true of two scenes of the gallery (one object, the same cell), and then R@1
+    counts a coin toss against every method alike."""
     rng = random.Random(seed)
     scenes = [mixed_scene(rng, (0.3, 0.35, 0.2, 0.15), split) for _ in range(n)]
     images = [draw(s, rng, "alt") for s in scenes]
-    texts = [world.caption_text(world.describe(s, rng, EVERYTHING), rng) for s in scenes]
+    descs, texts = [], []
+    for s in scenes:
+        descs.append(world.describe(s, rng, EVERYTHING))
+        texts.append(world.caption_text(descs[-1], rng))
     gallery = bundle.clip.encode_images(images)
     queries = {"clip_gpt": gpt.embed_batch([[t] for t in texts]), "clip_text": bundle.clip.encode_texts(texts)}
     if bundle.embedding_prior is not None:
@@ -106,7 +111,12 @@ def bench_text_vectors(bundle, gpt: ClipGPT, n: int, seed: int, split: str = "tr
     def spread(x):        # mean cosine between different vectors: higher = nearer one mean vector
         c = x @ x.T
         return float((c.sum() - np.trace(c)) / (len(x) * (len(x) - 1)))
-    return {"gallery": n, **{k: float(np.mean(np.argmax(q @ gallery.T, 1) == np.arange(n))) for k, q in queries.items()},
+    nearest = {k: np.argmax(q @ gallery.T, 1) for k, q in queries.items()}
+    return {"gallery": n, **{k: float(np.mean(j == np.arange(n))) for k, j in nearest.items()},
+            "caption_true_of_nearest": {k: float(np.mean([world.is_true(d, scenes[i]) for d, i in zip(descs, j)]))
+                                        for k, j in nearest.items()},
+            "captions_true_of_another_scene": float(np.mean([any(world.is_true(d, o) for o in scenes if o is not s)
+                                                             for d, s in zip(descs, scenes)])),
             "cosine_to_own_image": {k: float((q * gallery).sum(1).mean()) for k, q in queries.items()},
             "mean_pairwise_cosine": {"images": spread(gallery)} | {k: spread(q) for k, q in queries.items()}}
 
