@@ -70,6 +70,18 @@ def test_captions_state_the_whole_scene_and_captions_find_their_scene(bundle):
     assert (found == np.arange(len(scenes))).mean() >= 0.8
 
 
+def test_what_changed_is_never_an_edit_that_changes_nothing(bundle):
+    """checked_edit rules out the background a's caption states (and objects made into themselves); when that rules
+    out every candidate, it searches from their neighbours rather than answer the no-op."""
+    cases, rng = edit_cases(1, 31)
+    scene, _, after = cases[0]
+    a, b = bundle.clip.encode_images([draw(scene, rng), draw(after, rng)])
+    stated = parse_caption(bundle.clip_gpt.write([draw(scene, rng)])).background
+    no_op = f"change the background to {stated}"
+    said = bundle.clip_gpt.checked_edit(a, b, [no_op, "make the background " + stated])
+    assert said != no_op and E.parse_edit(said) is not None and not E.is_no_op(E.parse_edit(said), stated)
+
+
 def test_it_stays_a_caption_prior_with_a_kv_cache(bundle):
     gpt = bundle.clip_gpt
     samples = gpt.sample(64, temperature=1.0, seed=3)

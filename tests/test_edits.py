@@ -81,3 +81,18 @@ def test_world_doc_lists_every_form():
     doc = normalise((Path(__file__).parents[1] / "docs" / "world.md").read_text())
     for forms in E._FORMS.values():
         assert normalise(forms[0].split("{")[0]) in doc
+
+
+def test_an_edit_that_changes_nothing_is_a_no_op():
+    red_star = ("red", "star")
+    assert E.is_no_op(E.Edit("recolour", red_star, colour="red"))
+    assert not E.is_no_op(E.Edit("recolour", red_star, colour="blue"))
+    assert E.is_no_op(E.Edit("replace", red_star, colour="red", shape="star"))
+    assert not E.is_no_op(E.Edit("replace", red_star, colour="red", shape="circle"))
+    assert E.is_no_op(E.Edit("background", background="gray"), background="gray")
+    assert not E.is_no_op(E.Edit("background", background="gray"), background="black")
+    assert not E.is_no_op(E.Edit("background", background="gray"))          # the scene's background unknown
+    scene = world.sample_scene(random.Random(3), n_objects=2)
+    for _ in range(50):                                                      # the world never makes one
+        made = E.random_edit(scene, random.Random(_))
+        assert made is None or not E.is_no_op(made[0], scene.background)

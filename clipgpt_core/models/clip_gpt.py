@@ -225,18 +225,23 @@ class ClipGPT:
         that are edits of the world's language, then the edits one field away from the best so far (world.edits.
         neighbours: the object named, the new colour, shape, size or cell, the background) while they come nearer,
         up to `rounds` times. An edit may only name an object the first image holds, as its caption says (when the
-        caption names every object's colour). Without an edit among the candidates, the likeliest is kept."""
+        caption names every object's colour), and must change something: not the background to the one it has, nor
+        an object into itself. When every candidate is ruled out so, the search starts from their neighbours; without an
+        edit among the candidates, the likeliest is kept."""
         from ..world.captions import parse_caption
-        from ..world.edits import edit_text, neighbours, parse_edit
+        from ..world.edits import edit_text, is_no_op, neighbours, parse_edit
         target = np.asarray(after, np.float32)
         d = parse_caption(self.captioner.caption_embeddings(np.asarray(before, np.float32)[None])[0])
         held = {(p.colour, p.shape) for p in d.phrases} if d is not None and all(p.colour for p in d.phrases) else None
+        background = d.background if d is not None else None
 
         def scored(edits):
-            edits = [e for e in edits if held is None or e.target is None or e.target in held]
+            edits = [e for e in edits if (held is None or e.target is None or e.target in held)
+                     and not is_no_op(e, background)]
             texts = [edit_text(e) for e in dict.fromkeys(edits)]
             return dict(zip(texts, (self.embed_batch([[before, t] for t in texts]) @ target).tolist())) if texts else {}
-        scores = scored(e for e in map(parse_edit, candidates) if e is not None)
+        parsed = [e for e in map(parse_edit, candidates) if e is not None]
+        scores = scored(parsed) or scored(n for e in parsed for n in neighbours(e))   # all ruled out: their neighbours
         if not scores:
             return candidates[0]
         for _ in range(rounds):

@@ -77,6 +77,16 @@ _PATTERNS = [
 ]
 
 
+def is_no_op(e: Edit, background: str | None = None) -> bool:
+    """An edit that changes nothing: an object made its own colour or replaced by its like, or the background
+    changed to `background`, the one the scene has (None: unknown)."""
+    if e.kind == "recolour":
+        return e.target is not None and e.colour == e.target[0]
+    if e.kind == "replace":
+        return e.target == (e.colour, e.shape)
+    return e.kind == "background" and background is not None and e.background == background
+
+
 def parse_edit(text: str) -> Edit | None:
     """The Edit a text states in one of the accepted wordings (after the caption language's normalising), or None."""
     if not isinstance(text, str):
