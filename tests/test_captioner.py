@@ -114,6 +114,22 @@ def test_one_word_edits_stay_grammatical():
     assert not any("a orange" in e or "an red" in e for e in edits)
     assert len(edits) == 7 + 5 + 5 + 1
     assert Captioner(None, None, None).one_word_edits("a red star") == []
+    # a background takes no colour's edit: "an orange background" is not the world's
+    on_white = cap.one_word_edits("a red star on a white background")
+    assert "a red star on a black background" not in on_white and not any("orange background" in e for e in on_white)
+    assert "a black star on a white background" in on_white
+
+
+def test_a_listing_loses_one_object_each_way():
+    """world.captions.dropped_phrases, CLIP-GPT's structural edits: the object a blurred vector reads twice."""
+    from clipgpt_core.world.captions import dropped_phrases
+    assert dropped_phrases("a red star, a blue circle and a red star on a gray background") == [
+        "a blue circle and a red star on a gray background", "a red star and a red star on a gray background",
+        "a red star and a blue circle on a gray background"]
+    assert dropped_phrases("a red star in the top left and a small blue circle") == [
+        "a small blue circle", "a red star in the top left"]
+    for one_object in ("a red star", "two red stars", "a red star left of a blue circle", "not a caption"):
+        assert dropped_phrases(one_object) == []
 
 
 def test_edits_let_ranking_reach_a_pair_the_decoder_never_wrote(bundle):

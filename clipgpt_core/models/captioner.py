@@ -186,6 +186,9 @@ class Captioner:
         # with edits: also the texts that swap two words of a group (two objects' colours, or sizes): the binding
         # a decoder gets wrong when a pair it never saw is read as two it did ("orange star, red square")
         self.swap_edits = False
+        # with edits: also these texts of each candidate (text -> texts; CLIP-GPT's: the listing with one object left
+        # out, world.captions.dropped_phrases), for the object a blurred vector reads twice
+        self.structural_edits = None
         # ranking score = CLIP similarity + prior_weight * mean log p per token. 0 ranks by CLIP
         # alone, which favours short captions that leave out size and position; 0.05 keeps the
         # CLIP choice of colour and shape (benchmarks/bench_captions.py has the figures)
@@ -324,7 +327,8 @@ class Captioner:
         """Every text that replaces one word of `text` by another of its group."""
         words = re.findall(r"\w+|\W+", text)
         edited = ("".join(words[:i]) + alt + "".join(words[i + 1:])
-                  for i, w in enumerate(words) for alt in self.edits.get(w, []))
+                  for i, w in enumerate(words) if words[i + 2:i + 3] != ["background"]    # no "orange background"
+                  for alt in self.edits.get(w, []))
         return [_fix_articles(e) for e in edited]
 
     def swapped(self, text: str) -> list[str]:
@@ -342,13 +346,14 @@ class Captioner:
         return out
 
     def _edit_texts(self, cands: list[tuple[str, float]]) -> list[str]:
-        """The one-word edits (and with swap_edits the swaps) of the `edit_beams` likeliest candidates that are not
+        """The one-word edits (with swap_edits the swaps, and the structural_edits) of the `edit_beams` likeliest candidates that are not
         candidates already."""
         if not self.edits:
             return []
         have = {t for t, _ in cands}
         likeliest = sorted(cands, key=lambda c: -c[1])[:self.edit_beams]
-        edits = (e for t, _ in likeliest for e in self.one_word_edits(t) + (self.swapped(t) if self.swap_edits else []))
+        edits = (e for t, _ in likeliest for e in self.one_word_edits(t) + (self.swapped(t) if self.swap_edits else [])
+                 + (self.structural_edits(t) if self.structural_edits else []))
         return list(dict.fromkeys(e for e in edits if e not in have))
 
     def _rank_top(self, prefix: torch.Tensor, image_embed: np.ndarray, cands: list[tuple[str, float]],

@@ -149,9 +149,10 @@ class ClipGPT:
         self.text = CaptionPrior(self.net, device)      # tokenizer, decoding, the decoder protocol
         self.cfg = self.net.cfg
         # image -> caption is the captioner's job, with its CLIP re-ranking and one-word edits
-        from ..world.captions import WORD_GROUPS
+        from ..world.captions import WORD_GROUPS, dropped_phrases
         self.captioner = Captioner(clip, self.text, self.net.mapper, decoder=self.text, edit_groups=WORD_GROUPS)
         self.captioner.swap_edits = True
+        self.captioner.structural_edits = dropped_phrases
 
     @property
     def device(self) -> torch.device:

@@ -28,6 +28,7 @@ Side conditions (any violation -> None):
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from . import scenes as world   # the spec: world.COLOURS, world.render, ...
 
@@ -130,6 +131,14 @@ def parse_caption(text: str) -> world.Description | None:
     if any(det in COUNT_WORDS for det, _ in parsed):
         return None
     return world.Description(tuple(p for _, p in parsed), background=background)
+
+
+def dropped_phrases(text: str) -> list[str]:
+    """A listing of objects with one of them left out, each way (in the canonical wording); [] for other captions."""
+    d = parse_caption(text)
+    if d is None or d.count or d.relation or len(d.phrases) < 2:
+        return []
+    return [world.caption_text(replace(d, phrases=d.phrases[:i] + d.phrases[i + 1:])) for i in range(len(d.phrases))]
 
 
 def singular(noun: str) -> str | None:
