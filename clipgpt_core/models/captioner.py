@@ -346,8 +346,8 @@ class Captioner:
         return out
 
     def _edit_texts(self, cands: list[tuple[str, float]]) -> list[str]:
-        """The one-word edits (with swap_edits the swaps, and the structural_edits) of the `edit_beams` likeliest candidates that are not
-        candidates already."""
+        """The one-word edits (with swap_edits the swaps, and the structural_edits) of the `edit_beams` likeliest
+        candidates that are not candidates already."""
         if not self.edits:
             return []
         have = {t for t, _ in cands}

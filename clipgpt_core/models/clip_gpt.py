@@ -227,8 +227,8 @@ class ClipGPT:
         neighbours: the object named, the new colour, shape, size or cell, the background) while they come nearer,
         up to `rounds` times. An edit may only name an object the first image holds, as its caption says (when the
         caption names every object's colour), and must change something: not the background to the one it has, nor
-        an object into itself. When every candidate is ruled out so, the search starts from their neighbours; without an
-        edit among the candidates, the likeliest is kept."""
+        an object into itself. When every candidate is ruled out so, the search starts from their neighbours; without
+        an edit among the candidates, the likeliest is kept."""
         from ..world.captions import parse_caption
         from ..world.edits import edit_text, is_no_op, neighbours, parse_edit
         target = np.asarray(after, np.float32)
