@@ -10,6 +10,9 @@ sizes (they trade sizes):
   * image: with a second drawing of the same scene (objects elsewhere) and a drawing of the swapped scene, the share
     where the same scene is nearer (0.5: chance; the vector does not hold the binding);
   * zero-shot: the share of images whose caption scores above its swapped twin.
+And on 300 scenes of three or four objects (crowded): how often the whole caption (every object's size, colour and
+shape, the background) scores above each of its binding swaps -- two objects trading colours, shapes or sizes, one
+object made a copy of another -- and above all of them at once: what CLIP-GPT's captions need (its sizes bar).
 Compare: the shipped CLIP (`python -m clipgpt_train.clip`: hard negatives swap colours, shapes and sizes, and
 size-colour-shape presence), runs/clip_unsized (`--no-size-conjunctions --size-swap-share 0`: the recipe before
 2026-12-07, whose hard negatives never swap sizes), runs/clip_nohn (that, with `--no-edited-partners --text-negatives 0
@@ -70,6 +73,55 @@ def measure(clip, pairs, rng) -> dict:
     return out
 
 
+SWAPS = ("colour", "shape", "size", "duplicate")
+
+
+def crowded_scenes(n: int, seed: int):
+    """n scenes of 3-4 objects by the independent renderer, each with its whole caption and one caption per swap that
+    is false of it."""
+    from dataclasses import replace
+    from clipgpt_core.world.corpus import mixed_scene
+    rng = random.Random(seed)
+
+    def text(objects, background):
+        return world.Description(tuple(world.Phrase(o.shape, o.colour, o.size) for o in objects), background=background)
+    rows = []
+    for _ in range(n):
+        scene = mixed_scene(rng, (0, 0, 0.5, 0.5))
+        o = list(scene.objects)
+        pairs = [(i, j) for i in range(len(o)) for j in range(i + 1, len(o))]
+        rng.shuffle(pairs)
+        swaps = {}
+        for kind in SWAPS:
+            for i, j in pairs:
+                if kind == "duplicate":
+                    new = o[:j] + [replace(o[j], colour=o[i].colour, shape=o[i].shape)] + o[j + 1:]
+                elif getattr(o[i], kind) != getattr(o[j], kind):
+                    new = list(o)
+                    new[i] = replace(o[i], **{kind: getattr(o[j], kind)})
+                    new[j] = replace(o[j], **{kind: getattr(o[i], kind)})
+                else:
+                    continue
+                d = text(new, scene.background)
+                if not world.is_true(d, scene):
+                    swaps[kind] = world.caption_text(d)
+                    break
+        rows.append((alt_render.render(scene, rng), world.caption_text(text(o, scene.background)), swaps))
+    return rows
+
+
+def measure_crowded(clip, rows) -> dict:
+    z = clip.encode_images([r[0] for r in rows])
+    wins = {k: [] for k in SWAPS}
+    every = []
+    for (_, caption_, swaps), zi in zip(rows, z):
+        sims = clip.encode_texts([caption_, *swaps.values()]) @ zi
+        for kind, sim in zip(swaps, sims[1:]):
+            wins[kind].append(sims[0] > sim)
+        every.append(bool(np.all(sims[0] > sims[1:])))
+    return {k: round(float(np.mean(v)), 4) for k, v in wins.items()} | {"all": round(float(np.mean(every)), 4)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", default="assets/shapes/clip,runs/clip_unsized,runs/clip_nohn,runs/clip_sizes")
@@ -81,9 +133,11 @@ def main(argv=None):
         raise SystemExit(f"no CLIP at {', '.join(missing)}: train it with the command in this benchmark's --help, "
                          "or pass --clips")
     report = {"command": " ".join(["python -m benchmarks.bench_binding", *sys.argv[1:]]), "n": args.n, "clips": {}}
+    crowded = crowded_scenes(args.n, EVAL_SEED + 81)
     for path in args.clips.split(","):
         pairs, rng = scene_pairs(args.n, EVAL_SEED + 80)          # the same scenes and drawings for every CLIP
-        report["clips"][path] = measure(load_clip(path), pairs, rng)
+        clip = load_clip(path)
+        report["clips"][path] = measure(clip, pairs, rng) | {"crowded": measure_crowded(clip, crowded)}
         print(path, report["clips"][path], flush=True)
     write_report(report, args.out)
 
