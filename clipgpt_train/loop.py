@@ -46,13 +46,18 @@ def read_captions(path: str | Path) -> list[str]:
 
 
 def config_from_args(config_cls, description: str, argv=None):
-    """A command line with one --flag per field of a config dataclass (tuples stay at their default)."""
+    """A command line with one --flag per field of a config dataclass; a tuple as commas ("--object-mix 0.1,0.2,0.3,0.4",
+    each value of the default's type)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in asdict(config_cls()).items():
         flag = f"--{k.replace('_', '-')}"
         if isinstance(v, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
-        elif not isinstance(v, tuple):
+        elif isinstance(v, tuple):
+            kind = type(v[0]) if v else str
+            p.add_argument(flag, type=lambda text, kind=kind: tuple(kind(x) for x in text.split(",") if x.strip()),
+                           default=v, metavar=",".join(map(str, v)) or "A,B")
+        else:
             p.add_argument(flag, type=type(v), default=v)
     return config_cls(**vars(p.parse_args(argv)))
 

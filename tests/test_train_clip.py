@@ -193,3 +193,12 @@ def test_size_conjunctions_are_the_recipe_and_the_older_recipe_still_trains(tmp_
                       size_conjunctions=False, size_swap_share=0.0)
     clip = T.train(cfg)
     assert load_clip(tmp_path / "unsized").fingerprint() == clip.fingerprint()
+
+
+def test_every_recipe_field_is_a_flag_tuples_as_commas():
+    """config_from_args: the recipe's tuples (the object mix) are flags too, each value of the default's type."""
+    from clipgpt_train.loop import config_from_args
+    from clipgpt_train.renderer import RendererTrainConfig
+    assert config_from_args(T.TrainConfig, "", []) == T.TrainConfig()
+    assert config_from_args(T.TrainConfig, "", ["--object-mix", "0.15,0.2,0.3,0.35"]).object_mix == (0.15, 0.2, 0.3, 0.35)
+    assert config_from_args(RendererTrainConfig, "", ["--vae-channels", "8,16"]).vae_channels == (8, 16)
