@@ -52,9 +52,14 @@ def scene_pairs(n: int, seed: int):
     return out, rng
 
 
+def listing(objects, background: str | None = None) -> world.Description:
+    """Every object with colour, size and shape stated, in the order given [and the background]."""
+    return world.Description(tuple(world.Phrase(o.shape, o.colour, o.size) for o in objects), background=background)
+
+
 def caption(scene) -> str:
     """Both objects with colour, size and shape stated, in scene order (the world's canonical wording)."""
-    return world.caption_text(world.Description(tuple(world.Phrase(o.shape, o.colour, o.size) for o in scene.objects)))
+    return world.caption_text(listing(scene.objects))
 
 
 def measure(clip, pairs, rng) -> dict:
@@ -82,9 +87,6 @@ def crowded_scenes(n: int, seed: int):
     from dataclasses import replace
     from clipgpt_core.world.corpus import mixed_scene
     rng = random.Random(seed)
-
-    def text(objects, background):
-        return world.Description(tuple(world.Phrase(o.shape, o.colour, o.size) for o in objects), background=background)
     rows = []
     for _ in range(n):
         scene = mixed_scene(rng, (0, 0, 0.5, 0.5))
@@ -102,11 +104,11 @@ def crowded_scenes(n: int, seed: int):
                     new[j] = replace(o[j], **{kind: getattr(o[i], kind)})
                 else:
                     continue
-                d = text(new, scene.background)
+                d = listing(new, scene.background)
                 if not world.is_true(d, scene):
                     swaps[kind] = world.caption_text(d)
                     break
-        rows.append((alt_render.render(scene, rng), world.caption_text(text(o, scene.background)), swaps))
+        rows.append((alt_render.render(scene, rng), world.caption_text(listing(o, scene.background)), swaps))
     return rows
 
 

@@ -323,19 +323,23 @@ class Captioner:
         return batched(self, "beams", lambda ps, k: beam_search(self.decoder, torch.stack(ps), k, by_mean=by_mean))(
             list(prefix), num_beams)
 
+    def _editable(self, words: list[str]) -> list[int]:
+        """Where `words` (words and the gaps between them) hold a word of an edit group, not a background's: the
+        groups are objects' ("a white star", never "an orange background")."""
+        return [i for i, w in enumerate(words) if w in self.edits and words[i + 2:i + 3] != ["background"]]
+
     def one_word_edits(self, text: str) -> list[str]:
         """Every text that replaces one word of `text` by another of its group."""
         words = re.findall(r"\w+|\W+", text)
-        edited = ("".join(words[:i]) + alt + "".join(words[i + 1:])
-                  for i, w in enumerate(words) if words[i + 2:i + 3] != ["background"]    # no "orange background"
-                  for alt in self.edits.get(w, []))
+        edited = ("".join(words[:i]) + alt + "".join(words[i + 1:]) for i in self._editable(words)
+                  for alt in self.edits[words[i]])
         return [_fix_articles(e) for e in edited]
 
     def swapped(self, text: str) -> list[str]:
         """Every text that swaps two different words of one group of `text` ("a red star and a blue circle" ->
         "a blue star and a red circle")."""
         words = re.findall(r"\w+|\W+", text)
-        at = [i for i, w in enumerate(words) if w in self.edits and words[i + 2:i + 3] != ["background"]]
+        at = self._editable(words)
         out = []
         for k, i in enumerate(at):
             for j in at[k + 1:]:
