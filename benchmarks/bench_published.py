@@ -2,6 +2,7 @@
 timings and memory): built once, converted, assembled, loaded in a fresh process, and timed against the published code.
 
     python -m benchmarks.bench_published [--work /tmp/clipgpt-published-bench] [--out benchmarks/results/published.json]
+    python -m benchmarks.bench_published --device cuda --out published_cuda.json      # the same parts on a GPU
 
 Built into --work once: OpenAI CLIP ViT-L/14 and ViT-B/32 (open_clip) in open_clip's Hub layout, in a Hugging Face
 cache of the work folder's own where `clipgpt fetch` puts the real ones (so assembly resolves open_clip:ViT-L-14/openai
@@ -151,10 +152,10 @@ def convert_and_assemble(work: Path) -> dict:
 
 
 # -- the fresh process: load, then time --------------------------------------------------------------------------------
-def child(work: Path, full: bool) -> dict:
+def child(work: Path, full: bool, device: str = "cpu") -> dict:
     """The bundle with every part but the renderer; full: with the renderer too, then the timings."""
     from clipgpt_core.bundle import load_bundle
-    bundle, secs = timed(load_bundle, work / "bundle")
+    bundle, secs = timed(load_bundle, work / "bundle", device)
     result = {"load_bundle_s": round(secs, 2), "captioners": sorted(bundle.captioners), "clips": sorted(bundle.clips)}
     if full:
         result["load_renderer_s"] = round(timed(lambda: bundle.renderer)[1], 2)   # its first use loads the pipeline
@@ -169,13 +170,16 @@ def child(work: Path, full: bool) -> dict:
         t.reshape(-1)[::256].sum()
     result["weights_read"] = memory()
     if full:
-        result["timings"] = time_parts(bundle, work)
+        result["timings"] = time_parts(bundle, work, device)
         result["after_timings"] = memory()
+        if device.startswith("cuda"):
+            import torch
+            result["cuda_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["loadavg_after"] = os.getloadavg()     # the machine is shared: how busy it was
     return result
 
 
-def time_parts(bundle, work: Path) -> dict:
+def time_parts(bundle, work: Path, device: str = "cpu") -> dict:
     import numpy as np
     import torch
     from PIL import Image
@@ -202,6 +206,7 @@ def time_parts(bundle, work: Path) -> dict:
         int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks."))
     published = standins.clip_gpt_model(width, layers, width // 64)
     published.load_state_dict(state)
+    published.to(device)
     out["clip_gpt_params"] = numel(published)
     calls: list[int] = []
     published.transformer.register_forward_hook(lambda *a: calls.append(1))
@@ -223,10 +228,10 @@ def time_parts(bundle, work: Path) -> dict:
     missing, unexpected = model.load_state_dict(torch.load(work / "coco_weights.pt", weights_only=True), strict=False)
     assert not missing and all(k.endswith(("attn.bias", "attn.masked_bias")) for k in unexpected), (missing, unexpected)
     tokenizer = GPT2Tokenizer.from_pretrained(work / "gpt2")
-    model.eval()
+    model.to(device).eval()
     t = now()
     with torch.no_grad():
-        embed = model.clip_project(b32.model.encode_image(b32.image_tensor([images[0]]))).reshape(1, 10, -1)
+        embed = model.clip_project(b32.model.encode_image(b32.image_tensor([images[0]]).to(device))).reshape(1, 10, -1)
     published_caption = clipcap_model.generate_beam(model, tokenizer, beam_size=5, embed=embed)[0]
     theirs = now() - t
     # random weights almost never give ".": both run all 67 steps (equal caption lengths show it)
@@ -234,16 +239,22 @@ def time_parts(bundle, work: Path) -> dict:
                       "published_chars": len(published_caption), "speedup": round(theirs / ours, 1)}
     print(f"clipcap {out['clipcap']}", file=sys.stderr, flush=True)
     # one SD 1.5 UNet step at 512x512 (64x64 latents), batch 2: the guided and unguided halves of one image
-    latents, context = torch.randn(2, 4, 64, 64), torch.randn(2, 77, 768)
+    unet = bundle.renderer.pipe.unet
+    latents, context = (torch.randn(*shape, device=device, dtype=unet.dtype) for shape in ((2, 4, 64, 64), (2, 77, 768)))
+
+    def step():
+        unet(latents, 999, encoder_hidden_states=context)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
     with torch.no_grad():
-        secs = [timed(bundle.renderer.pipe.unet, latents, 999, encoder_hidden_states=context)[1] for _ in range(2)]
+        secs = [timed(step)[1] for _ in range(2)]
     out["sd_unet_step_s"] = {"first": round(secs[0], 2), "second": round(secs[1], 2)}
     return out
 
 
-def run_child(work: Path, mode: str) -> dict:
+def run_child(work: Path, mode: str, device: str = "cpu") -> dict:
     """A fresh interpreter (nothing loaded or cached in its memory): its result is its stdout's last line."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_published", "--work", str(work), "--child", mode]
+    cmd = [sys.executable, "-m", "benchmarks.bench_published", "--work", str(work), "--child", mode, "--device", device]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
@@ -254,6 +265,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=DEFAULT_WORK, help="where the stand-ins and the bundle go (reused when built)")
     p.add_argument("--out", default="benchmarks/results/published.json")
+    p.add_argument("--device", default="cpu", help="where the loaded bundle and the published code run (cuda: a GPU)")
     p.add_argument("--child", choices=("load", "full"), help=argparse.SUPPRESS)   # load: without the renderer
     args = p.parse_args(argv)
     work = Path(args.work).expanduser().resolve()
@@ -264,20 +276,21 @@ def main(argv=None) -> None:
     import torch
     torch.set_num_threads(2)
     if args.child:
-        print(json.dumps(child(work, full=args.child == "full")), flush=True)
+        print(json.dumps(child(work, full=args.child == "full", device=args.device)), flush=True)
         return
     t0 = now()
     params = build(work)
     report = {"command": " ".join(["python -m", __spec__.name, *sys.argv[1:]]),
-              "machine": {"cpus": os.cpu_count(), "torch_threads": 2, "torch": torch.__version__,
+              "machine": {"cpus": os.cpu_count(), "torch_threads": 2, "torch": torch.__version__, "device": args.device,
+                          "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
                           "loadavg_at_start": os.getloadavg()},
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "params": {k: {"stand_in": v, "published": PUBLISHED_PARAMS.get(k)} for k, v in params.items()
                          if k != "build_s"},
               "build_s": params.get("build_s"), "convert": convert_and_assemble(work)}
     print(f"converted {report['convert']}", file=sys.stderr, flush=True)
-    report["load_without_renderer"] = run_child(work, "load")
-    full = run_child(work, "full")
+    report["load_without_renderer"] = run_child(work, "load", args.device)
+    full = run_child(work, "full", args.device)
     report["timings"] = full.pop("timings")
     # the pickled CLIPGPT is only loaded in the child: its parameters are counted there
     report["params"]["clip_gpt"] = {"stand_in": report["timings"].pop("clip_gpt_params"),

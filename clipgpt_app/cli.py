@@ -6,7 +6,8 @@
     clipgpt explain --csv scores.csv                         (or --positives DIR --negatives DIR)
     clipgpt serve --index photos=~/photos-index/index        clip-retrieval's back-end with our CLIP
     clipgpt train STAGE [...]                                STAGE: clip, prior, embedding_prior, clip_gpt,
-                                                             renderer, classifier, bundle (all stale), captioner
+                                                             renderer, layout_head, ranking_clip, classifier,
+                                                             bundle (all stale), captioner
     clipgpt app [--share] [--port N] [--bundle B]            the Gradio app (what `python app.py` runs)
     clipgpt space --out DIR                                  a folder a Hugging Face Space accepts as it is
     clipgpt convert clip-gpt SRC --out DIR                   seed 000's clip_gpt.pt -> a caption prior
@@ -77,9 +78,11 @@ def _fetch(argv):
 
 
 def _train(argv):
-    from clipgpt_train import bundle, captioner, classifier, clip, clip_gpt, embedding_prior, prior, renderer
+    from clipgpt_train import (bundle, captioner, classifier, clip, clip_gpt, embedding_prior, layout_head, prior,
+                               ranking_clip, renderer)
     trainers = {"clip": clip, "prior": prior, "captioner": captioner, "embedding_prior": embedding_prior,
-                "clip_gpt": clip_gpt, "renderer": renderer, "classifier": classifier, "bundle": bundle}
+                "clip_gpt": clip_gpt, "renderer": renderer, "layout_head": layout_head, "ranking_clip": ranking_clip,
+                "classifier": classifier, "bundle": bundle}
     if not argv or argv[0] not in trainers:
         sys.exit(f"clipgpt train: name a stage, one of {', '.join(trainers)} (e.g. `clipgpt train clip --help`)")
     sys.argv = [f"clipgpt train {argv[0]}", *argv[1:]]

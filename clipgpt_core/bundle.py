@@ -2,12 +2,10 @@
 
     assets/shapes/
       manifest.json                 {"name", "format_version", "components": {...}, "gallery": {...}}
-      clip/open_clip_config.json    open_clip's layout: model_name, model_cfg, preprocess_cfg
-      clip/open_clip_model.safetensors
+      clip/open_clip_config.json + open_clip_model.safetensors     open_clip's layout
       prior/prior_config.json + model.safetensors                  the caption prior (CLIP GPT)
-      captioner/mapper_config.json + mapper.safetensors            ClipCap mapper
-      captioner/decoder.safetensors                                its fine-tuned prior blocks
-      embedding_prior/embedding_prior_config.json + ...safetensors caption -> image embedding
+      captioner/, clip_gpt/, embedding_prior/, layout_head/        each a JSON config + safetensors
+      ranking_clip/                 a second CLIP (open_clip's layout) that only ranks the captioners' captions
       */trained_against.json        what the component was trained against (fingerprints), see LINEAGE
       renderer/model_index.json + unet/ vae/ scheduler/   a diffusers StableDiffusionPipeline
                                     (save_pretrained), text -> image; its text_encoder/ and tokenizer/
@@ -73,6 +71,7 @@ class Bundle(SpeaksWorld):
     clips: dict = field(default_factory=dict)      # other CLIPs the bundle's parts read (ClipCap reads ViT-B/32)
     embedding_prior: EmbeddingPrior | None = None
     clip_gpt: ClipGPT | None = None                # seed 002's one model: image vectors and words in, either out
+    ranking_clip: ClipEncoder | None = None        # a CLIP that only ranks its captioners' captions of images
     # how to load the renderer on first use (a pipeline takes seconds to load and imports diffusers)
     renderer_loader: Callable[[], Renderer] | None = field(default=None, repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
@@ -308,9 +307,8 @@ class LoadingBundle(SpeaksWorld):
 
 
 # component name -> how to retrain it, for the error when its files are missing
-RETRAIN = {"prior": "clipgpt_train.prior", "captioner": "clipgpt_train.captioner",
-           "embedding_prior": "clipgpt_train.embedding_prior", "renderer": "clipgpt_train.renderer",
-           "clip_gpt": "clipgpt_train.clip_gpt", "layout_head": "clipgpt_train.layout_head"}
+RETRAIN = {name: f"clipgpt_train.{name}" for name in ("prior", "captioner", "embedding_prior", "renderer", "clip_gpt",
+                                                      "layout_head", "ranking_clip")}
 
 
 def _load_text_components(bundle: Bundle, components: dict, device: str) -> None:
@@ -341,6 +339,11 @@ def _load_text_components(bundle: Bundle, components: dict, device: str) -> None
             from .models.clip_gpt import ClipGPT
             bundle.clip_gpt = ClipGPT.load(directory("clip_gpt"), bundle.clip, bundle.prior, device)
             bundle.captioners["clip_gpt"] = bundle.clip_gpt.captioner
+        if directory("ranking_clip"):     # trained on crowded scenes, it binds sizes the bundle's CLIP confuses
+            from .models.clip import load_clip
+            bundle.ranking_clip = load_clip(directory("ranking_clip"), device=device)
+            for captioner in bundle.captioners.values():
+                captioner.ranking_clips = [bundle.ranking_clip]
         # the default captioner: a captioner component; else CLIP-GPT's image -> caption path (the built-in bundle:
         # one model where there were two); else a training-free one
         bundle.captioner = (bundle.captioners.get("captioner") or bundle.captioners.get("clip_gpt")
@@ -427,12 +430,12 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         own_text_encoder = not renderer.text_encoder_is(bundle.clip)
         renderer.save(directory / "renderer", with_text_encoder=own_text_encoder)
         components["renderer"] = {"kind": "diffusers_stable_diffusion", "path": "renderer"}
-    head = components.pop("layout_head", None)
-    if head is not None and bundle.path is not None and (bundle.path / head["path"]).is_dir():
-        # the renderer's vector decoder (models/layout_head.py) is kept beside it, as it was
-        import shutil
-        shutil.copytree(bundle.path / head["path"], directory / "layout_head", dirs_exist_ok=True)
-        components["layout_head"] = {"kind": "layout_head", "path": "layout_head"}
+    for name in ("layout_head", "ranking_clip"):      # the renderer's vector decoder, the ranking CLIP: as they were
+        entry = components.pop(name, None)
+        if entry is not None and bundle.path is not None and (bundle.path / entry["path"]).is_dir():
+            import shutil
+            shutil.copytree(bundle.path / entry["path"], directory / name, dirs_exist_ok=True)
+            components[name] = {"kind": entry["kind"], "path": name}
     fingerprints = dependency_fingerprints(directory, components, bundle.clip)
     for name in DEPENDS_ON:
         if name in components and (directory / components[name]["path"]).is_dir() and not (

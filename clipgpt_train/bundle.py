@@ -6,7 +6,8 @@
     python -m clipgpt_train.bundle --device cuda        # the long stages on a GPU
     python -m clipgpt_train.bundle --from-clip DIR      # the CLIP's first stage is that saved CLIP's
 
-Stages: clip -> prior -> embedding_prior -> clip_gpt -> renderer -> layout_head (CLIP-GPT, grown from the prior, is
+Stages: clip -> prior -> embedding_prior -> clip_gpt -> renderer -> layout_head, and the ranking CLIP, which reads no
+other component and only ranks captions of images (clipgpt_train/ranking_clip.py). (CLIP-GPT, grown from the prior, is
 also the bundle's image captioner: the separate captioner stage, 55 min, is gone; `python -m clipgpt_train.captioner`
 still trains one for other bundles. The layout head, which reads CLIP image vectors for renderer.decode, is kept
 beside the renderer). A component is stale when the
@@ -34,7 +35,7 @@ from clipgpt_core.models.clip import load_clip
 from clipgpt_core.errors import InputError
 from .loop import run_key
 
-ORDER = ("clip", "prior", "embedding_prior", "clip_gpt", "renderer", "layout_head")
+ORDER = ("clip", "prior", "embedding_prior", "clip_gpt", "renderer", "layout_head", "ranking_clip")
 
 
 def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "runs/train_bundle"):
@@ -58,6 +59,10 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
     elif stage == "layout_head":
         from .layout_head import LayoutHeadTrainConfig as cls
         base = {"out": str(bundle / "layout_head"), "bundle": str(bundle)}
+    elif stage == "ranking_clip":             # its own CLIP from scratch: --from-clip is the clip stage's alone
+        from .ranking_clip import RankingClipConfig as cls
+        base = {"out": str(bundle / "ranking_clip")}
+        overrides = {k: v for k, v in overrides.items() if k != "from_clip"}
     else:
         raise InputError(f"unknown stage {stage!r}; stages: {', '.join(ORDER)}")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -66,9 +71,9 @@ def stage_config(stage: str, bundle: Path, overrides: dict, checkpoints: str = "
 
 
 def trainer(stage: str):
-    from . import clip, clip_gpt, embedding_prior, layout_head, prior, renderer
-    return {"clip": clip, "prior": prior, "embedding_prior": embedding_prior,
-            "clip_gpt": clip_gpt, "renderer": renderer, "layout_head": layout_head}[stage].train
+    from . import clip, clip_gpt, embedding_prior, layout_head, prior, ranking_clip, renderer
+    return {"clip": clip, "prior": prior, "embedding_prior": embedding_prior, "clip_gpt": clip_gpt,
+            "renderer": renderer, "layout_head": layout_head, "ranking_clip": ranking_clip}[stage].train
 
 
 def recipe(cfg) -> str:
@@ -108,8 +113,9 @@ def run(bundle: Path, stages=ORDER, force=(), overrides: dict | None = None,
     components = manifest["components"]
     times_file = bundle / "train_times.json"
     forced = set()
-    for name in force:     # a forced stage forces everything after it that can depend on it
-        forced |= set(ORDER[ORDER.index(name):])
+    for name in force:     # a forced stage forces everything after it that can depend on it (what depends on nothing,
+        # the ranking CLIP, only when named)
+        forced |= {name} | {s for s in ORDER[ORDER.index(name):] if s in DEPENDS_ON}
     done = {}
     for stage in ORDER:
         if stage not in stages or stage not in components:

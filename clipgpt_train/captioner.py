@@ -90,7 +90,7 @@ def train(cfg: CaptionerTrainConfig) -> Captioner:
     decoder.gpt.eval().requires_grad_(False)
     captioner = Captioner(clip, prior, mapper.eval(), decoder=decoder)
     captioner.save(cfg.out)
-    write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
+    write_train_record(cfg.out, cfg, time.time() - t0, final_loss_ema=ema)
     return captioner
 
 

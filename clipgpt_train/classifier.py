@@ -94,7 +94,7 @@ def train(cfg: TrainClassifierConfig, progress: bool = True) -> ShapesClassifier
     model.eval()
     acc = accuracy(model, xv, ysv, ycv)
     model.save(cfg.out)
-    write_train_record(cfg.out, cfg, started, val_accuracy=acc)
+    write_train_record(cfg.out, cfg, time.time() - started, val_accuracy=acc)
     print(f"validation accuracy: shape {acc['shape']:.3f}, colour {acc['colour']:.3f}")
     return model
 

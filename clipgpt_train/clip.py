@@ -27,7 +27,6 @@ import copy
 import math
 import random
 import shutil
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -195,7 +194,7 @@ def train(cfg: TrainConfig) -> ClipEncoder:
         seconds += more
     clip.model.eval()
     clip.save(cfg.out)
-    write_train_record(cfg.out, cfg, time.time() - seconds, final_loss_ema=ema,
+    write_train_record(cfg.out, cfg, seconds, final_loss_ema=ema,
                        completed_steps=min(first + cfg.position_stage_steps, cfg.stop_after or 10 ** 9),
                        text_fingerprint=clip.fingerprint("text"), fingerprint=clip.fingerprint())
     return clip

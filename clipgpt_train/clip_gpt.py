@@ -218,7 +218,7 @@ def train(cfg: ClipGPTTrainConfig) -> ClipGPT:
     net.restrict_writes(model.text.token_ids(vocabulary()))           # captions, edits: the world's words
     model = ClipGPT(net, clip, device)
     model.save(cfg.out)
-    write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
+    write_train_record(cfg.out, cfg, time.time() - t0, final_loss_ema=ema)
     return model
 
 

@@ -219,7 +219,7 @@ def train(cfg: DecoderTrainConfig, clip=None, progress: bool = True):
     pipe = assemble(vae, unet, cfg)
     save_pipeline(pipe, cfg.out)
     tail = log[-max(1, len(log) // 10):]
-    write_train_record(cfg.out, cfg, t0, clip=clip.model_name, encode_seconds=round(t_encode, 1),
+    write_train_record(cfg.out, cfg, time.time() - t0, clip=clip.model_name, encode_seconds=round(t_encode, 1),
                        train_seconds=round(seconds, 1), seconds_per_step=round(seconds / max(1, cfg.steps), 3),
                        final_loss=round(sum(tail) / len(tail), 5) if tail else None,
                        params=sum(p.numel() for p in unet.parameters()))

@@ -93,7 +93,7 @@ def train(cfg: EmbeddingPriorTrainConfig) -> EmbeddingPrior:
     prior = EmbeddingPrior(clip, net.eval())
     prior.residuals = fit_residuals(prior, random.Random(cfg.seed + 1), cfg.residual_pairs)
     prior.save(cfg.out)
-    write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
+    write_train_record(cfg.out, cfg, time.time() - t0, final_loss_ema=ema)
     return prior
 
 

@@ -141,7 +141,7 @@ def train(cfg: LayoutHeadTrainConfig, clip=None, progress: bool = True) -> Layou
     head = LayoutHead(net.eval())
     head.save(cfg.out)
     scores = {s: score(net, data[s]) for s in ("val_train", "val_heldout")}
-    write_train_record(cfg.out, cfg, t0, clip=getattr(clip, "model_name", None), encode_seconds=round(t_encode, 1),
+    write_train_record(cfg.out, cfg, time.time() - t0, clip=getattr(clip, "model_name", None), encode_seconds=round(t_encode, 1),
                        train_seconds=round(resume.seconds if resume else time.time() - t0 - t_encode, 1),
                        final_loss_ema=ema, params=sum(p.numel() for p in net.parameters()), val=scores)
     if progress:

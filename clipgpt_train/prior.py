@@ -80,7 +80,7 @@ def train(cfg: PriorTrainConfig) -> CaptionPrior:
         model.restrict_writes(writes)
     if accelerator.is_main_process:
         prior.save(cfg.out)
-        write_train_record(cfg.out, cfg, t0, final_loss_ema=ema)
+        write_train_record(cfg.out, cfg, time.time() - t0, final_loss_ema=ema)
     return prior
 
 

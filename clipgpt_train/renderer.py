@@ -366,7 +366,7 @@ def train(cfg: RendererTrainConfig, clip=None, progress: bool = True) -> StableD
         values = [r[key] for r in log[-max(1, len(log) // 10):]]
         return round(float(np.mean(values)), 5) if values else None
     spent = t_vae + t_encode + t_unet + t_layout
-    write_train_record(cfg.out, cfg, time.time() - spent, clip=clip.model_name,
+    write_train_record(cfg.out, cfg, spent, clip=clip.model_name,
                        scaling_factor=vae.config.scaling_factor,
                        vae_final_mse=tail(vae_log, "mse"), vae_final_kl=tail(vae_log, "kl"),
                        unet_final_loss=tail(unet_log, "loss"), layout_final_loss=tail(layout_log, "loss"),

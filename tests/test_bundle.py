@@ -113,3 +113,6 @@ def test_saved_bundle_records_what_it_was_trained_against(tmp_path):
     assert not (tmp_path / "copy" / "captioner").exists()          # CLIP-GPT is the captioner: not saved twice
     copy = load_bundle(tmp_path / "copy")
     assert copy.captioner is copy.clip_gpt.captioner and copy.captioner.mapper is not None
+    # the ranking CLIP is kept, and ranks the copy's captions too
+    assert copy.ranking_clip.fingerprint() == b.ranking_clip.fingerprint()
+    assert copy.captioner.ranking_clips == [copy.ranking_clip]

@@ -171,6 +171,24 @@ def test_the_best_few_candidates_are_the_first_of_all_without_scoring_every_edit
         cap.candidates(images[:1], top=0)
 
 
+def test_the_ranking_clip_joins_the_ranking_of_images_not_of_vectors(bundle):
+    """An image's candidates are ranked by the mean of the bundle CLIP's and the ranking CLIP's similarities (plus
+    the prior term); a CLIP vector, which only the bundle's CLIP can read, by the bundle CLIP's alone."""
+    cap, rc = bundle.captioner, bundle.ranking_clip
+    assert rc is not None and cap.ranking_clips == [rc]
+    im = world.example(8, n_objects=3).image
+    rows = cap.candidates([im], num_beams=3)[0]
+    texts = [r["caption"] for r in rows]
+    ours, theirs = (c.encode_texts(texts) @ c.encode_images([im])[0] for c in (bundle.clip, rc))
+    assert np.allclose([r["clip_similarity"] for r in rows], (ours + theirs) / 2, atol=1e-5)
+    assert np.allclose([r["score"] for r in rows],
+                       [r["clip_similarity"] + cap.prior_weight * r["log_prob"] for r in rows], atol=1e-5)
+    assert not np.allclose(ours, theirs, atol=1e-2)              # two CLIPs, not one twice
+    vec = cap.candidates_from_embeddings(bundle.clip.encode_images([im]), num_beams=3)[0]
+    alone = bundle.clip.encode_texts([r["caption"] for r in vec]) @ bundle.clip.encode_images([im])[0]
+    assert np.allclose([r["clip_similarity"] for r in vec], alone, atol=1e-5)
+
+
 def test_embedding_prior_training_moves_text_towards_images(bundle, tmp_path):
     images, captions, _, _ = world_pairs(random.Random(11), 64)
     img = bundle.clip.encode_images(images)

@@ -27,10 +27,11 @@ def small_bundle(tmp_path):
 def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, capsys):
     ckpts = str(tmp_path / "ckpt")
     done = TB.run(small_bundle, overrides=TINY, checkpoints=ckpts)
-    assert list(done) == ["clip", "prior", "embedding_prior", "clip_gpt", "layout_head"]
+    assert list(done) == ["clip", "prior", "embedding_prior", "clip_gpt", "layout_head", "ranking_clip"]
     assert all(isinstance(v, float) for v in done.values())          # minutes: every stage ran
     bundle = load_bundle(small_bundle)                                # strict: consistent again
     assert bundle.clip_gpt is not None and bundle.captioner is bundle.clip_gpt.captioner     # CLIP-GPT captions
+    assert bundle.captioner.ranking_clips == [bundle.ranking_clip]
     assert bundle.embedding_prior is not None and bundle.embedding_prior.residuals is not None
     times = json.loads((small_bundle / "train_times.json").read_text())
     assert set(times) == set(done) and all("machine" in t for t in times.values())
@@ -41,8 +42,12 @@ def test_retrains_stale_stages_in_order_then_nothing(small_bundle, tmp_path, cap
     # a new recipe for the vector-writing stages (their cosine term) retrains those alone
     again = TB.run(small_bundle, overrides=TINY | {"cosine_weight": 0.5}, checkpoints=str(tmp_path / "c2"))
     assert again == {"clip": "up to date", "prior": "up to date", "embedding_prior": again["embedding_prior"], "clip_gpt": again["clip_gpt"],
-                     "layout_head": "up to date"}
+                     "layout_head": "up to date", "ranking_clip": "up to date"}
     assert isinstance(again["embedding_prior"], float) and isinstance(again["clip_gpt"], float)
+    # forcing a stage forces what can depend on it, not the ranking CLIP, which depends on nothing
+    forced = TB.run(small_bundle, stages=["layout_head", "ranking_clip"], force=["layout_head"], overrides=TINY,
+                    checkpoints=str(tmp_path / "c3"))
+    assert isinstance(forced["layout_head"], float) and forced["ranking_clip"] == "up to date"
 
 
 def test_a_new_clip_makes_the_bundle_refuse_until_retrained(small_bundle, tmp_path):

@@ -202,3 +202,22 @@ def test_every_recipe_field_is_a_flag_tuples_as_commas():
     assert config_from_args(T.TrainConfig, "", []) == T.TrainConfig()
     assert config_from_args(T.TrainConfig, "", ["--object-mix", "0.15,0.2,0.3,0.35"]).object_mix == (0.15, 0.2, 0.3, 0.35)
     assert config_from_args(RendererTrainConfig, "", ["--vae-channels", "8,16"]).vae_channels == (8, 16)
+
+
+def test_the_ranking_clip_is_the_recipe_on_crowded_scenes_saved_in_float16(tmp_path):
+    from clipgpt_train import ranking_clip as R
+    tiny_config(tmp_path, "x")                                          # registers the tiny architecture
+    cfg = R.RankingClipConfig(out=str(tmp_path / "rc"), checkpoint=str(tmp_path / "rc-ckpt"),
+                              model_name="tiny-test-clip", steps=3, pretrain_steps=1, position_stage_steps=1,
+                              pairs=3, warmup=1, threads=1)
+    assert cfg.object_mix[3] > T.TrainConfig().object_mix[3]      # more four-object scenes than the bundle CLIP's
+    clip = R.train(cfg)
+    stored = load_file(tmp_path / "rc" / "open_clip_model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    reloaded = load_clip(tmp_path / "rc")
+    assert next(reloaded.model.parameters()).dtype == torch.float32
+    record = json.loads((tmp_path / "rc" / "train_config.json").read_text())
+    assert record["fingerprint"] == clip.fingerprint() == reloaded.fingerprint()
+    texts = ["a red star", "two blue circles"]
+    assert torch.allclose(torch.from_numpy(clip.encode_texts(texts)), torch.from_numpy(reloaded.encode_texts(texts)),
+                          atol=1e-6)

@@ -48,7 +48,9 @@ def build(bundle) -> None:
         best = ranked[0]   # candidates come ranked by score, as caption() chooses
         table = [[r["caption"], round(r["score"], 4), round(r["clip_similarity"], 4), round(r["log_prob"], 3)]
                  for r in ranked]
-        weight = f"score = CLIP similarity + {captioner.prior_weight:g} × log p per token"
+        similarity = "CLIP similarity (the mean of the bundle's CLIP and its ranking CLIP)" \
+            if captioner.ranking_clips else "CLIP similarity"
+        weight = f"score = {similarity} + {captioner.prior_weight:g} × log p per token"
         return f"### {best['caption']}\n\n*{captioner.mode}* · {weight}", table
 
     with gr.Row():

@@ -161,6 +161,13 @@ def beam_search(prior: CaptionPrior, prefix_embeds: torch.Tensor, num_beams: int
     return out
 
 
+def similarity(views: list, texts: list[str]) -> np.ndarray:
+    """Each text's CLIP similarity to an image, the mean over its views: (CLIP, the image's embedding by it) pairs."""
+    if not texts:
+        return np.zeros(0, np.float32)
+    return np.mean([clip.encode_texts(texts) @ emb for clip, emb in views], axis=0)
+
+
 def _fix_articles(text: str) -> str:
     """'a orange' -> 'an orange', 'an red' -> 'a red' after an edit."""
     text = re.sub(r"\ba (?=[aeiou])", "an ", text)
@@ -193,6 +200,10 @@ class Captioner:
         # alone, which favours short captions that leave out size and position; 0.05 keeps the
         # CLIP choice of colour and shape (benchmarks/bench_captions.py has the figures)
         self.prior_weight = 0.05
+        # other CLIPs whose image-caption similarity joins the ranking (an image's candidates are then ranked by the
+        # mean similarity over the captioner's CLIP and these): the built-in bundle's ranking_clip, trained on crowded
+        # scenes, binds sizes where the bundle's CLIP, trained for retrieval, confuses them (docs/results.md, CLIP-GPT)
+        self.ranking_clips: list = []
         # fallback: pool captions, their CLIP text embeddings, their per-token prior log-probs
         self._pool: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
@@ -273,14 +284,17 @@ class Captioner:
         if not images:
             return []
         embs, raw = self.image_features(images)         # once: for the prefix and for ranking
-        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed, top, raw)
+        ranking = [c.encode_images(images) for c in self.ranking_clips]
+        return self.candidates_from_embeddings(embs, num_beams, num_samples, temperature, seed, top, raw, ranking)
 
     def candidates_from_embeddings(self, embs: np.ndarray, num_beams: int = 3, num_samples: int = 0,
                                    temperature: float = 1.0, seed: int | None = 0,
-                                   top: int | None = None, raw: np.ndarray | None = None) -> list[list[dict]]:
+                                   top: int | None = None, raw: np.ndarray | None = None,
+                                   ranking: list[np.ndarray] | None = None) -> list[list[dict]]:
         """candidates() for CLIP image embeddings (N, D), L2-normalised: what a CLIP image vector says,
         however it was made (an image, the caption->CLIP prior). raw: the unnormalised features, for a mapper
-        that reads them (without them it reads the vectors scaled by input_norm)."""
+        that reads them (without them it reads the vectors scaled by input_norm). ranking: the images'
+        embeddings by each of ranking_clips, when there are images (a vector alone is ranked by its own CLIP)."""
         if not len(embs):
             return []
         if top is not None and top < 1:
@@ -302,16 +316,18 @@ class Captioner:
                 per_image[i] += list(zip(texts[i * num_samples:(i + 1) * num_samples],
                                          logps[i * num_samples:(i + 1) * num_samples]))
         edits = [self._edit_texts(cands) for cands in per_image]
+        views = [[(self.clip, e)] + [(c, r[i]) for c, r in zip(self.ranking_clips, ranking or ())]
+                 for i, e in enumerate(embs)]
         if top is not None:
-            return [self._rank_top(prefix[i:i + 1], e, cands, edits[i], top)
-                    for i, (e, cands) in enumerate(zip(embs, per_image))]
+            return [self._rank_top(prefix[i:i + 1], views[i], cands, edits[i], top)
+                    for i, cands in enumerate(per_image)]
         new = [(i, t) for i, texts in enumerate(edits) for t in texts]
         if new:                                             # every edit scored, all images' in one pass
             images = [i for i, _ in new]
             logps = self._log_prob(prefix[torch.tensor(images, device=prefix.device)], [t for _, t in new], images)
             for (i, text), lp in zip(new, logps):
                 per_image[i].append((text, lp))
-        return [self._rank(e, cands) for e, cands in zip(embs, per_image)]
+        return [self._rank(v, cands) for v, cands in zip(views, per_image)]
 
     def _beams(self, prefix: torch.Tensor, num_beams: int) -> list[list[tuple[list[int], float]]]:
         """beam_search for prefixes (N, L, W). Users' images with the same beam width share its passes (batching.py):
@@ -360,15 +376,15 @@ class Captioner:
                  + (self.structural_edits(t) if self.structural_edits else []))
         return list(dict.fromkeys(e for e in edits if e not in have))
 
-    def _rank_top(self, prefix: torch.Tensor, image_embed: np.ndarray, cands: list[tuple[str, float]],
+    def _rank_top(self, prefix: torch.Tensor, views: list, cands: list[tuple[str, float]],
                   edits: list[str], top: int, chunk: int = 8) -> list[dict]:
         """The best `top` of cands and edits. score = similarity + prior_weight x log p per token and log p <= 0,
         so an edit whose similarity is below the top-th best score so far cannot enter: edits are scored by the
         captioner in order of similarity until the next one could not, `chunk` at a time (8: the bar rises sooner;
         on 40 scenes 8 or 6 took 0.86-0.94x of 16's time, the same rows)."""
-        rows = self._rank(image_embed, cands)
+        rows = self._rank(views, cands)
         edits = [t for t in edits if t.strip()]
-        sims = self.clip.encode_texts(edits) @ image_embed if edits else np.zeros(0)
+        sims = similarity(views, edits)
         order = [int(j) for j in np.argsort(-sims, kind="stable")]
         while order:
             scores = sorted((r["score"] for r in rows), reverse=True)
@@ -412,7 +428,7 @@ class Captioner:
             out += self.decoder.mean_log_probs(texts[i:i + chunk], prefix[i:i + chunk], groups)
         return out
 
-    def _rank(self, image_embed: np.ndarray, cands: list[tuple[str, float]]) -> list[dict]:
+    def _rank(self, views: list, cands: list[tuple[str, float]]) -> list[dict]:
         seen = {}
         for text, lp in cands:
             if text.strip() and text not in seen:
@@ -420,7 +436,7 @@ class Captioner:
         if not seen:
             return [self._row("", float("-inf"), 0.0)]
         texts = list(seen)
-        sims = self.clip.encode_texts(texts) @ image_embed
+        sims = similarity(views, texts)
         return sorted((self._row(t, seen[t], s) for t, s in zip(texts, sims)), key=lambda r: -r["score"])
 
     def _row(self, caption: str, log_prob: float, clip_similarity: float) -> dict:

@@ -173,11 +173,13 @@ class ClipEncoder:
             out.append(F.normalize(encode_text_trimmed(self.model, tokens).float(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
-    def save(self, directory: str | Path) -> None:
-        """safetensors weights + open_clip's JSON config (model_cfg, preprocess_cfg)."""
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """safetensors weights + open_clip's JSON config (model_cfg, preprocess_cfg). dtype: the floating-point
+        weights stored in it (load_clip reads them into the model's own float32)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in self.model.state_dict().items()}
         save_file(state, directory / WEIGHTS_FILE)
         config = {"model_name": self.model_name,
                   "model_cfg": open_clip.get_model_config(self.model_name),
