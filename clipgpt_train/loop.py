@@ -62,10 +62,11 @@ def config_from_args(config_cls, description: str, argv=None):
     return config_cls(**vars(p.parse_args(argv)))
 
 
-def write_train_record(out: str | Path, cfg, seconds: float, **extra) -> None:
-    """train_config.json beside the weights: every setting, plus how the run went (seconds: its training time)."""
+def write_train_record(out: str | Path, cfg, spent: float, /, **extra) -> None:
+    """train_config.json beside the weights: every setting, plus how the run went (spent: its training seconds;
+    positional, so that a record may hold its own "seconds")."""
     (Path(out) / "train_config.json").write_text(json.dumps(
-        asdict(cfg) | extra | {"minutes": round(seconds / 60, 2)}, indent=2))
+        asdict(cfg) | extra | {"minutes": round(spent / 60, 2)}, indent=2))
 
 
 def run_cli(config_cls, train_fn, description: str, argv=None) -> None:

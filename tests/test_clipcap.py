@@ -17,7 +17,8 @@ from benchmarks.published_code.standins import G, save_as_published, write_gpt2_
 from clipgpt_core import world
 from clipgpt_core.errors import BundleError
 from clipgpt_core.models.caption_prior import generate
-from clipgpt_core.models.captioner import beam_search, raw_image_features, start_tokens
+from clipgpt_core.models.beam_search import beam_search, start_tokens
+from clipgpt_core.models.captioner import raw_image_features
 from clipgpt_core.models.clip import create_clip
 from clipgpt_core.published.clipcap import convert_clipcap, load_clipcap, main
 

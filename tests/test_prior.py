@@ -115,7 +115,7 @@ def test_a_prior_writes_only_its_words_and_scores_them_over_them(fresh, bundle):
     """restrict_writes: sampling and beam search write only the tokens the prior was trained on; a text of those
     tokens is scored over them (the full head's log-probs renormalised there), another text over the whole head;
     training reads the whole head. The shipped prior and CLIP-GPT write exactly the world's vocabulary."""
-    from clipgpt_core.models.captioner import beam_search
+    from clipgpt_core.models.beam_search import beam_search
     _, prior = fresh
     words = ["a", "red", "blue", "circle", "star", "and"]
     ids = torch.tensor(prior.token_ids(words))

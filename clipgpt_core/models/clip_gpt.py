@@ -32,7 +32,8 @@ from torch import nn
 
 from ..errors import BundleError, InputError
 from .caption_prior import CaptionGPT, CaptionPrior, PriorConfig
-from .captioner import Captioner, MapperConfig, PrefixMapper, beam_search
+from .beam_search import beam_search
+from .captioner import Captioner, MapperConfig, PrefixMapper
 
 CONFIG_FILE = "clip_gpt_config.json"
 WEIGHTS_FILE = "model.safetensors"
